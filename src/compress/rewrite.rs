@@ -1,0 +1,201 @@
+//! The one path every pass takes from an input package to an output package: compute
+//! replacements for selected ops in parallel (in bounded chunks), stream their new tensors to the
+//! output weight file in a fixed order, splice the new ops into the graph, then copy every blob
+//! the result still uses from the input. Output bytes do not depend on the thread count.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::format::blob::BlobWriter;
+use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};
+use crate::format::spec::proto::mil_spec::{value, Operation, Value};
+use crate::format::spec::{self, Model};
+use crate::mil::ops::output_name;
+use crate::mil::program::{rename_uses, replace_ops};
+use crate::mil::tensor::{blob_value, goes_to_blob, immediate_value, TensorInfo};
+
+/// Marks values whose bytes are still held by a [`Replacement`] (offset = index into it).
+const PENDING: &str = "@coreml_compress/pending";
+/// Marks values already written to the output weight file during this pass.
+const WRITTEN: &str = "@coreml_compress/written";
+
+/// A tensor made by a pass, in blob layout.
+pub struct NewTensor {
+    pub info: TensorInfo,
+    pub bytes: Vec<u8>,
+}
+
+/// The ops that take the place of one op, with the tensors they hold.
+#[derive(Default)]
+pub struct Replacement {
+    pub ops: Vec<Operation>,
+    /// Variables whose uses must point elsewhere (old name → new name).
+    pub renames: Vec<(String, String)>,
+    tensors: Vec<NewTensor>,
+    spec_version: i32,
+}
+
+impl Replacement {
+    pub fn new(spec_version: i32) -> Self {
+        Replacement {
+            spec_version,
+            ..Default::default()
+        }
+    }
+
+    /// A value holding `tensor`: inline or in the weight file, by coremltools' rule.
+    pub fn value(&mut self, tensor: NewTensor) -> Value {
+        if goes_to_blob(&tensor.info, self.spec_version) {
+            let v = blob_value(&tensor.info, PENDING, self.tensors.len() as u64);
+            self.tensors.push(tensor);
+            v
+        } else {
+            immediate_value(&tensor.info, &tensor.bytes)
+        }
+    }
+
+    /// Writes the held tensors and points the ops' values at them.
+    fn emit(&mut self, out: &mut BlobWriter) -> Result<()> {
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        for t in std::mem::take(&mut self.tensors) {
+            offsets.push(out.append(t.info.dtype, t.info.count() as u64, &t.bytes)?);
+        }
+        for op in &mut self.ops {
+            for_each_op_value(op, &mut |v| {
+                if let Some(value::Value::BlobFileValue(b)) = &mut v.value {
+                    if b.file_name == PENDING {
+                        b.file_name = WRITTEN.to_string();
+                        b.offset = offsets[b.offset as usize];
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+fn for_each_op_value(op: &mut Operation, f: &mut impl FnMut(&mut Value)) {
+    use crate::format::spec::proto::mil_spec::argument::binding::Binding;
+    op.attributes.values_mut().for_each(&mut *f);
+    for arg in op.inputs.values_mut() {
+        for b in &mut arg.arguments {
+            if let Some(Binding::Value(v)) = &mut b.binding {
+                f(v);
+            }
+        }
+    }
+}
+
+/// One unit of work: replace the op whose first output is `target` in `function`.
+pub struct Job<T> {
+    pub function: String,
+    pub target: String,
+    /// Bytes of input the job reads, to bound how much is in flight at once.
+    pub input_bytes: usize,
+    pub task: T,
+}
+
+/// How much input a chunk of parallel jobs may read before its results are written.
+const CHUNK_BYTES: usize = 256 << 20;
+
+/// Runs `compute` over the jobs (in parallel, chunk by chunk), writes the results into the
+/// output weight file in job order and returns the package's model with the replacements made.
+/// `progress(done, total)` is called after each chunk, on the calling thread.
+pub fn apply<T: Sync>(
+    package: &Package,
+    jobs: &[Job<T>],
+    out: &mut PackageWriter,
+    compute: impl Fn(&Job<T>) -> Result<Option<Replacement>> + Sync,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Model> {
+    let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
+    let mut start = 0;
+    while start < jobs.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        let min_jobs = rayon::current_num_threads();
+        while end < jobs.len()
+            && (end - start < min_jobs || bytes + jobs[end].input_bytes <= CHUNK_BYTES)
+        {
+            bytes += jobs[end].input_bytes;
+            end += 1;
+        }
+        let results: Vec<Result<Option<Replacement>>> =
+            jobs[start..end].par_iter().map(&compute).collect();
+        for (job, result) in jobs[start..end].iter().zip(results) {
+            if let Some(mut r) = result? {
+                r.emit(out.weights())?;
+                replaced
+                    .entry(&job.function)
+                    .or_default()
+                    .insert(&job.target, r);
+            }
+        }
+        start = end;
+        progress(start, jobs.len());
+    }
+
+    let mut model = package.model.clone();
+    let program = spec::program_mut(&mut model)?;
+    for (function_name, function) in program.functions.iter_mut() {
+        let Some(mut by_target) = replaced.remove(function_name.as_str()) else {
+            continue;
+        };
+        let renames: HashMap<String, String> = by_target
+            .values_mut()
+            .flat_map(|r| std::mem::take(&mut r.renames))
+            .collect();
+        for block in function.block_specializations.values_mut() {
+            replace_ops(block, &mut |op| {
+                by_target
+                    .get_mut(output_name(op))
+                    .map(|r| std::mem::take(&mut r.ops))
+            });
+            rename_uses(block, &renames);
+        }
+    }
+    Ok(model)
+}
+
+/// Copies into the output weight file every input blob `model` still refers to (each distinct
+/// blob once, so shared weights stay shared), then commits the package.
+pub fn finish(
+    package: &Package,
+    mut model: Model,
+    mut out: PackageWriter,
+) -> Result<std::path::PathBuf> {
+    let mut copied: HashMap<(String, u64), u64> = HashMap::new();
+    let mut failure = None;
+    let weights = out.weights();
+    spec::for_each_value_mut(spec::program_mut(&mut model)?, &mut |v| {
+        let Some(value::Value::BlobFileValue(b)) = &mut v.value else {
+            return;
+        };
+        if failure.is_some() {
+            return;
+        }
+        if b.file_name == WRITTEN {
+            b.file_name = WEIGHT_FILE_NAME.to_string();
+            return;
+        }
+        let key = (b.file_name.clone(), b.offset);
+        let offset = match copied.get(&key) {
+            Some(&o) => o,
+            None => match package.blob(b).and_then(|blob| weights.copy(&blob)) {
+                Ok(o) => *copied.entry(key).or_insert(o),
+                Err(e) => {
+                    failure = Some(e);
+                    return;
+                }
+            },
+        };
+        b.file_name = WEIGHT_FILE_NAME.to_string();
+        b.offset = offset;
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    out.commit(&model)
+}

@@ -1,0 +1,8 @@
+//! The bytes of a `.mlpackage`: Manifest.json, the Model protobuf and weight.bin. Nothing here
+//! knows about compression or Python.
+
+pub mod blob;
+pub mod dtype;
+pub mod manifest;
+pub mod package;
+pub mod spec;

@@ -1,0 +1,239 @@
+//! A `.mlpackage` directory: opened read-only (weights memory-mapped), and written to a temporary
+//! directory beside its destination that is renamed into place only when complete.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::format::blob::{Blob, BlobFile, BlobWriter};
+use crate::format::manifest::{safe_relative, Manifest};
+use crate::format::spec::{self, proto::mil_spec::value::BlobFileValue, Model};
+use crate::format_err;
+
+/// What `BlobFileValue.fileName` holds for the package's own weight file.
+pub const WEIGHT_FILE_NAME: &str = "@model_path/weights/weight.bin";
+
+pub struct Package {
+    pub root: PathBuf,
+    pub manifest: Manifest,
+    pub model: Model,
+    /// Weight files by the `fileName` the model uses for them.
+    weights: BTreeMap<String, BlobFile>,
+}
+
+fn data_dir(root: &Path) -> PathBuf {
+    root.join("Data")
+}
+
+impl Package {
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        if !root.is_dir() {
+            return Err(if root.exists() {
+                format_err!("{}: not a .mlpackage directory", root.display())
+            } else {
+                Error::io(&root, std::io::Error::from(std::io::ErrorKind::NotFound))
+            });
+        }
+        let manifest_path = root.join("Manifest.json");
+        let text = fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let manifest = Manifest::parse(&text, &manifest_path.display().to_string())?;
+        let model_path = data_dir(&root).join(&manifest.root_model);
+        let bytes = fs::read(&model_path).map_err(|e| Error::io(&model_path, e))?;
+        let mut model = spec::decode_model(&bytes, &model_path.display().to_string())?;
+
+        let weights_dir = match &manifest.weights_dir {
+            Some(dir) => data_dir(&root).join(dir),
+            None => model_path.parent().unwrap_or(&root).join("weights"),
+        };
+        let mut names = Vec::new();
+        spec::for_each_value_mut(spec::program_mut(&mut model)?, &mut |v| {
+            if let Some(spec::proto::mil_spec::value::Value::BlobFileValue(b)) = &v.value {
+                names.push(b.file_name.clone());
+            }
+        });
+        names.sort();
+        names.dedup();
+        let mut weights = BTreeMap::new();
+        for name in names {
+            let base = name.rsplit('/').next().unwrap_or_default();
+            let rel = safe_relative(base, &format!("{}: weight file", model_path.display()))?;
+            weights.insert(name, BlobFile::open(&weights_dir.join(rel))?);
+        }
+        Ok(Package {
+            root,
+            manifest,
+            model,
+            weights,
+        })
+    }
+
+    /// The blob a model value refers to.
+    pub fn blob(&self, value: &BlobFileValue) -> Result<Blob<'_>> {
+        let file = self.weights.get(&value.file_name).ok_or_else(|| {
+            format_err!(
+                "{}: no weight file {:?}",
+                self.root.display(),
+                value.file_name
+            )
+        })?;
+        file.blob(value.offset)
+    }
+
+    pub fn weight_files(&self) -> impl Iterator<Item = &BlobFile> {
+        self.weights.values()
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A package being written. Nothing appears at the destination until [`PackageWriter::commit`];
+/// dropping the writer removes the temporary directory.
+pub struct PackageWriter {
+    dest: PathBuf,
+    temp: PathBuf,
+    manifest: Manifest,
+    weights: Option<BlobWriter>,
+    weights_path: PathBuf,
+}
+
+impl PackageWriter {
+    /// Starts a package at `dest`. With a `source`, every file of the source other than its model
+    /// file and weights is carried over, and its manifest is kept.
+    pub fn create(dest: impl AsRef<Path>, source: Option<&Package>) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        let name = dest
+            .file_name()
+            .ok_or_else(|| format_err!("{}: destination has no file name", dest.display()))?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let temp = parent.join(format!(
+            ".{}.tmp-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
+        let manifest = match source {
+            Some(src) => src.manifest.clone(),
+            None => Manifest::new_default(dest.to_string_lossy().as_bytes()),
+        };
+        let mut writer = PackageWriter {
+            dest,
+            temp,
+            weights: None,
+            weights_path: PathBuf::new(),
+            manifest,
+        };
+        let model_rel = writer.manifest.root_model.clone();
+        let weights_rel = writer.weights_rel();
+        if let Some(src) = source {
+            let skip = [
+                src.root.join("Manifest.json"),
+                data_dir(&src.root).join(&model_rel),
+                data_dir(&src.root).join(&weights_rel),
+            ];
+            copy_tree(&src.root, &writer.temp, &skip)?;
+        }
+        let weights_dir = data_dir(&writer.temp).join(&weights_rel);
+        fs::create_dir_all(&weights_dir).map_err(|e| Error::io(&weights_dir, e))?;
+        writer.weights_path = weights_dir.join("weight.bin");
+        writer.weights = Some(BlobWriter::create(&writer.weights_path)?);
+        Ok(writer)
+    }
+
+    fn weights_rel(&self) -> PathBuf {
+        self.manifest.weights_dir.clone().unwrap_or_else(|| {
+            self.manifest
+                .root_model
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join("weights")
+        })
+    }
+
+    /// The weight file being written; values that refer to it use [`WEIGHT_FILE_NAME`].
+    pub fn weights(&mut self) -> &mut BlobWriter {
+        self.weights
+            .as_mut()
+            .expect("weights are open until commit")
+    }
+
+    /// Writes the model and manifest and moves the package into place (replacing any old one).
+    pub fn commit(mut self, model: &Model) -> Result<PathBuf> {
+        let weights = self.weights.take().expect("weights are open until commit");
+        let blob_count = weights.count();
+        weights.finish()?;
+        if blob_count == 0 {
+            // coremltools leaves an empty weights directory when no value needs the blob file.
+            fs::remove_file(&self.weights_path).map_err(|e| Error::io(&self.weights_path, e))?;
+        }
+        let model_path = data_dir(&self.temp).join(&self.manifest.root_model);
+        if let Some(dir) = model_path.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        write_file(&model_path, &spec::encode_model(model))?;
+        write_file(&self.temp.join("Manifest.json"), &self.manifest.to_bytes())?;
+
+        if self.dest.exists() {
+            let old = self.temp.with_extension("old");
+            fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, e))?;
+            fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+            let _ = remove_path(&old);
+        } else {
+            fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        }
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for PackageWriter {
+    fn drop(&mut self) {
+        if self.temp.exists() {
+            let _ = fs::remove_dir_all(&self.temp);
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Copies regular files and directories from `from` to `to`, except the paths in `skip`.
+/// Links are refused: following one could read outside the package.
+fn copy_tree(from: &Path, to: &Path, skip: &[PathBuf]) -> Result<()> {
+    for entry in fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let src = entry.path();
+        if skip.iter().any(|s| *s == src) {
+            continue;
+        }
+        let dst = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| Error::io(&src, e))?;
+        if kind.is_dir() {
+            fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
+            copy_tree(&src, &dst, skip)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        } else {
+            return Err(format_err!(
+                "{}: links are not allowed inside a package",
+                src.display()
+            ));
+        }
+    }
+    Ok(())
+}
