@@ -13,7 +13,7 @@ class MalformedPackageError(CoreMLCompressError):
     """The package, its manifest, its model file or its weights are malformed."""
 
 
-class UnsupportedModelError(CoreMLCompressError):
+class UnsupportedModelError(CoreMLCompressError, ValueError):
     """A well-formed model that this version does not handle (e.g. a NeuralNetwork model)."""
 
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 
-use crate::compress::roundtrip;
+use crate::compress::{decompress as decompress_pass, example, roundtrip};
 use crate::error::Error;
 
 /// Raises the engine error as the matching class of `coreml_compress.errors`.
@@ -17,10 +17,7 @@ fn to_py(err: Error) -> PyErr {
             Error::Unsupported(_) => "UnsupportedModelError",
             Error::Config(_) => "CompressionConfigError",
         };
-        match py
-            .import("coreml_compress.errors")
-            .and_then(|m| m.getattr(class))
-        {
+        match py.import("coreml_compress.errors").and_then(|m| m.getattr(class)) {
             Ok(cls) => match cls.call1((err.to_string(),)) {
                 Ok(instance) => PyErr::from_value(instance),
                 Err(e) => e,
@@ -30,14 +27,46 @@ fn to_py(err: Error) -> PyErr {
     })
 }
 
+/// A progress reporter that calls an optional Python `callback(done, total)`.
+fn progress_fn(callback: Option<Py<PyAny>>) -> impl FnMut(usize, usize) {
+    move |done, total| {
+        if let Some(cb) = &callback {
+            Python::attach(|py| {
+                // A failing progress callback must not abort the work; report it and go on.
+                if let Err(e) = cb.call1(py, (done, total)) {
+                    e.print(py);
+                }
+            });
+        }
+    }
+}
+
 #[pyfunction]
 fn save_unchanged(py: Python<'_>, input: PathBuf, output: PathBuf) -> PyResult<PathBuf> {
-    py.detach(|| roundtrip::save_unchanged(&input, &output))
-        .map_err(to_py)
+    py.detach(|| roundtrip::save_unchanged(&input, &output)).map_err(to_py)
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, output, progress=None))]
+fn decompress(
+    py: Python<'_>,
+    input: PathBuf,
+    output: PathBuf,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<PathBuf> {
+    let mut report = progress_fn(progress);
+    py.detach(|| decompress_pass::decompress(&input, &output, &mut report)).map_err(to_py)
+}
+
+#[pyfunction]
+fn write_example(py: Python<'_>, output: PathBuf) -> PyResult<PathBuf> {
+    py.detach(|| example::write_example(&output)).map_err(to_py)
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save_unchanged, m)?)?;
+    m.add_function(wrap_pyfunction!(decompress, m)?)?;
+    m.add_function(wrap_pyfunction!(write_example, m)?)?;
     Ok(())
 }

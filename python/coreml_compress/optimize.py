@@ -1,0 +1,146 @@
+"""coremltools-compatible compression entry points (``coremltools.optimize.coreml`` names and
+signatures), running on the Rust engine.
+
+Each function takes a ``.mlpackage`` path or a coremltools ``MLModel`` and returns an ``MLModel``
+when coremltools is installed (the path of the written package otherwise). ``output_path``
+(keyword only, an addition to coremltools' signature) places the result; by default it goes to a
+temporary package, as coremltools does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import _native
+from . import config as _config
+from ._interop import ModelLike, package_path, temp_package_path, wrap_output
+from .config import (
+    OpLinearQuantizerConfig,
+    OpMagnitudePrunerConfig,
+    OpPalettizerConfig,
+    OpThresholdPrunerConfig,
+    OptimizationConfig,
+)
+
+__all__ = [
+    "OpLinearQuantizerConfig",
+    "OpMagnitudePrunerConfig",
+    "OpPalettizerConfig",
+    "OpThresholdPrunerConfig",
+    "OptimizationConfig",
+    "decompress_weights",
+    "linear_quantize_weights",
+    "palettize_weights",
+    "prune_weights",
+]
+
+Progress = Callable[[int, int], None]
+
+
+def _native_config(config: Any, pass_name: str, accepted: tuple[type, ...]) -> tuple[str, dict]:
+    """The engine's JSON form of a config, after coremltools' type check for this pass; and the
+    user functions (CUSTOM palettization) it refers to, by id."""
+    if config is None:
+        raise ValueError(f"{pass_name} needs a config (an OptimizationConfig)")
+    cfg = _config.as_config(config)
+    names = ", ".join(t.__name__ for t in accepted)
+    for op_config in [cfg.global_config, *cfg.op_type_configs.values(), *cfg.op_name_configs.values()]:
+        if op_config is not None and not isinstance(op_config, accepted):
+            raise ValueError(
+                f"{pass_name} only accept {names} type config. Got {type(op_config).__name__}."
+            )
+    resolved = _config.resolve(cfg)
+    functions: dict[int, Callable] = {}
+
+    def strip(native: dict | None) -> dict | None:
+        if native is None:
+            return None
+        native = dict(native)
+        fn = native.pop("lut_function", None)
+        if fn is not None:
+            functions[id(fn)] = fn
+            native["lut_function_id"] = id(fn)
+        return native
+
+    resolved = {
+        "global": strip(resolved["global"]),
+        "op_type": {k: strip(v) for k, v in resolved["op_type"].items()},
+        "op_name": {k: strip(v) for k, v in resolved["op_name"].items()},
+    }
+    return json.dumps(resolved), functions
+
+
+def _run(
+    kind: str,
+    model: ModelLike,
+    config: Any,
+    joint_compression: bool,
+    output_path: str | os.PathLike | None,
+    progress: Progress | None,
+) -> Any:
+    if not isinstance(joint_compression, bool):
+        raise ValueError(
+            f"joint_compression only supports bool, but got {type(joint_compression)}"
+        )
+    accepted = {
+        "palettize_weights": (OpPalettizerConfig,),
+        "linear_quantize_weights": (OpLinearQuantizerConfig,),
+        "prune_weights": (OpMagnitudePrunerConfig, OpThresholdPrunerConfig),
+    }[kind]
+    config_json, functions = _native_config(config, kind, accepted)
+    source = package_path(model)
+    dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
+    written = _native.compress(
+        kind, str(source), str(dest), config_json, joint_compression, functions, progress
+    )
+    return wrap_output(Path(written), model, temporary=output_path is None)
+
+
+def palettize_weights(
+    mlmodel: ModelLike,
+    config: Any,
+    joint_compression: bool = False,
+    *,
+    output_path: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> Any:
+    """Palettize weights (k-means, uniform, unique or custom LUTs), as coremltools does."""
+    return _run("palettize_weights", mlmodel, config, joint_compression, output_path, progress)
+
+
+def linear_quantize_weights(
+    mlmodel: ModelLike,
+    config: Any,
+    joint_compression: bool = False,
+    *,
+    output_path: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> Any:
+    """Linearly quantize weights to int8/uint8/int4/uint4, bit-identical to coremltools."""
+    return _run("linear_quantize_weights", mlmodel, config, joint_compression, output_path, progress)
+
+
+def prune_weights(
+    mlmodel: ModelLike,
+    config: Any,
+    joint_compression: bool = False,
+    *,
+    output_path: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> Any:
+    """Prune weights (magnitude, block, n:m or threshold sparsity), as coremltools does."""
+    return _run("prune_weights", mlmodel, config, joint_compression, output_path, progress)
+
+
+def decompress_weights(
+    mlmodel: ModelLike, *, output_path: str | os.PathLike | None = None
+) -> Any:
+    """Materialize every ``constexpr_*`` op into a dense ``const``, bit-identical to coremltools."""
+    source = package_path(mlmodel)
+    dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
+    written = _native.decompress(str(source), str(dest))
+    return wrap_output(Path(written), mlmodel, temporary=output_path is None)

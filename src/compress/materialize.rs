@@ -1,0 +1,496 @@
+//! Computes the dense value of any variable produced by `const` and `constexpr_*` ops, exactly as
+//! coremltools' value inference does: the basis of decompression, inspection and joint
+//! compression (which needs the dense value behind an already-compressed weight).
+
+use half::f16;
+
+use crate::error::Result;
+use crate::format::dtype::DType;
+use crate::format::package::Package;
+use crate::format::spec::proto::mil_spec::Operation;
+use crate::format_err;
+use crate::kernels::{pack, quantize};
+use crate::mil::ops::{op_name, param, Param};
+use crate::mil::program::Graph;
+use crate::mil::tensor::{read_tensor, TensorInfo};
+
+/// Element storage of a dense tensor. Sub-byte unsigned types (indices, masks) live in `U8`,
+/// int4 in `I8`; the logical dtype is in the tensor's [`TensorInfo`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Elements {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+    I32(Vec<i32>),
+    Str(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub info: TensorInfo,
+    pub elements: Elements,
+}
+
+/// Applies a generic expression to the vector inside an [`Elements`] value, whatever its type.
+macro_rules! map_elements {
+    ($e:expr, $v:ident => $body:expr) => {
+        match $e {
+            Elements::F16($v) => Elements::F16($body),
+            Elements::F32($v) => Elements::F32($body),
+            Elements::I8($v) => Elements::I8($body),
+            Elements::U8($v) => Elements::U8($body),
+            Elements::I32($v) => Elements::I32($body),
+            Elements::Str($v) => Elements::Str($body),
+        }
+    };
+}
+
+impl Dense {
+    /// The tensor in blob layout (little-endian, sub-byte types packed), for storing it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bits = self.info.dtype.bits().unwrap_or(8);
+        Ok(match &self.elements {
+            Elements::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Elements::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Elements::I8(v) if bits < 8 => pack::pack(v, bits)?,
+            Elements::U8(v) if bits < 8 => pack::pack(v, bits)?,
+            Elements::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Elements::U8(v) => v.clone(),
+            Elements::I32(v) => match self.info.dtype {
+                DType::I16 | DType::U16 => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+                _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            },
+            Elements::Str(_) => return Err(format_err!("string tensors have no byte layout")),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.elements {
+            Elements::F16(v) => v.len(),
+            Elements::F32(v) => v.len(),
+            Elements::I8(v) => v.len(),
+            Elements::U8(v) => v.len(),
+            Elements::I32(v) => v.len(),
+            Elements::Str(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Integer values (shapes, axes, small index tensors).
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        Some(match &self.elements {
+            Elements::I8(v) => v.iter().map(|&x| x as i64).collect(),
+            Elements::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            Elements::I32(v) if self.info.dtype == DType::U32 => v.iter().map(|&x| x as u32 as i64).collect(),
+            Elements::I32(v) => v.iter().map(|&x| x as i64).collect(),
+            _ => return None,
+        })
+    }
+}
+
+/// Decodes blob-layout bytes of `info` into elements.
+pub fn decode(info: &TensorInfo, bytes: &[u8]) -> Result<Elements> {
+    use DType::*;
+    let n = info.count();
+    let le = |k: usize| bytes.chunks_exact(k);
+    Ok(match info.dtype {
+        F16 => Elements::F16(le(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+        F32 => Elements::F32(le(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
+        I8 => Elements::I8(bytes.iter().map(|&b| b as i8).collect()),
+        U8 | Bool => Elements::U8(bytes.to_vec()),
+        I4 => Elements::I8(pack::unpack_signed(bytes, 4, n)?),
+        U1 | U2 | U3 | U4 | U6 => Elements::U8(pack::unpack_unsigned(bytes, info.dtype.bits().unwrap(), n)?),
+        I16 => Elements::I32(le(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i32).collect()),
+        U16 => Elements::I32(le(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i32).collect()),
+        I32 | U32 => Elements::I32(le(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
+        other => return Err(format_err!("{} tensors are not supported here", other.name())),
+    })
+}
+
+/// Evaluates variables of one function's graph.
+pub struct Materializer<'a> {
+    pub package: &'a Package,
+    pub graph: &'a Graph<'a>,
+}
+
+impl<'a> Materializer<'a> {
+    pub fn new(package: &'a Package, graph: &'a Graph<'a>) -> Self {
+        Materializer { package, graph }
+    }
+
+    /// The dense value of a parameter of `op`, or None when the op has no such parameter.
+    pub fn param(&self, op: &Operation, name: &str) -> Result<Option<Dense>> {
+        match param(op, name) {
+            None => Ok(None),
+            Some(Param::Var(v)) => self.var(v).map(Some),
+            Some(Param::Value(v)) => {
+                let what = format!("op {} parameter {name}", op_name(op));
+                if let Some(s) = crate::mil::tensor::as_string(v) {
+                    let info = TensorInfo::new(DType::Str, &[]);
+                    return Ok(Some(Dense { info, elements: Elements::Str(vec![s.to_string()]) }));
+                }
+                let t = read_tensor(v, self.package, &what)?;
+                let elements = decode(&t.info, &t.bytes)?;
+                Ok(Some(Dense { info: t.info, elements }))
+            }
+        }
+    }
+
+    fn required(&self, op: &Operation, name: &str) -> Result<Dense> {
+        self.param(op, name)?.ok_or_else(|| {
+            format_err!("op {} ({}) has no parameter {name}", op_name(op), op.r#type)
+        })
+    }
+
+    /// The dense value of a variable.
+    pub fn var(&self, name: &str) -> Result<Dense> {
+        let op = self
+            .graph
+            .producers
+            .get(name)
+            .ok_or_else(|| format_err!("variable {name} is not produced by any op"))?;
+        let index = op.outputs.iter().position(|o| o.name == name).unwrap_or(0);
+        let mut outs = self.op(op)?;
+        if index >= outs.len() {
+            return Err(format_err!("op {} has no output {index}", op_name(op)));
+        }
+        Ok(outs.swap_remove(index))
+    }
+
+    /// The outputs of a const or constexpr op.
+    pub fn op(&self, op: &Operation) -> Result<Vec<Dense>> {
+        let what = || format!("op {} ({})", op_name(op), op.r#type);
+        match op.r#type.as_str() {
+            "const" => Ok(vec![self.required(op, "val")?]),
+            "constexpr_lut_to_dense" => {
+                let lut = self.required(op, "lut")?;
+                let indices = self.required(op, "indices")?;
+                let vector_axis = self.param(op, "vector_axis")?.and_then(|d| d.to_i64()).map(|v| v[0]);
+                match self.param(op, "shape")? {
+                    // iOS16: packed indices bytes, a flat LUT and the output shape.
+                    Some(shape) => {
+                        let shape = to_shape(&shape, &what())?;
+                        let k = lut.len();
+                        let nbits = k.trailing_zeros();
+                        if !k.is_power_of_two() || nbits == 0 || nbits > 8 {
+                            return Err(format_err!("{}: LUT size {k} is not 2, 4, 16, 64 or 256", what()));
+                        }
+                        let Elements::U8(packed) = &indices.elements else {
+                            return Err(format_err!("{}: indices must be uint8 bytes", what()));
+                        };
+                        let count = shape.iter().product();
+                        let idx = pack::unpack_unsigned(packed, nbits, count)?;
+                        let lut_shape = [1usize, k, 1];
+                        let info = TensorInfo::new(lut.info.dtype, &shape);
+                        let flat = vec![count];
+                        let elements = gather_lut(&idx, &flat, &lut, &lut_shape, None, &what())?;
+                        Ok(vec![Dense { info, elements }])
+                    }
+                    None => {
+                        let out_shape = lut_output_shape(&indices.info.shape, &lut.info.shape, vector_axis, &what())?;
+                        let Elements::U8(idx) = &indices.elements else {
+                            return Err(format_err!("{}: indices must be unsigned integers", what()));
+                        };
+                        let elements =
+                            gather_lut(idx, &indices.info.shape, &lut, &lut.info.shape, vector_axis, &what())?;
+                        Ok(vec![Dense { info: TensorInfo::new(lut.info.dtype, &out_shape), elements }])
+                    }
+                }
+            }
+            "constexpr_sparse_to_dense" => {
+                let nonzero = self.required(op, "nonzero_data")?;
+                let mask = self.required(op, "mask")?;
+                let (mask_bits, shape) = match self.param(op, "shape")? {
+                    Some(shape) => {
+                        let shape = to_shape(&shape, &what())?;
+                        let Elements::U8(packed) = &mask.elements else {
+                            return Err(format_err!("{}: mask must be uint8 bytes", what()));
+                        };
+                        (pack::unpack_unsigned(packed, 1, shape.iter().product())?, shape)
+                    }
+                    None => match mask.elements {
+                        Elements::U8(m) => (m, mask.info.shape.clone()),
+                        _ => return Err(format_err!("{}: mask must be uint1", what())),
+                    },
+                };
+                let elements = scatter(&mask_bits, nonzero.elements, &what())?;
+                Ok(vec![Dense { info: TensorInfo::new(nonzero.info.dtype, &shape), elements }])
+            }
+            "constexpr_blockwise_shift_scale" => {
+                let data = self.required(op, "data")?;
+                let scale = self.required(op, "scale")?;
+                let offset = self.param(op, "offset")?;
+                let elements = shift_scale(&data, &scale, offset.as_ref(), &what())?;
+                Ok(vec![Dense { info: TensorInfo::new(scale.info.dtype, &data.info.shape), elements }])
+            }
+            "constexpr_affine_dequantize" => {
+                let data = self.required(op, "quantized_data")?;
+                let scale = self.required(op, "scale")?;
+                let zero_point = self.required(op, "zero_point")?;
+                let axis = self.required(op, "axis")?.to_i64().and_then(|v| v.first().copied()).unwrap_or(0);
+                let elements = affine(&data, &scale, &zero_point, axis, &what())?;
+                Ok(vec![Dense { info: TensorInfo::new(scale.info.dtype, &data.info.shape), elements }])
+            }
+            "constexpr_lut_to_sparse" => {
+                let mask = self.required(op, "indices_mask")?;
+                let nonzero_idx = self.required(op, "indices_nonzero_data")?;
+                let lut = self.required(op, "lut")?;
+                let vector_axis = self.param(op, "vector_axis")?.and_then(|d| d.to_i64()).map(|v| v[0]);
+                let Elements::U8(mask_bits) = &mask.elements else {
+                    return Err(format_err!("{}: indices_mask must be uint1", what()));
+                };
+                let idx = match scatter(mask_bits, nonzero_idx.elements, &what())? {
+                    Elements::U8(v) => v,
+                    _ => return Err(format_err!("{}: indices must be unsigned integers", what())),
+                };
+                let shape = mask.info.shape.clone();
+                let out_shape = lut_output_shape(&shape, &lut.info.shape, vector_axis, &what())?;
+                let dense = gather_lut(&idx, &shape, &lut, &lut.info.shape, vector_axis, &what())?;
+                let out_mask = match vector_axis {
+                    None => mask_bits.clone(),
+                    Some(axis) => repeat_along(mask_bits, &shape, axis, lut.info.shape[lut.info.shape.len() - 1])?,
+                };
+                let nonzero = select(&out_mask, dense);
+                let n = nonzero_len(&nonzero);
+                Ok(vec![
+                    Dense { info: TensorInfo::new(DType::U1, &out_shape), elements: Elements::U8(out_mask) },
+                    Dense { info: TensorInfo::new(lut.info.dtype, &[n]), elements: nonzero },
+                ])
+            }
+            "constexpr_sparse_blockwise_shift_scale" => {
+                let mask = self.required(op, "data_mask")?;
+                let nonzero = self.required(op, "nonzero_data")?;
+                let scale = self.required(op, "scale")?;
+                let offset = self.param(op, "offset")?;
+                let Elements::U8(mask_bits) = &mask.elements else {
+                    return Err(format_err!("{}: data_mask must be uint1", what()));
+                };
+                let data = Dense {
+                    info: TensorInfo::new(nonzero.info.dtype, &mask.info.shape),
+                    elements: scatter(mask_bits, nonzero.elements, &what())?,
+                };
+                let dense = shift_scale(&data, &scale, offset.as_ref(), &what())?;
+                let values = select(mask_bits, dense);
+                let n = nonzero_len(&values);
+                Ok(vec![mask.clone(), Dense { info: TensorInfo::new(scale.info.dtype, &[n]), elements: values }])
+            }
+            "constexpr_cast" => {
+                let source = self.required(op, "source_val")?;
+                let Elements::F16(v) = &source.elements else {
+                    return Err(format_err!("{}: source_val must be fp16", what()));
+                };
+                let f = Elements::F32(v.iter().map(|x| x.to_f32()).collect());
+                Ok(vec![Dense { info: TensorInfo::new(DType::F32, &source.info.shape), elements: f }])
+            }
+            other => Err(format_err!("{}: cannot compute the value of a {other} op", what())),
+        }
+    }
+}
+
+fn to_shape(d: &Dense, what: &str) -> Result<Vec<usize>> {
+    d.to_i64()
+        .and_then(|v| v.into_iter().map(|x| usize::try_from(x).ok()).collect())
+        .ok_or_else(|| format_err!("{what}: shape must be non-negative integers"))
+}
+
+fn nonzero_len(e: &Elements) -> usize {
+    Dense { info: TensorInfo::new(DType::U8, &[]), elements: e.clone() }.len()
+}
+
+/// The dense shape of `lut_to_dense`: the indices' shape, times the vector size on vector_axis.
+fn lut_output_shape(
+    indices_shape: &[usize],
+    lut_shape: &[usize],
+    vector_axis: Option<i64>,
+    what: &str,
+) -> Result<Vec<usize>> {
+    let rank = indices_shape.len();
+    if lut_shape.len() != rank + 2 {
+        return Err(format_err!("{what}: LUT rank {} must be the indices' rank {rank} + 2", lut_shape.len()));
+    }
+    let mut out = indices_shape.to_vec();
+    if let Some(axis) = vector_axis {
+        let a = normalize_axis(axis, rank, what)?;
+        out[a] *= lut_shape[rank + 1];
+    }
+    Ok(out)
+}
+
+fn normalize_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    usize::try_from(a).ok().filter(|&a| a < rank).ok_or_else(|| format_err!("{what}: axis {axis} out of range"))
+}
+
+/// `lut_to_dense` for the iOS18 LUT layout `[B_0..B_{r-1}, 2^n, VS]`: each index selects a LUT
+/// row of its block; with VS > 1 the VS entries are laid out consecutively along `vector_axis`.
+fn gather_lut(
+    idx: &[u8],
+    idx_shape: &[usize],
+    lut: &Dense,
+    lut_shape: &[usize],
+    vector_axis: Option<i64>,
+    what: &str,
+) -> Result<Elements> {
+    let rank = idx_shape.len();
+    if lut_shape.len() != rank + 2 || idx.len() != idx_shape.iter().product::<usize>() {
+        return Err(format_err!("{what}: LUT shape {lut_shape:?} does not fit indices of shape {idx_shape:?}"));
+    }
+    let (entries, vs) = (lut_shape[rank], lut_shape[rank + 1]);
+    let block: Vec<usize> = idx_shape
+        .iter()
+        .zip(lut_shape)
+        .map(|(&d, &b)| if b == 0 || d % b != 0 { 0 } else { d / b })
+        .collect();
+    if block.contains(&0) && !idx.is_empty() {
+        return Err(format_err!("{what}: indices shape {idx_shape:?} is not divisible by LUT blocks {lut_shape:?}"));
+    }
+    let axis = match vector_axis {
+        Some(a) => Some(normalize_axis(a, rank, what)?),
+        None if vs == 1 => None,
+        None => return Err(format_err!("{what}: vector LUT without vector_axis")),
+    };
+    let mut out_shape = idx_shape.to_vec();
+    if let Some(a) = axis {
+        out_shape[a] *= vs;
+    }
+    if let Some(&bad) = idx.iter().find(|&&i| i as usize >= entries) {
+        return Err(format_err!("{what}: index {bad} is outside the LUT of {entries} entries"));
+    }
+    // Row-major strides of the indices, the LUT blocks and the output.
+    let strides = |shape: &[usize]| {
+        let mut s = vec![1usize; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            s[i] = s[i + 1] * shape[i + 1];
+        }
+        s
+    };
+    let (idx_strides, out_strides) = (strides(idx_shape), strides(&out_shape));
+    let lut_strides = strides(lut_shape);
+    let positions: Vec<(usize, usize)> = (0..idx.len())
+        .map(|flat| {
+            let (mut lut_base, mut out_base) = (0, 0);
+            for d in 0..rank {
+                let k = flat / idx_strides[d] % idx_shape[d];
+                lut_base += k / block[d] * lut_strides[d];
+                let ko = if Some(d) == axis { k * vs } else { k };
+                out_base += ko * out_strides[d];
+            }
+            (lut_base + idx[flat] as usize * lut_strides[rank], out_base)
+        })
+        .collect();
+    let step = axis.map(|a| out_strides[a]).unwrap_or(0);
+    let n_out = out_shape.iter().product();
+    Ok(map_elements!(&lut.elements, table => {
+        let mut out = vec![Default::default(); n_out];
+        for &(src, dst) in &positions {
+            for v in 0..vs {
+                out[dst + v * step] = table[src + v].clone();
+            }
+        }
+        out
+    }))
+}
+
+/// Repeats each element of a mask `times` times along `axis` (the mask of a vector LUT).
+fn repeat_along(mask: &[u8], shape: &[usize], axis: i64, times: usize) -> Result<Vec<u8>> {
+    let a = normalize_axis(axis, shape.len(), "mask")?;
+    let inner: usize = shape[a + 1..].iter().product();
+    let mut out = Vec::with_capacity(mask.len() * times);
+    for outer in mask.chunks(inner * shape[a]) {
+        for row in outer.chunks(inner) {
+            for _ in 0..times {
+                out.extend_from_slice(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Places the nonzero values at the set bits of the mask (row-major), zeros elsewhere.
+fn scatter(mask: &[u8], values: Elements, what: &str) -> Result<Elements> {
+    let set = mask.iter().filter(|&&m| m != 0).count();
+    let have = nonzero_len(&values);
+    if set != have {
+        return Err(format_err!("{what}: the mask has {set} set bits but there are {have} nonzero values"));
+    }
+    Ok(map_elements!(values, v => {
+        let mut it = v.into_iter();
+        mask.iter().map(|&m| if m != 0 { it.next().unwrap_or_default() } else { Default::default() }).collect()
+    }))
+}
+
+/// The values at the set bits of the mask, row-major.
+fn select(mask: &[u8], values: Elements) -> Elements {
+    map_elements!(values, v => v.into_iter().zip(mask).filter(|(_, &m)| m != 0).map(|(x, _)| x).collect())
+}
+
+/// Runs `$call` with `$d` bound to the codes as a typed slice (the kernels are generic over it).
+macro_rules! with_codes {
+    ($data:expr, $what:expr, |$d:ident| $call:expr) => {
+        match &$data.elements {
+            Elements::I8($d) => $call,
+            Elements::U8($d) => $call,
+            Elements::F16($d) => $call,
+            Elements::F32($d) => $call,
+            _ => Err(format_err!("{}: quantized data must be integers or floats", $what)),
+        }
+    };
+}
+
+fn offset_f16<'o>(offset: Option<&'o Dense>, what: &str) -> Result<Option<quantize::Offset<'o, f16>>> {
+    use quantize::Offset;
+    Ok(match offset.map(|o| &o.elements) {
+        None => None,
+        Some(Elements::I8(v)) => Some(Offset::Int8(v)),
+        Some(Elements::U8(v)) => Some(Offset::UInt8(v)),
+        Some(Elements::F16(v)) => Some(Offset::Float(v)),
+        Some(Elements::F32(v)) => Some(Offset::Float32(v)),
+        Some(_) => return Err(format_err!("{what}: unsupported offset type")),
+    })
+}
+
+fn offset_f32<'o>(offset: Option<&'o Dense>, what: &str) -> Result<Option<quantize::Offset<'o, f32>>> {
+    use quantize::Offset;
+    Ok(match offset.map(|o| &o.elements) {
+        None => None,
+        Some(Elements::I8(v)) => Some(Offset::Int8(v)),
+        Some(Elements::U8(v)) => Some(Offset::UInt8(v)),
+        Some(Elements::F32(v)) => Some(Offset::Float(v)),
+        Some(_) => return Err(format_err!("{what}: unsupported offset type")),
+    })
+}
+
+fn shift_scale(data: &Dense, scale: &Dense, offset: Option<&Dense>, what: &str) -> Result<Elements> {
+    let (shape, scale_shape) = (&data.info.shape, &scale.info.shape);
+    Ok(match &scale.elements {
+        Elements::F16(s) => {
+            let o = offset_f16(offset, what)?;
+            Elements::F16(with_codes!(data, what, |d| quantize::blockwise_shift_scale(d, shape, s, scale_shape, o))?)
+        }
+        Elements::F32(s) => {
+            let o = offset_f32(offset, what)?;
+            Elements::F32(with_codes!(data, what, |d| quantize::blockwise_shift_scale(d, shape, s, scale_shape, o))?)
+        }
+        _ => return Err(format_err!("{what}: scale must be fp16 or fp32")),
+    })
+}
+
+fn affine(data: &Dense, scale: &Dense, zero_point: &Dense, axis: i64, what: &str) -> Result<Elements> {
+    let shape = &data.info.shape;
+    let missing = || format_err!("{what}: missing zero point");
+    Ok(match &scale.elements {
+        Elements::F16(s) => {
+            let o = offset_f16(Some(zero_point), what)?.ok_or_else(missing)?;
+            Elements::F16(with_codes!(data, what, |d| quantize::affine_dequantize(d, shape, s, o, axis))?)
+        }
+        Elements::F32(s) => {
+            let o = offset_f32(Some(zero_point), what)?.ok_or_else(missing)?;
+            Elements::F32(with_codes!(data, what, |d| quantize::affine_dequantize(d, shape, s, o, axis))?)
+        }
+        _ => return Err(format_err!("{what}: scale must be fp16 or fp32")),
+    })
+}

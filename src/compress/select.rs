@@ -1,0 +1,211 @@
+//! Which weights a pass compresses, with which config and along which channel axes: coremltools'
+//! candidate rules (reference §1.1 and §1.8) over the protobuf graph.
+
+use crate::compress::config::{OpConfig, OptimizationConfig};
+use crate::config_err;
+use crate::error::Result;
+use crate::format::dtype::DType;
+use crate::format::spec::proto::mil_spec::{Operation, Value};
+use crate::format::spec::{self, Model};
+use crate::mil::ops::{op_name, output_name, param, Param};
+use crate::mil::program::{Graph, Use};
+use crate::mil::tensor::{as_string, tensor_info, TensorInfo};
+
+/// A const chosen for compression.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub function: String,
+    /// The const op's name (what `set_op_name` matches) and its output variable.
+    pub name: String,
+    pub output: String,
+    pub value: Value,
+    pub info: TensorInfo,
+    pub config: OpConfig,
+    /// Output and input channel axes implied by the consumers (None when they disagree).
+    pub output_axis: Option<usize>,
+    pub input_axis: Option<usize>,
+    /// Types of the consuming ops, and the largest `groups` of a consuming conv.
+    pub consumer_types: Vec<String>,
+    pub conv_groups: usize,
+    /// Whether the user named this const explicitly in `op_name_configs`.
+    pub named: bool,
+}
+
+fn is_constexpr(op_type: &str) -> bool {
+    op_type.starts_with("constexpr_")
+}
+
+fn bool_param(op: &Operation, name: &str) -> bool {
+    match param(op, name) {
+        Some(Param::Value(v)) => {
+            use crate::format::spec::proto::mil_spec::{tensor_value, value};
+            matches!(&v.value, Some(value::Value::ImmediateValue(value::ImmediateValue {
+                value: Some(value::immediate_value::Value::Tensor(t)) })) if matches!(&t.value,
+                Some(tensor_value::Value::Bools(b)) if b.values.first() == Some(&true)))
+        }
+        _ => false,
+    }
+}
+
+fn int_param(op: &Operation, name: &str) -> Option<i64> {
+    use crate::format::spec::proto::mil_spec::{tensor_value, value};
+    let Some(Param::Value(v)) = param(op, name) else { return None };
+    let Some(value::Value::ImmediateValue(value::ImmediateValue {
+        value: Some(value::immediate_value::Value::Tensor(t)),
+    })) = &v.value
+    else {
+        return None;
+    };
+    match &t.value {
+        Some(tensor_value::Value::Ints(i)) => i.values.first().map(|&x| x as i64),
+        Some(tensor_value::Value::LongInts(i)) => i.values.first().copied(),
+        _ => None,
+    }
+}
+
+/// The (output, input) channel axes one consumer implies for the tensor it reads (§1.8).
+fn consumer_axes(u: &Use<'_>) -> (i64, i64) {
+    match u.op.r#type.as_str() {
+        "conv_transpose" => (1, 0),
+        "matmul" if u.param == "y" => {
+            if bool_param(u.op, "transpose_y") {
+                (-2, -1)
+            } else {
+                (-1, -2)
+            }
+        }
+        "matmul" => {
+            if bool_param(u.op, "transpose_x") {
+                (-1, -2)
+            } else {
+                (-2, -1)
+            }
+        }
+        _ => (0, 1),
+    }
+}
+
+/// The channel axes for a tensor of `rank` read by `uses`, None where consumers disagree.
+fn channel_axes(uses: &[Use<'_>], rank: usize) -> (Option<usize>, Option<usize>) {
+    let norm = |a: i64| if a < 0 { a + rank as i64 } else { a };
+    let agree = |pick: fn((i64, i64)) -> i64| {
+        let mut axes = uses.iter().map(|u| norm(pick(consumer_axes(u))));
+        let first = axes.next()?;
+        axes.all(|a| a == first).then_some(first).filter(|&a| a >= 0).map(|a| a as usize)
+    };
+    (agree(|(o, _)| o), agree(|(_, i)| i))
+}
+
+/// coremltools' `_get_const_op_config`: op name, then the consumers' configs, which must agree.
+fn resolve<'c>(
+    config: &'c OptimizationConfig,
+    const_op: &Operation,
+    uses: &[Use<'_>],
+) -> Result<Option<&'c OpConfig>> {
+    if let Some(c) = config.op_name.get(op_name(const_op)) {
+        return Ok(c.as_ref());
+    }
+    if config.op_type.contains_key("const") {
+        return Err(config_err!(
+            "const ops cannot be set by the `set_op_type` function. Please use `set_global`"
+        ));
+    }
+    let Some(first) = uses.first() else { return Ok(None) };
+    let first_config = config.for_consumer(op_name(first.op), &first.op.r#type);
+    for u in &uses[1..] {
+        let c = config.for_consumer(op_name(u.op), &u.op.r#type);
+        if c != first_config {
+            return Err(config_err!(
+                "compression config conflict detected between ops {} ({}) and {} ({}). {} has config \
+                 {first_config:?} while {} has {c:?}.",
+                op_name(first.op),
+                first.op.r#type,
+                op_name(u.op),
+                u.op.r#type,
+                op_name(first.op),
+                op_name(u.op)
+            ));
+        }
+    }
+    Ok(first_config)
+}
+
+/// The value of a `const` op.
+pub fn const_value(op: &Operation) -> Option<&Value> {
+    (op.r#type == "const").then(|| op.attributes.get("val")).flatten()
+}
+
+/// Whether a const's value may be stored in the weight file (coremltools' `should_use_weight_file`
+/// at its iOS15 default): 10 elements or more of fp16, fp32, uint8 or int8 (sub-byte included).
+fn weight_file_eligible(info: &TensorInfo) -> bool {
+    use DType::*;
+    matches!(info.dtype, F16 | F32 | U8 | I8 | I4 | U1 | U2 | U3 | U4 | U6) && info.count() >= 10
+}
+
+/// Every const the config selects for a plain (not joint) compression pass, in program order.
+/// `accepts` says which op config kinds the pass takes.
+pub fn candidates(
+    model: &Model,
+    config: &OptimizationConfig,
+    accepts: impl Fn(&OpConfig) -> bool,
+) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for (function_name, function) in &spec::program(model)?.functions {
+        for block in function.block_specializations.values() {
+            let graph = Graph::new(block);
+            for op in &graph.ops {
+                let Some(value) = const_value(op) else { continue };
+                let Some(info) = tensor_info(value.r#type.as_ref()) else { continue };
+                if !weight_file_eligible(&info) {
+                    continue;
+                }
+                let output = output_name(op);
+                let uses = graph.consumers_of(output);
+                let Some(op_config) = resolve(config, op, uses)? else { continue };
+                if !accepts(op_config) {
+                    return Err(config_err!("unexpected config kind {op_config:?} for this pass"));
+                }
+                if uses.is_empty() || uses.iter().any(|u| is_constexpr(&u.op.r#type)) {
+                    continue;
+                }
+                if info.shape.len() <= 1 {
+                    continue;
+                }
+                let threshold = op_config
+                    .weight_threshold()
+                    .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
+                if info.count() as u64 <= threshold {
+                    continue;
+                }
+                let (output_axis, input_axis) = channel_axes(uses, info.shape.len());
+                let conv_groups = uses
+                    .iter()
+                    .filter(|u| matches!(u.op.r#type.as_str(), "conv" | "conv_transpose"))
+                    .filter_map(|u| int_param(u.op, "groups"))
+                    .max()
+                    .unwrap_or(1)
+                    .max(1) as usize;
+                let name = op
+                    .attributes
+                    .get("name")
+                    .and_then(as_string)
+                    .unwrap_or(output)
+                    .to_string();
+                out.push(Candidate {
+                    function: function_name.clone(),
+                    named: config.op_name.contains_key(&name),
+                    name,
+                    output: output.to_string(),
+                    value: value.clone(),
+                    info,
+                    config: op_config.clone(),
+                    output_axis,
+                    input_axis,
+                    consumer_types: uses.iter().map(|u| u.op.r#type.clone()).collect(),
+                    conv_groups,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,330 @@
+//! IEEE binary16 helpers shared by the kernels.
+//!
+//! coremltools does its arithmetic with numpy on arrays of the weight's own dtype. For float16
+//! arrays numpy computes every single operation in float32 and rounds the result back to float16
+//! (round-half-to-even). Reproducing that op by op is what makes our LUTs, scales and codes equal
+//! to coremltools' bit for bit, so every kernel does its element arithmetic through
+//! [`WeightElement`], whose methods round in the element's own dtype (for f32 that rounding is the
+//! identity).
+//!
+//! Also here: a correctly rounded f64 → f16 conversion (numpy's `astype(float16)` on float64; the
+//! `half` crate's own `from_f64` may round twice), a 65,536-bin histogram of f16 bit patterns, an
+//! order-preserving integer key for floats, and numpy's x86 float → integer cast.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// A floating-point weight element (f16 or f32), with numpy's per-dtype arithmetic.
+///
+/// Binary operations compute in f32 and round the result to `Self` with round-half-to-even,
+/// exactly like a numpy ufunc on an array of that dtype (with a Python scalar operand, which
+/// numpy first casts to the array dtype: use [`WeightElement::from_f32`] for it).
+pub trait WeightElement:
+    Copy + Send + Sync + PartialEq + PartialOrd + Default + std::fmt::Debug + 'static
+{
+    /// True for f16: lets kernels pick bit-pattern algorithms (histograms) without a second trait.
+    const IS_HALF: bool;
+    /// Name of the dtype as numpy spells it, for messages.
+    const NAME: &'static str;
+
+    /// Exact widening to f32.
+    fn to_f32(self) -> f32;
+    /// Rounds an f32 to this dtype (round-half-to-even); the identity for f32.
+    fn from_f32(x: f32) -> Self;
+    /// Correctly rounded narrowing from f64 (numpy `astype` semantics, no double rounding).
+    fn from_f64(x: f64) -> Self;
+    /// Raw bit pattern, zero-extended.
+    fn to_bits_u32(self) -> u32;
+
+    /// Exact widening to f64.
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self.to_f32() as f64
+    }
+    /// `a + b` rounded to this dtype.
+    #[inline]
+    fn add(self, rhs: Self) -> Self {
+        Self::from_f32(self.to_f32() + rhs.to_f32())
+    }
+    /// `a - b` rounded to this dtype.
+    #[inline]
+    fn sub(self, rhs: Self) -> Self {
+        Self::from_f32(self.to_f32() - rhs.to_f32())
+    }
+    /// `a * b` rounded to this dtype.
+    #[inline]
+    fn mul(self, rhs: Self) -> Self {
+        Self::from_f32(self.to_f32() * rhs.to_f32())
+    }
+    /// `a / b` rounded to this dtype.
+    #[inline]
+    fn div(self, rhs: Self) -> Self {
+        Self::from_f32(self.to_f32() / rhs.to_f32())
+    }
+    /// `np.abs` (exact).
+    #[inline]
+    fn abs(self) -> Self {
+        Self::from_f32(self.to_f32().abs())
+    }
+    /// `np.round` / `np.rint`: nearest integer, ties to even (exact in any dtype).
+    #[inline]
+    fn round_ties_even(self) -> Self {
+        Self::from_f32(self.to_f32().round_ties_even())
+    }
+    /// Neither NaN nor infinite.
+    #[inline]
+    fn is_finite(self) -> bool {
+        self.to_f32().is_finite()
+    }
+    /// Positive zero.
+    #[inline]
+    fn zero() -> Self {
+        Self::from_f32(0.0)
+    }
+}
+
+impl WeightElement for f16 {
+    const IS_HALF: bool = true;
+    const NAME: &'static str = "float16";
+    #[inline]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    #[inline]
+    fn from_f64(x: f64) -> Self {
+        f16_from_f64(x)
+    }
+    #[inline]
+    fn to_bits_u32(self) -> u32 {
+        self.to_bits() as u32
+    }
+}
+
+impl WeightElement for f32 {
+    const IS_HALF: bool = false;
+    const NAME: &'static str = "float32";
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline]
+    fn to_bits_u32(self) -> u32 {
+        self.to_bits()
+    }
+}
+
+/// Correctly rounded (round-half-to-even) f64 → f16, as numpy's `astype(np.float16)`.
+///
+/// Goes through f32 with round-to-odd: with 13 spare bits between the two formats, rounding to
+/// odd first and then to nearest-even gives the same result as one direct rounding.
+pub fn f16_from_f64(x: f64) -> f16 {
+    let y = x as f32;
+    if !y.is_finite() || y as f64 == x {
+        return f16::from_f32(y);
+    }
+    let mut bits = y.to_bits();
+    if (y as f64).abs() > x.abs() {
+        // `as` rounded away from zero: step one ulp back toward zero (same sign, |y| > 0).
+        bits -= 1;
+    }
+    f16::from_f32(f32::from_bits(bits | 1))
+}
+
+/// Counts of every f16 bit pattern in `data` (index = the bit pattern), O(n) and parallel.
+///
+/// The basis of k-means on f16 weights: at most 65,536 distinct values exist, whatever the size
+/// of the tensor. Integer counts make the parallel sum independent of the thread count.
+/// Generic so that code generic over [`WeightElement`] can call it; only for f16 (panics on
+/// f32).
+pub fn bit_histogram<T: WeightElement>(data: &[T]) -> Vec<u64> {
+    assert!(T::IS_HALF, "bit_histogram is for float16 data");
+    const CHUNK: usize = 1 << 18;
+    let count_serial = |chunk: &[T]| {
+        let mut h = vec![0u32; 1 << 16];
+        for v in chunk {
+            h[(v.to_bits_u32() & 0xFFFF) as usize] += 1;
+        }
+        h
+    };
+    if data.len() <= CHUNK {
+        return count_serial(data).into_iter().map(u64::from).collect();
+    }
+    data.par_chunks(CHUNK)
+        .map(count_serial)
+        .fold(
+            || vec![0u64; 1 << 16],
+            |mut acc, h| {
+                for (a, c) in acc.iter_mut().zip(h) {
+                    *a += c as u64;
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0u64; 1 << 16],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        )
+}
+
+/// Monotone u32 key of an f32: `a < b` ⇔ `key(a) < key(b)` for non-NaN values. -0.0 and 0.0 get
+/// the same key, as numpy's comparisons (and `np.unique`) treat them as equal.
+#[inline]
+pub fn f32_order_key(x: f32) -> u32 {
+    let x = if x == 0.0 { 0.0 } else { x };
+    let b = x.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// Inverse of [`f32_order_key`] (zero comes back as +0.0).
+#[inline]
+pub fn f32_from_order_key(k: u32) -> f32 {
+    if k & 0x8000_0000 != 0 {
+        f32::from_bits(k & 0x7FFF_FFFF)
+    } else {
+        f32::from_bits(!k)
+    }
+}
+
+/// numpy's float → integer `astype` on x86-64 (`cvttss2si`): truncation toward zero, and NaN or
+/// out-of-range values give `i32::MIN`. Casting the result `as u8` / `as i8` reproduces
+/// `astype(np.uint8)` / `astype(np.int8)` (which keep the low byte), e.g. NaN → 0.
+#[inline]
+pub fn trunc_to_i32_x86(x: f32) -> i32 {
+    if x.is_nan() || x >= 2_147_483_648.0 || x < -2_147_483_648.0 {
+        i32::MIN
+    } else {
+        x as i32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn f64_to_f16_matches_numpy() {
+        // (input f64 bits, numpy float64 -> float16 bits), from numpy 2.4. The inputs sit just
+        // above/below f16 midpoints, where rounding through f32 first gives the wrong answer.
+        let golden: &[(u64, u16)] = &[
+            (0x3ff0_0200_0000_0001, 0x3c01),
+            (0x3ff0_0200_0000_0000, 0x3c00),
+            (0x3ff0_05ff_ffff_ffff, 0x3c01),
+            (0x3ff0_0600_0000_0000, 0x3c02),
+            (0xbff0_0200_0000_0001, 0xbc01),
+            (0x3e70_0000_0000_0001, 0x0001),
+            (0x3e60_0000_0000_0000, 0x0000),
+            (0x3e60_0000_0000_0001, 0x0001),
+            (0x40ef_fdff_ffff_ffff, 0x7bff),
+            (0x40ef_fe00_0000_0000, 0x7c00),
+        ];
+        for &(x, want) in golden {
+            let got = f16_from_f64(f64::from_bits(x));
+            assert_eq!(got.to_bits(), want, "input {:e}", f64::from_bits(x));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn f64_to_f16_is_nearest(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            prop_assume!(x.is_finite() && x.abs() < 65504.0);
+            let h = f16_from_f64(x);
+            let e = (h.to_f64() - x).abs();
+            // Neighbours must not be strictly closer.
+            let up = f16::from_bits(h.to_bits().wrapping_add(1));
+            let dn = f16::from_bits(h.to_bits().wrapping_sub(1));
+            for n in [up, dn] {
+                if n.is_finite() && n.to_f64().signum() == h.to_f64().signum() {
+                    prop_assert!((n.to_f64() - x).abs() >= e);
+                }
+            }
+        }
+
+        #[test]
+        fn order_key_is_monotone(a in any::<f32>(), b in any::<f32>()) {
+            prop_assume!(!a.is_nan() && !b.is_nan());
+            prop_assert_eq!(a < b, f32_order_key(a) < f32_order_key(b));
+            prop_assert_eq!(a == b, f32_order_key(a) == f32_order_key(b));
+            prop_assert_eq!(f32_from_order_key(f32_order_key(a)), a);
+        }
+    }
+
+    #[test]
+    fn half_ops_round_per_operation() {
+        // numpy: np.float16(0.1) + np.float16(0.2) == np.float16(0.2998) (bits 0x34cc).
+        let a = f16::from_f32(0.1);
+        let b = f16::from_f32(0.2);
+        assert_eq!(WeightElement::add(a, b).to_bits(), 0x34cc);
+        assert_eq!(WeightElement::div(a, b).to_bits(), 0x3800);
+        assert_eq!(<f32 as WeightElement>::add(0.1, 0.2), 0.1f32 + 0.2f32);
+    }
+
+    #[test]
+    fn histogram_counts_patterns() {
+        let data: Vec<f16> = (0..700_000u32)
+            .map(|i| f16::from_bits((i % 1000) as u16))
+            .collect();
+        let h = bit_histogram(&data);
+        assert_eq!(h[0], 700);
+        assert_eq!(h[999], 700);
+        assert_eq!(h[1000], 0);
+        assert_eq!(h.iter().sum::<u64>(), 700_000);
+    }
+
+    #[test]
+    fn x86_cast() {
+        assert_eq!(trunc_to_i32_x86(f32::NAN) as u8, 0);
+        assert_eq!(trunc_to_i32_x86(15.0) as u8, 15);
+        assert_eq!(trunc_to_i32_x86(-1.5) as u8, 255);
+        assert_eq!(trunc_to_i32_x86(3e9), i32::MIN);
+    }
+}
+
+/// Deterministic test data shared by the kernel tests; the same generator exists in Python
+/// (splitmix64) to produce the golden values from coremltools.
+#[cfg(test)]
+pub(crate) mod testgen {
+    /// splitmix64.
+    pub struct SplitMix(pub u64);
+    impl SplitMix {
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+    }
+    /// `n` bell-shaped values, each the sum of four 16-bit draws times 2^-e (exact in f64).
+    pub fn normalish(seed: u64, n: usize, e: i32) -> Vec<f64> {
+        let mut r = SplitMix(seed);
+        (0..n)
+            .map(|_| {
+                let s: i64 = (0..4).map(|_| (r.next_u64() >> 48) as i64 - 32768).sum();
+                s as f64 * 2f64.powi(-e)
+            })
+            .collect()
+    }
+}

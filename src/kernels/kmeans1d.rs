@@ -1,0 +1,480 @@
+//! Exact weighted optimal 1-D k-means (the dynamic program of Grønlund et al. 2017, with SMAWK).
+//!
+//! coremltools clusters f16 weights with its vendored `kmeans1d` (C++). To give the very same LUT
+//! bit for bit we reach the very same partition: costs come from the same prefix sums in f64
+//! (Σw, Σw·x, Σw·x·x) with the same expression order, the row minima are found by SMAWK with the
+//! same reduce/interpolate order and the same tie rules (an earlier column wins a tie), and each
+//! centroid is the same running weighted mean. Where float rounding makes the cost matrix not
+//! quite totally monotone, only following the same comparison sequence gives the same answer,
+//! which is why this is SMAWK and not a divide-and-conquer row-minima search.
+//!
+//! Time O(k·n); memory O(n) plus one back-pointer per (layer, value) (u16 when n ≤ 65,536: at
+//! most 32 MB for k = 256, n = 65,536).
+//!
+//! [`kmeans_1d_large`] handles inputs with many more distinct values (f32 weights): the exact DP on
+//! at most `max_points` equal-weight buckets, refined by Lloyd steps on all values.
+
+/// A clustering of sorted 1-D values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clusters1d {
+    /// Cluster id of each input value, in input order.
+    pub labels: Vec<u32>,
+    /// Centroid of each cluster (`min(k, n)` of them); ascending for non-degenerate inputs.
+    pub centroids: Vec<f64>,
+}
+
+/// Prefix sums of w, w·x and w·x·x, accumulated in the same order as kmeans1d's.
+struct Prefix {
+    w: Vec<f64>,
+    s: Vec<f64>,
+    s2: Vec<f64>,
+}
+
+impl Prefix {
+    fn new(x: &[f64], wt: &[f64]) -> Self {
+        let n = x.len();
+        let (mut w, mut s, mut s2) = (
+            Vec::with_capacity(n + 1),
+            Vec::with_capacity(n + 1),
+            Vec::with_capacity(n + 1),
+        );
+        w.push(0.0);
+        s.push(0.0);
+        s2.push(0.0);
+        for i in 0..n {
+            let (xi, wi) = (x[i], wt[i]);
+            w.push(wi + w[i]);
+            s.push(wi * xi + s[i]);
+            s2.push(wi * xi * xi + s2[i]);
+        }
+        Prefix { w, s, s2 }
+    }
+
+    /// Total weight of values `i..=j` (0 when empty).
+    #[inline]
+    fn weight(&self, i: usize, j: usize) -> f64 {
+        if i <= j {
+            self.w[j + 1] - self.w[i]
+        } else {
+            0.0
+        }
+    }
+
+    /// Sum of squared distances of values `i..=j` to their weighted mean (0 when empty).
+    #[inline]
+    fn cost(&self, i: usize, j: usize) -> f64 {
+        if j < i {
+            return 0.0;
+        }
+        let w = self.w[j + 1] - self.w[i];
+        let sum = self.s[j + 1] - self.s[i];
+        let mu = sum / w;
+        let mut r = self.s2[j + 1] - self.s2[i];
+        r += w * (mu * mu);
+        r -= (2.0 * mu) * sum;
+        r
+    }
+}
+
+/// Back-pointers of the DP, one per (layer, value).
+enum BackPtr {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl BackPtr {
+    fn new(k: usize, n: usize) -> Self {
+        if n <= 1 << 16 {
+            BackPtr::Narrow(vec![0; k * n])
+        } else {
+            BackPtr::Wide(vec![0; k * n])
+        }
+    }
+    #[inline]
+    fn set(&mut self, at: usize, v: u32) {
+        match self {
+            BackPtr::Narrow(t) => t[at] = v as u16,
+            BackPtr::Wide(t) => t[at] = v,
+        }
+    }
+    #[inline]
+    fn get(&self, at: usize) -> usize {
+        match self {
+            BackPtr::Narrow(t) => t[at] as usize,
+            BackPtr::Wide(t) => t[at] as usize,
+        }
+    }
+}
+
+/// Row minima of an implicit n×n matrix by SMAWK, with kmeans1d's exact comparison sequence.
+/// Rows of one recursion level are an arithmetic progression (`first + p·step`), so they are
+/// never materialised; `pos` maps a column to its place in the current level's column list.
+struct Smawk<'a, F: Fn(usize, usize) -> f64> {
+    f: F,
+    argmin: &'a mut [u32],
+    pos: &'a mut [u32],
+}
+
+impl<F: Fn(usize, usize) -> f64> Smawk<'_, F> {
+    fn solve(&mut self, first: usize, step: usize, count: usize, cols: &[u32]) {
+        if count == 0 {
+            return;
+        }
+        let row = |p: usize| first + p * step;
+
+        // REDUCE: keep at most `count` candidate columns; a column is dropped only when the new
+        // one is strictly smaller in the row that pairs with the stack top.
+        let mut kept: Vec<u32> = Vec::with_capacity(count.min(cols.len()));
+        for &c in cols {
+            while let Some(&top) = kept.last() {
+                let r = row(kept.len() - 1);
+                if (self.f)(r, c as usize) >= (self.f)(r, top as usize) {
+                    break;
+                }
+                kept.pop();
+            }
+            if kept.len() < count {
+                kept.push(c);
+            }
+        }
+
+        // Odd rows recursively.
+        self.solve(first + step, step * 2, count / 2, &kept);
+
+        for (i, &c) in kept.iter().enumerate() {
+            self.pos[c as usize] = i as u32;
+        }
+
+        // INTERPOLATE even rows between the argmins of their odd neighbours; first minimum wins.
+        let mut start = 0usize;
+        let mut p = 0usize;
+        while p < count {
+            let r = row(p);
+            let stop = if p + 1 < count {
+                self.pos[self.argmin[row(p + 1)] as usize] as usize
+            } else {
+                kept.len() - 1
+            };
+            let mut best = kept[start];
+            let mut min = (self.f)(r, best as usize);
+            for &c in kept.iter().take(stop + 1).skip(start + 1) {
+                let v = (self.f)(r, c as usize);
+                if v < min {
+                    best = c;
+                    min = v;
+                }
+            }
+            self.argmin[r] = best;
+            start = stop;
+            p += 2;
+        }
+    }
+}
+
+/// Optimal weighted k-means of sorted values, identical to coremltools' `kmeans1d.cluster(values,
+/// k, weights=weights)` (labels and centroids bit for bit), with `k` clamped to `values.len()`.
+///
+/// `values` must be sorted ascending (coremltools passes `np.unique` output); `weights` are
+/// positive (counts). An empty input gives an empty result.
+pub fn optimal_kmeans_1d(values: &[f64], weights: &[f64], k: usize) -> Clusters1d {
+    assert_eq!(values.len(), weights.len(), "values and weights differ in length");
+    debug_assert!(values.windows(2).all(|p| p[0] <= p[1]), "values must be sorted");
+    let n = values.len();
+    let k = k.min(n);
+    if n == 0 || k == 0 {
+        return Clusters1d {
+            labels: vec![0; n],
+            centroids: Vec::new(),
+        };
+    }
+    let pre = Prefix::new(values, weights);
+
+    let mut back = BackPtr::new(k, n);
+    let mut d_prev: Vec<f64> = (0..n).map(|i| pre.cost(0, i)).collect();
+    let mut d_cur = vec![0.0f64; n];
+    let mut argmin = vec![0u32; n];
+    let mut pos = vec![0u32; n];
+    let all_cols: Vec<u32> = (0..n as u32).collect();
+
+    for layer in 1..k {
+        // Cost of ending cluster `layer` at value i when it starts at value j. j = 0 and j > i
+        // follow kmeans1d's unsigned arithmetic (the previous layer's column becomes i).
+        let dp = &d_prev;
+        let pr = &pre;
+        let cell = move |i: usize, j: usize| -> f64 {
+            let col = if j == 0 || j > i { i } else { j - 1 };
+            dp[col] + pr.cost(j, i)
+        };
+        let mut sm = Smawk {
+            f: cell,
+            argmin: &mut argmin,
+            pos: &mut pos,
+        };
+        sm.solve(0, 1, n, &all_cols);
+        for i in 0..n {
+            let j = argmin[i] as usize;
+            d_cur[i] = cell(i, j);
+            back.set(layer * n + i, j as u32);
+        }
+        std::mem::swap(&mut d_prev, &mut d_cur);
+    }
+
+    // Backtrack from the last value, the last cluster first.
+    let mut labels = vec![0u32; n];
+    let mut centroids = vec![0.0f64; k];
+    let mut t = n;
+    let mut layer = k - 1;
+    let mut last = n - 1;
+    loop {
+        let end = t;
+        t = back.get(layer * n + last);
+        let mut c = 0.0f64;
+        for i in t..end {
+            labels[i] = layer as u32;
+            c += (values[i] - c) * pre.weight(i, i) / pre.weight(t, i);
+        }
+        centroids[layer] = c;
+        if t == 0 || layer == 0 {
+            break;
+        }
+        layer -= 1;
+        last = t - 1;
+    }
+    Clusters1d { labels, centroids }
+}
+
+/// Weighted sum of squared errors of a clustering (with its own centroids).
+pub fn sse_1d(values: &[f64], weights: &[f64], c: &Clusters1d) -> f64 {
+    values
+        .iter()
+        .zip(weights)
+        .zip(&c.labels)
+        .map(|((&x, &w), &l)| {
+            let d = x - c.centroids[l as usize];
+            w * d * d
+        })
+        .sum()
+}
+
+/// k-means of sorted values when there may be too many of them for the exact DP.
+///
+/// With at most `max_points` values this is [`optimal_kmeans_1d`]. Otherwise the values are cut
+/// into at most `max_points` contiguous buckets of about equal weight; the exact DP on the bucket
+/// means (weighted by bucket weight) finds the best partition whose boundaries fall between
+/// buckets (the within-bucket scatter is the same for all of them), and Lloyd steps on all values
+/// then move the boundaries freely until nothing changes. Labels are contiguous runs, centroids
+/// ascending; deterministic.
+pub fn kmeans_1d_large(values: &[f64], weights: &[f64], k: usize, max_points: usize) -> Clusters1d {
+    let n = values.len();
+    let max_points = max_points.max(1);
+    if n <= max_points {
+        return optimal_kmeans_1d(values, weights, k);
+    }
+    let k = k.min(n);
+    // Contiguous buckets, each closed once it holds its share of the weight or of the value
+    // range (so isolated values are not swallowed by a heavy neighbour): at most `max_points`.
+    let half = (max_points / 2).max(1) as f64;
+    let target_w = weights.iter().sum::<f64>() / half;
+    let target_span = (values[n - 1] - values[0]) / half;
+    let (mut bx, mut bw) = (Vec::with_capacity(max_points), Vec::with_capacity(max_points));
+    let (mut acc_w, mut acc_s, mut start) = (0.0f64, 0.0f64, 0usize);
+    for i in 0..n {
+        acc_w += weights[i];
+        acc_s += weights[i] * values[i];
+        if i + 1 == n || acc_w >= target_w || values[i + 1] - values[start] > target_span {
+            bx.push(acc_s / acc_w);
+            bw.push(acc_w);
+            start = i + 1;
+            acc_w = 0.0;
+            acc_s = 0.0;
+        }
+    }
+    // Bucket means are sorted; guard against rounding pushing one below its predecessor.
+    for i in 1..bx.len() {
+        if bx[i] < bx[i - 1] {
+            bx[i] = bx[i - 1];
+        }
+    }
+    let coarse = optimal_kmeans_1d(&bx, &bw, k);
+    let mut centroids = coarse.centroids;
+
+    // Lloyd on all values with prefix sums: O(k log n) per step.
+    let mut cw = Vec::with_capacity(n + 1);
+    let mut cs = Vec::with_capacity(n + 1);
+    cw.push(0.0f64);
+    cs.push(0.0f64);
+    for i in 0..n {
+        cw.push(cw[i] + weights[i]);
+        cs.push(cs[i] + weights[i] * values[i]);
+    }
+    let kk = centroids.len();
+    let mut bounds = vec![0usize; kk + 1];
+    let mut prev = vec![usize::MAX; kk + 1];
+    for _ in 0..1000 {
+        centroids.sort_by(f64::total_cmp);
+        bounds[0] = 0;
+        bounds[kk] = n;
+        for j in 1..kk {
+            let mid = 0.5 * (centroids[j - 1] + centroids[j]);
+            bounds[j] = values.partition_point(|&v| v < mid).max(bounds[j - 1]);
+        }
+        for j in 0..kk {
+            let (a, b) = (bounds[j], bounds[j + 1]);
+            if b > a {
+                centroids[j] = (cs[b] - cs[a]) / (cw[b] - cw[a]);
+            }
+        }
+        if bounds == prev {
+            break;
+        }
+        std::mem::swap(&mut bounds, &mut prev);
+    }
+    let mut labels = vec![0u32; n];
+    for j in 0..kk {
+        for l in &mut labels[prev[j]..prev[j + 1]] {
+            *l = j as u32;
+        }
+    }
+    Clusters1d { labels, centroids }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Minimal cost by the plain O(k·n²) DP, for cross-checking.
+    fn brute_cost(x: &[f64], w: &[f64], k: usize) -> f64 {
+        let n = x.len();
+        let pre = Prefix::new(x, w);
+        let k = k.min(n);
+        let mut d: Vec<f64> = (0..n).map(|i| pre.cost(0, i)).collect();
+        for _ in 1..k {
+            let mut nd = d.clone();
+            for i in 0..n {
+                for j in 1..=i {
+                    nd[i] = nd[i].min(d[j - 1] + pre.cost(j, i));
+                }
+            }
+            d = nd;
+        }
+        d[n - 1]
+    }
+
+    fn check_golden_starts(x: &[f64], w: &[f64], k: usize, starts: &[usize], cents: &[u64]) {
+        let got = optimal_kmeans_1d(x, w, k);
+        let mut labels = vec![0u32; x.len()];
+        for (j, &s) in starts.iter().enumerate() {
+            for l in &mut labels[s..] {
+                *l = j as u32;
+            }
+        }
+        assert_eq!(got.labels, labels, "labels for k={k}");
+        let bits: Vec<u64> = got.centroids.iter().map(|c| c.to_bits()).collect();
+        assert_eq!(bits, cents, "centroids for k={k}");
+    }
+
+    /// Sorted distinct f16 values of a generated tensor with their counts (as `np.unique`).
+    fn distinct_f16(seed: u64, n: usize, e: i32) -> (Vec<f64>, Vec<f64>) {
+        let mut v: Vec<f64> = crate::kernels::fp16::testgen::normalish(seed, n, e)
+            .into_iter()
+            .map(|x| crate::kernels::fp16::f16_from_f64(x).to_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let (mut xs, mut ws) = (Vec::new(), Vec::<f64>::new());
+        for x in v {
+            if xs.last() == Some(&x) {
+                *ws.last_mut().unwrap() += 1.0;
+            } else {
+                xs.push(x);
+                ws.push(1.0);
+            }
+        }
+        (xs, ws)
+    }
+
+    fn check_golden_generated(seed: u64, n: usize, e: i32, k: usize, starts: &[usize], cents: &[u64]) {
+        let (x, w) = distinct_f16(seed, n, e);
+        check_golden_starts(&x, &w, k, starts, cents);
+    }
+
+    #[test]
+    fn golden_kmeans1d_ties_and_small() {
+        // Generated with coremltools._deps.kmeans1d.cluster (coremltools 9.0, x86-64 Linux).
+        check_golden_starts(&[0.0, 1.0, 2.0], &[1.0, 1.0, 1.0], 2, &[0, 1], &[0x0000000000000000, 0x3ff8000000000000]);
+        check_golden_starts(&[0.0, 1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 1.0, 1.0, 1.0], 2, &[0, 2], &[0x3fe0000000000000, 0x4008000000000000]);
+        check_golden_starts(&[0.0, 1.0, 2.0, 3.0, 4.0], &[1.0, 1.0, 1.0, 1.0, 1.0], 3, &[0, 1, 3], &[0x0000000000000000, 0x3ff8000000000000, 0x400c000000000000]);
+        check_golden_starts(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, &[0, 1, 2, 4], &[0x0000000000000000, 0x3ff0000000000000, 0x4004000000000000, 0x4012000000000000]);
+        check_golden_starts(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0, 28.0, 29.0, 30.0, 31.0, 32.0, 33.0, 34.0, 35.0, 36.0, 37.0, 38.0, 39.0], &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 7, &[0, 5, 10, 16, 22, 28, 34], &[0x4000000000000000, 0x401c000000000000, 0x4029000000000000, 0x4032800000000000, 0x4038800000000000, 0x403e800000000000, 0x4042400000000000]);
+        check_golden_starts(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0, 28.0, 29.0, 30.0, 31.0], &[2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], 16, &[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30], &[0x3fe0000000000000, 0x4004000000000000, 0x4012000000000000, 0x401a000000000000, 0x4021000000000000, 0x4025000000000000, 0x4029000000000000, 0x402d000000000000, 0x4030800000000000, 0x4032800000000000, 0x4034800000000000, 0x4036800000000000, 0x4038800000000000, 0x403a800000000000, 0x403c800000000000, 0x403e800000000000]);
+        check_golden_starts(&[-1.0, 0.0, 1.0], &[5.0, 1.0, 5.0], 2, &[0, 1], &[0xbff0000000000000, 0x3feaaaaaaaaaaaab]);
+        check_golden_starts(&[0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6000000000000001, 0.7000000000000001, 0.8, 0.9, 1.0, 1.1, 1.2000000000000002, 1.3, 1.4000000000000001, 1.5, 1.6, 1.7000000000000002, 1.8, 1.9000000000000001, 2.0, 2.1, 2.2, 2.3000000000000003, 2.4000000000000004, 2.5, 2.6, 2.7, 2.8000000000000003, 2.9000000000000004], &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 5, &[0, 6, 12, 18, 24], &[0x3fd0000000000000, 0x3feb333333333334, 0x3ff7333333333334, 0x4000666666666666, 0x4005333333333334]);
+        check_golden_starts(&[1.0, 2.0, 3.0, 10.0, 11.0, 12.0], &[3.0, 1.0, 3.0, 3.0, 1.0, 3.0], 3, &[0, 1, 3], &[0x3ff0000000000000, 0x4006000000000000, 0x4026000000000000]);
+        check_golden_starts(&[-3.0, -1.0, 0.0, 1.0, 3.0], &[1.0, 2.0, 100.0, 2.0, 1.0], 4, &[0, 1, 2, 4], &[0xc008000000000000, 0xbff0000000000000, 0x3f94141414141414, 0x4008000000000000]);
+        check_golden_generated(1, 500, 17, 4, &[0, 104, 271, 415], &[0xbfdd34de304d4876, 0xbfbfe2792ef56579, 0x3fc52842f785ef0a, 0x3fdc06cf914c1bae]); // 485 distinct
+        check_golden_generated(2, 20000, 16, 16, &[0, 194, 453, 829, 1175, 1614, 2209, 3135, 4693, 5941, 6704, 7285, 7656, 8003, 8352, 8580], &[0xbff5ed9042b5c8f8, 0xbff1411188c46231, 0xbfeb82c11e41c6a3, 0xbfe5a10bdd692cd7, 0xbfe042694a5294a8, 0xbfd67797d835d546, 0xbfc93af6db6db6d8, 0xbfa7458921050cd3, 0x3fb960ca4519d843, 0x3fcf53d044d25999, 0x3fd95ad00997ae74, 0x3fe19d576d9bd169, 0x3fe6f44e2cabcfe7, 0x3fece1708092f114, 0x3ff1f5b1bd0dac17, 0x3ff6e3e000000001]); // 8758 distinct
+        check_golden_generated(3, 20000, 12, 64, &[0, 4, 39, 88, 148, 213, 277, 332, 391, 463, 544, 634, 723, 814, 903, 988, 1078, 1170, 1257, 1339, 1456, 1601, 1757, 1916, 2074, 2219, 2392, 2635, 2887, 3121, 3453, 3824, 4276, 4706, 5110, 5462, 5751, 6023, 6286, 6483, 6637, 6782, 6930, 7078, 7223, 7356, 7441, 7524, 7603, 7683, 7773, 7862, 7949, 8044, 8143, 8237, 8320, 8377, 8434, 8488, 8552, 8606, 8655, 8683], &[0xc03d640000000000, 0xc039d05555555557, 0xc03795cfffffffff, 0xc035f5721ed7e757, 0xc0347b4bc6a7ef9e, 0xc03331a976fc64f6, 0xc031f2ad3bab4eea, 0xc030fb679e79e79f, 0xc030027000000002, 0xc02e4f9079a9d260, 0xc02ccace540f489a, 0xc02b3aa63bd81a99, 0xc029c287c1f07c21, 0xc0283a67e95412e2, 0xc026f0a69df06131, 0xc025735d8d6a9b31, 0xc023ffd35b60f58a, 0xc0228d4a3d70a3d8, 0xc02138a721291e81, 0xc01fe20a8e83f577, 0xc01d32ee02c47f4f, 0xc01aaa432a6432a5, 0xc0180989b0723b24, 0xc015682e8ba2e8be, 0xc012dc09d2921c3b, 0xc01076b8956cc5c5, 0xc00c2292bcf706de, 0xc007596d91ecd009, 0xc0027f408e78356c, 0xbffb10b5c6701837, 0xbff15bc0fc0fc0fb, 0xbfdc9cf5e9e7fc26, 0x3fca8a62f53e62f8, 0x3fea91b6db6db6d7, 0x3ff7703759f22984, 0x400103017c4948c8, 0x400647ef5d57cc40, 0x400b7950af50af4f, 0x40103f42c27f3624, 0x4012c6a93abec98f, 0x40156ebcc0242af5, 0x4017d5f0f9a4b1fb, 0x401a4f86a314dbf9, 0x401cc2789d89d89d, 0x401f420532ae21c9, 0x4020f2930288df0b, 0x402248d80bd69103, 0x4023922d681f50a2, 0x4024ca5d1745d171, 0x40262359f2298377, 0x402797e540f4898e, 0x40290caaaaaaaaac, 0x402a8f496d25b499, 0x402c389555555558, 0x402de84d4873ecad, 0x402f944f95e2d194, 0x4030bfb999999998, 0x4031b6db6db6db6e, 0x4032c2d249249248, 0x4033f1585a9e9585, 0x40354b13b13b13b2, 0x4036dc3e0f83e0f6, 0x4038a1d1745d1747, 0x403ae9af286bca1b]); // 8702 distinct
+        check_golden_generated(4, 3000, 20, 256, &[0, 1, 2, 3, 4, 8, 9, 11, 13, 15, 18, 21, 24, 26, 30, 35, 40, 46, 49, 52, 58, 63, 66, 70, 77, 80, 83, 89, 93, 100, 104, 110, 114, 117, 126, 135, 142, 153, 160, 166, 174, 179, 186, 194, 199, 205, 208, 216, 226, 239, 252, 261, 266, 274, 282, 289, 298, 308, 318, 327, 337, 346, 354, 361, 371, 380, 387, 394, 407, 415, 425, 430, 442, 449, 461, 473, 480, 488, 496, 506, 519, 534, 544, 557, 569, 580, 592, 600, 612, 626, 635, 647, 663, 681, 696, 708, 718, 733, 743, 756, 766, 780, 800, 814, 826, 839, 848, 864, 878, 897, 916, 926, 941, 966, 978, 989, 1011, 1035, 1055, 1071, 1087, 1105, 1130, 1150, 1167, 1181, 1197, 1214, 1233, 1248, 1270, 1284, 1299, 1321, 1335, 1350, 1364, 1381, 1399, 1412, 1432, 1452, 1469, 1484, 1502, 1514, 1530, 1544, 1556, 1567, 1584, 1596, 1607, 1618, 1634, 1652, 1662, 1679, 1693, 1707, 1723, 1736, 1752, 1765, 1778, 1795, 1806, 1818, 1827, 1843, 1852, 1863, 1877, 1889, 1897, 1907, 1918, 1926, 1939, 1952, 1964, 1977, 1986, 1996, 2009, 2020, 2033, 2051, 2063, 2074, 2086, 2095, 2106, 2117, 2130, 2137, 2149, 2160, 2170, 2179, 2189, 2202, 2214, 2225, 2236, 2246, 2260, 2270, 2282, 2294, 2303, 2308, 2319, 2328, 2334, 2341, 2349, 2357, 2368, 2379, 2390, 2397, 2403, 2408, 2414, 2420, 2427, 2436, 2444, 2448, 2452, 2458, 2462, 2466, 2471, 2477, 2483, 2487, 2495, 2501, 2507, 2513, 2517, 2521, 2522, 2528, 2531, 2533, 2537, 2539, 2542, 2546, 2547, 2550, 2551, 2552], &[0xbfbda40000000000, 0xbfbb100000000000, 0xbfba800000000000, 0xbfba180000000000, 0xbfb9a70000000000, 0xbfb8c80000000000, 0xbfb86a0000000000, 0xbfb7ee0000000000, 0xbfb75a0000000000, 0xbfb6c6aaaaaaaaab, 0xbfb6715555555555, 0xbfb6280000000000, 0xbfb5d80000000000, 0xbfb5733333333333, 0xbfb5115555555555, 0xbfb4d20000000000, 0xbfb488aaaaaaaaaa, 0xbfb4290000000000, 0xbfb3c30000000000, 0xbfb36a0000000000, 0xbfb2f73333333333, 0xbfb2bd5555555555, 0xbfb2730000000000, 0xbfb242db6db6db6e, 0xbfb2030000000000, 0xbfb1a2aaaaaaaaab, 0xbfb1680000000000, 0xbfb11e6666666666, 0xbfb0fa8000000000, 0xbfb0b66666666666, 0xbfb086aaaaaaaaab, 0xbfb0526666666666, 0xbfb0220000000000, 0xbfafe8cccccccccc, 0xbfaf8c0000000001, 0xbfaef88000000000, 0xbfae8b6276276277, 0xbfae2c0000000000, 0xbfadbe0000000000, 0xbfad4471c71c71c6, 0xbfacfc0000000000, 0xbfac9e6666666666, 0xbfac21c71c71c71c, 0xbfabd8cccccccccd, 0xbfab775555555555, 0xbfab266666666667, 0xbfaaceaaaaaaaaab, 0xbfaa5e2762762762, 0xbfa9f61e1e1e1e1d, 0xbfa98f8000000000, 0xbfa9189249249249, 0xbfa8d40000000000, 0xbfa8722e8ba2e8ba, 0xbfa7de8ba2e8ba2f, 0xbfa7740000000001, 0xbfa700aaaaaaaaaa, 0xbfa6800000000000, 0xbfa61b6276276277, 0xbfa5bb1c71c71c73, 0xbfa545d1745d1747, 0xbfa4f8cccccccccd, 0xbfa4b00000000000, 0xbfa46ccccccccccd, 0xbfa418cccccccccd, 0xbfa3aeaaaaaaaaab, 0xbfa36b8e38e38e39, 0xbfa3178000000000, 0xbfa2d16666666666, 0xbfa275745d1745d2, 0xbfa213a2e8ba2e8b, 0xbfa1d35555555555, 0xbfa19fc000000001, 0xbfa1548000000000, 0xbfa10d6969696969, 0xbfa0a56969696969, 0xbfa049b6db6db6db, 0xbf9fd8ba2e8ba2e9, 0xbf9f570000000000, 0xbf9ede7627627627, 0xbf9e784444444445, 0xbf9dd4ccccccccce, 0xbf9d479999999999, 0xbf9cc0db6db6db6e, 0xbf9c526666666667, 0xbf9b9fb6db6db6db, 0xbf9b0a2762762763, 0xbf9a715555555555, 0xbf99d13b13b13b14, 0xbf99455555555556, 0xbf98acba2e8ba2e9, 0xbf983d5555555555, 0xbf97a851eb851eb7, 0xbf9700ba2e8ba2e9, 0xbf964c0000000000, 0xbf959a0000000002, 0xbf94f89d89d89d8a, 0xbf9470b4b4b4b4b5, 0xbf93e67627627626, 0xbf936a0000000000, 0xbf92e313b13b13b1, 0xbf924d0d79435e51, 0xbf918c6666666666, 0xbf90ef4000000000, 0xbf90480000000001, 0xbf8fbf13b13b13b2, 0xbf8ec0e38e38e38d, 0xbf8da6d2d2d2d2d4, 0xbf8cb24000000000, 0xbf8b5fffffffffff, 0xbf8a70d555555555, 0xbf895a8ba2e8ba2e, 0xbf886d4000000000, 0xbf8766b851eb8520, 0xbf86289249249249, 0xbf85205555555555, 0xbf83d9b13b13b13b, 0xbf82b69d89d89d8a, 0xbf81929bd37a6f4f, 0xbf80268000000000, 0xbf7dfe71c71c71c8, 0xbf7c28aaaaaaaaab, 0xbf794051eb851eb9, 0xbf765a79e79e79e7, 0xbf732f5555555555, 0xbf70731111111111, 0xbf6cd52d2d2d2d2d, 0xbf67bcffffffffff, 0xbf639f5e50d79436, 0xbf5ecdddddddddde, 0xbf55231745d1745d, 0xbf488e4924924924, 0xbf22fffffffffffe, 0x3f3ed21642c8590b, 0x3f54259999999999, 0x3f5f25c000000000, 0x3f63ff8000000000, 0x3f69370f0f0f0f0f, 0x3f6e2979435e50d7, 0x3f715d999999999a, 0x3f735a1861861862, 0x3f76045555555555, 0x3f7825a5a5a5a5a6, 0x3f7a484000000000, 0x3f7c193333333333, 0x3f7ea35555555555, 0x3f8076d2d2d2d2d3, 0x3f81c12d2d2d2d2d, 0x3f82a40000000001, 0x3f83fd0000000000, 0x3f85161af286bca2, 0x3f86820000000001, 0x3f87580000000001, 0x3f888bffffffffff, 0x3f89cd5555555555, 0x3f8acb5e50d79437, 0x3f8c0ba2e8ba2e8b, 0x3f8d2671c71c71c8, 0x3f8e56aaaaaaaaab, 0x3f8f295555555556, 0x3f9033cccccccccc, 0x3f90b60000000000, 0x3f9170cccccccccd, 0x3f920f0000000000, 0x3f92a2eeeeeeeeef, 0x3f932a6666666666, 0x3f93ba2e8ba2e8ba, 0x3f94234000000001, 0x3f94a3aaaaaaaaab, 0x3f954ce38e38e38d, 0x3f95cb9999999999, 0x3f9653b13b13b13c, 0x3f96db4b4b4b4b4b, 0x3f97595555555555, 0x3f97e1745d1745d1, 0x3f98565555555555, 0x3f98ed6db6db6db7, 0x3f99731c71c71c72, 0x3f99fed2d2d2d2d2, 0x3f9a880000000000, 0x3f9b27b13b13b13c, 0x3f9bc89d89d89d89, 0x3f9c5daaaaaaaaab, 0x3f9cde2e8ba2e8ba, 0x3f9d6c71c71c71c8, 0x3f9e2d5555555555, 0x3f9edd999999999a, 0x3f9f791745d1745d, 0x3fa01eaaaaaaaaab, 0x3fa0753b13b13b15, 0x3fa0c0b4b4b4b4b5, 0x3fa13313b13b13b1, 0x3fa185ddddddddde, 0x3fa1c12d2d2d2d2d, 0x3fa206eeeeeeeeee, 0x3fa2618000000001, 0x3fa2c2c000000000, 0x3fa318db6db6db6d, 0x3fa3634000000000, 0x3fa3c70000000000, 0x3fa4258e38e38e39, 0x3fa477c3c3c3c3c3, 0x3fa4c80000000000, 0x3fa52d2492492492, 0x3fa576c4ec4ec4ec, 0x3fa5ca5555555555, 0x3fa62c8000000000, 0x3fa6a189d89d89d8, 0x3fa71caaaaaaaaab, 0x3fa7ad6969696969, 0x3fa8138e38e38e39, 0x3fa8820000000000, 0x3fa8cac4ec4ec4ec, 0x3fa9322e8ba2e8ba, 0x3fa97c0000000000, 0x3fa9e1c71c71c71c, 0x3faa2638e38e38e4, 0x3faa7f5555555555, 0x3faae22762762762, 0x3fab49dddddddddd, 0x3fabc4ec4ec4ec4f, 0x3fac188000000000, 0x3fac7b0000000000, 0x3facdb3333333333, 0x3fad280000000000, 0x3fae0b5555555555, 0x3faea28000000000, 0x3faf105d1745d175, 0x3faf9b8e38e38e39, 0x3fb0100000000000, 0x3fb0480000000000, 0x3fb071c71c71c71c, 0x3fb0a00000000000, 0x3fb1180000000000, 0x3fb1489249249249, 0x3fb1895555555555, 0x3fb1e88000000000, 0x3fb22e0000000000, 0x3fb2878000000000, 0x3fb2d00000000000, 0x3fb2f8aaaaaaaaab, 0x3fb33adb6db6db6e, 0x3fb38a6666666666, 0x3fb3ec0000000000, 0x3fb4580000000000, 0x3fb4b75555555555, 0x3fb5400000000000, 0x3fb5990000000000, 0x3fb5c1999999999a, 0x3fb5fe0000000000, 0x3fb64d5555555555, 0x3fb6810000000000, 0x3fb7340000000000, 0x3fb7a00000000000, 0x3fb8200000000000, 0x3fb97c0000000000, 0x3fba600000000000]); // 2553 distinct
+        check_golden_generated(5, 100000, 16, 16, &[0, 421, 723, 1148, 1512, 1993, 2616, 3696, 7372, 10271, 11263, 11885, 12316, 12676, 13093, 13371], &[0xbff673ebf7fccb85, 0xbff16dd80e3e64c7, 0xbfeb98a8434e1f45, 0xbfe593b8f4c73ee6, 0xbfe039922a86f2c4, 0xbfd650e2fc6346f7, 0xbfc9f59b1d25bbc5, 0xbfae5129356dbcb8, 0x3fb4f218eed4ce0d, 0x3fccb47339698bd4, 0x3fd7d99555fabafa, 0x3fe0e51bc5be71cf, 0x3fe6384c0f1385d9, 0x3fec23c6ddf09e39, 0x3ff19f28e9976d56, 0x3ff675add3c0ca4b]); // 13773 distinct
+        check_golden_generated(6, 50000, 22, 8, &[0, 637, 1381, 2417, 5520, 9219, 10323, 11093], &[0xbf92b2a3e1e5132f, 0xbf88479a821f6530, 0xbf7c2a8c33fef05d, 0xbf63a54e2ae17b39, 0x3f5ffd345faaf63f, 0x3f7a836e78648c3f, 0x3f87ca8cf90b11d4, 0x3f92a9882299a425]); // 11757 distinct
+        check_golden_generated(7, 200, 10, 2, &[0, 98], &[0xc03fc1c5b3f5dc81, 0x403d5c66c9b26c9b]); // 194 distinct
+    }
+
+    #[test]
+    fn single_value_and_k_larger_than_n() {
+        let c = optimal_kmeans_1d(&[2.5], &[7.0], 4);
+        assert_eq!(c.labels, vec![0]);
+        assert_eq!(c.centroids, vec![2.5]);
+        let c = optimal_kmeans_1d(&[1.0, 2.0, 3.0], &[1.0, 1.0, 1.0], 8);
+        assert_eq!(c.labels, vec![0, 1, 2]);
+        assert_eq!(c.centroids, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn large_variant_is_near_optimal_on_weight_like_data() {
+        for (seed, k) in [(11u64, 16usize), (12, 4), (13, 64)] {
+            let (x, w) = distinct_f16(seed, 200_000, 15);
+            let exact = sse_1d(&x, &w, &optimal_kmeans_1d(&x, &w, k));
+            let approx = sse_1d(&x, &w, &kmeans_1d_large(&x, &w, k, x.len() / 8));
+            assert!(approx >= exact * (1.0 - 1e-12));
+            assert!(approx <= exact * 1.0005, "k={k}: {approx} vs {exact}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cost_equals_brute_force(
+            raw in proptest::collection::vec((-1000i32..1000, 1u32..50), 1..40),
+            k in 1usize..9,
+        ) {
+            let mut raw = raw;
+            raw.sort_by_key(|p| p.0);
+            raw.dedup_by_key(|p| p.0);
+            let x: Vec<f64> = raw.iter().map(|p| p.0 as f64 / 64.0).collect();
+            let w: Vec<f64> = raw.iter().map(|p| p.1 as f64).collect();
+            let c = optimal_kmeans_1d(&x, &w, k);
+            let want = brute_cost(&x, &w, k);
+            let got = sse_1d(&x, &w, &c);
+            prop_assert!((got - want).abs() <= 1e-9 * (1.0 + want.abs()), "got {got} want {want}");
+            // Labels are contiguous and ascending.
+            prop_assert!(c.labels.windows(2).all(|p| p[0] <= p[1]));
+        }
+
+        #[test]
+        fn large_variant_is_close_to_optimal(
+            raw in proptest::collection::vec((-4000i32..4000, 1u32..20), 20..300),
+            k in 2usize..9,
+        ) {
+            let mut raw = raw;
+            raw.sort_by_key(|p| p.0);
+            raw.dedup_by_key(|p| p.0);
+            let x: Vec<f64> = raw.iter().map(|p| p.0 as f64 / 64.0).collect();
+            let w: Vec<f64> = raw.iter().map(|p| p.1 as f64).collect();
+            let exact = sse_1d(&x, &w, &optimal_kmeans_1d(&x, &w, k));
+            let approx = kmeans_1d_large(&x, &w, k, x.len() / 4 + 2);
+            let got = sse_1d(&x, &w, &approx);
+            prop_assert!(got >= exact * (1.0 - 1e-9) - 1e-9);
+            prop_assert!(approx.labels.windows(2).all(|p| p[0] <= p[1]));
+        }
+    }
+}

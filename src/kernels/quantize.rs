@@ -1,0 +1,1462 @@
+//! Linear (affine) and linear-symmetric weight quantization, bit-exact with coremltools 9.0
+//! (`optimize._utils.compute_qparams_by_dtype` / `quantize_weight_by_dtype`), and the two
+//! dequantization ops (`constexpr_affine_dequantize`, iOS16; `constexpr_blockwise_shift_scale`,
+//! iOS18) exactly as coremltools' value inference computes them.
+//!
+//! Numerics: numpy evaluates every elementwise op on an fp16 array in f32 and rounds the result
+//! back to fp16 (round half to even), and Python scalars (`0.0`, `qmax - qmin`, `qmin`) are cast to
+//! the array dtype first (NEP 50). [`WeightFloat::op`] reproduces exactly that, one op at a time, so
+//! codes, scales and zero points match bit for bit for fp16 and fp32 weights.
+//!
+//! Degenerate inputs, as coremltools behaves on x86-64 (where a NaN cast to an integer gives 0):
+//! - an all-zero block has scale `+0.0`, codes 0 and zero point 0 (`qmax/2` for symmetric
+//!   unsigned, whose dequantization then gives `-0.0`);
+//! - a block whose scale underflows to 0 (tiny subnormal values) quantizes nonzero values to the
+//!   clip bounds and zeros to 0;
+//! - a block containing NaN has a NaN scale, codes 0 and zero point 0 (`qmax/2` for symmetric
+//!   unsigned). The NaN's payload bits are those of x86 propagation, not guaranteed elsewhere;
+//! - ±inf is not rejected here (coremltools' pass skips such weights before calling the kernel;
+//!   callers should do the same with [`has_inf`]); the arithmetic is still followed exactly.
+//!
+//! The sign of a zero `vmin`/`vmax` is the one place numpy is platform-dependent (its SIMD
+//! `minimum`/`maximum` pick either zero); we canonicalize both to `+0.0`, which is what coremltools
+//! produces on x86-64 and only affects the sign of the scale of an all-zero block.
+//!
+//! TODO(unify): [`WeightFloat`] duplicates the fp16 op-emulation that `kernels::fp16` will provide;
+//! merge once that module lands.
+
+use std::fmt::Debug;
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::{config_err, format_err};
+
+/// A weight element type: fp16 or fp32. All arithmetic is done as numpy does it on arrays of this
+/// dtype: exact f32 compute, then one rounding back to `Self`.
+pub trait WeightFloat:
+    Copy + Send + Sync + PartialEq + PartialOrd + Default + Debug + 'static
+{
+    /// The numpy dtype name ("float16" / "float32").
+    const NAME: &'static str;
+    /// Exact widening.
+    fn to_f32(self) -> f32;
+    /// Round to this type (round half to even; identity for f32).
+    fn from_f32(x: f32) -> Self;
+    /// `Self(f(a, b))` with f evaluated in f32: one numpy binary op on arrays of this dtype.
+    #[inline(always)]
+    fn op(self, other: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        Self::from_f32(f(self.to_f32(), other.to_f32()))
+    }
+    /// A Python scalar converted to this dtype (NEP 50 weak promotion).
+    #[inline(always)]
+    fn lit(x: f64) -> Self {
+        Self::from_f32(x as f32)
+    }
+}
+
+impl WeightFloat for f32 {
+    const NAME: &'static str = "float32";
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}
+
+impl WeightFloat for f16 {
+    const NAME: &'static str = "float16";
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    #[inline(always)]
+    fn lit(x: f64) -> Self {
+        // numpy converts a Python float to float16 directly from double (one rounding).
+        f16::from_f64(x)
+    }
+}
+
+/// The integer storage type of the codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantDtype {
+    Int8,
+    UInt8,
+    Int4,
+    UInt4,
+}
+
+impl QuantDtype {
+    pub fn from_bits(nbits: u32, signed: bool) -> Result<Self> {
+        match (nbits, signed) {
+            (8, true) => Ok(Self::Int8),
+            (8, false) => Ok(Self::UInt8),
+            (4, true) => Ok(Self::Int4),
+            (4, false) => Ok(Self::UInt4),
+            _ => Err(config_err!(
+                "Invalid dtype. Should be int4/8 or uint4/8, but got {}int{nbits}",
+                if signed { "" } else { "u" }
+            )),
+        }
+    }
+    pub fn nbits(self) -> u32 {
+        match self {
+            Self::Int8 | Self::UInt8 => 8,
+            Self::Int4 | Self::UInt4 => 4,
+        }
+    }
+    pub fn signed(self) -> bool {
+        matches!(self, Self::Int8 | Self::Int4)
+    }
+    /// The MIL type name ("int8", "uint4", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Int8 => "int8",
+            Self::UInt8 => "uint8",
+            Self::Int4 => "int4",
+            Self::UInt4 => "uint4",
+        }
+    }
+}
+
+/// `LINEAR` (affine, range always contains 0) or `LINEAR_SYMMETRIC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantMode {
+    Linear,
+    LinearSymmetric,
+}
+
+/// `(qmin, qmax)` as coremltools' `get_quant_range`: symmetric drops the most negative signed
+/// code, or the top unsigned code.
+pub fn quant_range(dtype: QuantDtype, mode: QuantMode) -> (i32, i32) {
+    let n = dtype.nbits();
+    let (mut lo, mut hi) = if dtype.signed() {
+        (-(1i32 << (n - 1)), (1i32 << (n - 1)) - 1)
+    } else {
+        (0, (1i32 << n) - 1)
+    };
+    if mode == QuantMode::LinearSymmetric {
+        if dtype.signed() {
+            lo += 1;
+        } else {
+            hi -= 1;
+        }
+    }
+    (lo, hi)
+}
+
+/// Integer codes, one per element (int4/uint4 codes are held in 8-bit containers, unpacked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Codes {
+    Signed(Vec<i8>),
+    Unsigned(Vec<u8>),
+}
+
+impl Codes {
+    pub fn len(&self) -> usize {
+        match self {
+            Codes::Signed(v) => v.len(),
+            Codes::Unsigned(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Element `i` widened.
+    pub fn get(&self, i: usize) -> i32 {
+        match self {
+            Codes::Signed(v) => v[i] as i32,
+            Codes::Unsigned(v) => v[i] as i32,
+        }
+    }
+    /// Packs the codes as `bits`-wide fields (see [`super::pack`]).
+    pub fn pack(&self, bits: u32) -> Result<Vec<u8>> {
+        match self {
+            Codes::Signed(v) => super::pack::pack(v, bits),
+            Codes::Unsigned(v) => super::pack::pack(v, bits),
+        }
+    }
+    /// The bytes as stored in an 8-bit container (two's complement for signed).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Codes::Signed(v) => v.iter().map(|&x| x as u8).collect(),
+            Codes::Unsigned(v) => v.clone(),
+        }
+    }
+}
+
+/// The result of quantizing one weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantized<T> {
+    pub dtype: QuantDtype,
+    pub mode: QuantMode,
+    /// One code per weight element, row-major, shape of the weight.
+    pub codes: Codes,
+    /// One scale per block, in the weight dtype, row-major over `scale_shape`.
+    pub scale: Vec<T>,
+    /// Same rank as the weight: `dim / block` on blocked axes, 1 elsewhere.
+    pub scale_shape: Vec<usize>,
+    /// Same shape and storage type as `scale`'s blocks; `None` for symmetric signed.
+    pub zero_point: Option<Codes>,
+}
+
+/// Quantization either succeeds or is skipped with coremltools' warning text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantizeOutcome<T> {
+    Quantized(Quantized<T>),
+    Skipped(String),
+}
+
+/// Whether any element is ±inf (coremltools skips such weights with the warning
+/// "The const {op} has inf/-inf, which is not supported by quantization. Skipped.").
+pub fn has_inf<T: WeightFloat>(weight: &[T]) -> bool {
+    weight.par_iter().any(|v| v.to_f32().is_infinite())
+}
+
+fn numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format_err!("tensor shape {shape:?} is too large"))
+}
+
+/// How a tensor of `shape` is tiled into blocks of `block` (effective, nonzero) sizes.
+struct Tiling {
+    shape: Vec<usize>,
+    block: Vec<usize>,
+    nblocks: Vec<usize>,
+    /// Length of the last axis (one "row").
+    row_len: usize,
+    /// Number of rows (product of all but the last dim).
+    rows: usize,
+    /// Blocks along the last axis.
+    last_blocks: usize,
+    /// Number of block rows (product of `nblocks` over all but the last axis).
+    block_rows: usize,
+}
+
+impl Tiling {
+    /// `block_sizes[i] == 0` means the whole axis. All dims must be divisible (checked by caller).
+    fn new(shape: &[usize], block_sizes: &[usize]) -> Self {
+        let block: Vec<usize> = shape
+            .iter()
+            .zip(block_sizes)
+            .map(|(&d, &b)| if b == 0 { d } else { b })
+            .collect();
+        let nblocks: Vec<usize> = shape
+            .iter()
+            .zip(&block)
+            .map(|(&d, &b)| d.checked_div(b).unwrap_or(1))
+            .collect();
+        let r = shape.len();
+        let (row_len, last_blocks) = if r == 0 {
+            (1, 1)
+        } else {
+            (shape[r - 1], nblocks[r - 1])
+        };
+        let rows = if r == 0 {
+            1
+        } else {
+            shape[..r - 1].iter().product()
+        };
+        let block_rows = if r == 0 {
+            1
+        } else {
+            nblocks[..r - 1].iter().product()
+        };
+        Tiling {
+            shape: shape.to_vec(),
+            block,
+            nblocks,
+            row_len,
+            rows,
+            last_blocks,
+            block_rows,
+        }
+    }
+
+    fn last_block_len(&self) -> usize {
+        self.block.last().copied().unwrap_or(1)
+    }
+
+    /// The block row of a row (ravel of `outer_index / block` over all but the last axis).
+    fn block_row_of(&self, mut row: usize) -> usize {
+        let r = self.shape.len();
+        if r <= 1 {
+            return 0;
+        }
+        let mut g = 0usize;
+        let mut mul = 1usize;
+        for k in (0..r - 1).rev() {
+            let i = row % self.shape[k];
+            row /= self.shape[k];
+            g += (i / self.block[k].max(1)) * mul;
+            mul *= self.nblocks[k];
+        }
+        g
+    }
+
+    /// Rows grouped by block row, each group in increasing row order (a counting sort).
+    fn rows_by_block_row(&self) -> (Vec<usize>, Vec<usize>) {
+        let of: Vec<usize> = (0..self.rows).map(|r| self.block_row_of(r)).collect();
+        let mut start = vec![0usize; self.block_rows + 1];
+        for &g in &of {
+            start[g + 1] += 1;
+        }
+        for g in 0..self.block_rows {
+            start[g + 1] += start[g];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0usize; self.rows];
+        for (r, &g) in of.iter().enumerate() {
+            order[fill[g]] = r;
+            fill[g] += 1;
+        }
+        (start, order)
+    }
+}
+
+/// Checks the block sizes; `Some(warning)` when coremltools would skip the op.
+fn check_blocks(shape: &[usize], block_sizes: &[usize]) -> Result<Option<String>> {
+    if block_sizes.len() != shape.len() {
+        return Err(config_err!(
+            "Each axis should have a block size, which means len(block_sizes) must be equal to \
+             weight's rank, but got {} vs {}",
+            block_sizes.len(),
+            shape.len()
+        ));
+    }
+    for (axis, (&d, &b)) in shape.iter().zip(block_sizes).enumerate() {
+        if b > 0 && d % b != 0 {
+            return Ok(Some(format!(
+                "Invalid block_sizes; On {axis}th axis, the dim size {d} is not divisible by \
+                 block size {b}. Unable to perform structured quantization."
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Per-block `(min, max, has_nan)`, in block row-major order, reduced in row-major element order
+/// (deterministic for any thread count).
+fn block_min_max<T: WeightFloat>(weight: &[T], t: &Tiling) -> Vec<(f32, f32, bool)> {
+    let (start, order) = t.rows_by_block_row();
+    let bl = t.last_block_len();
+    let mut stats = vec![(f32::INFINITY, f32::NEG_INFINITY, false); t.block_rows * t.last_blocks];
+    let reduce_group = |g: usize, out: &mut [(f32, f32, bool)]| {
+        for &row in &order[start[g]..start[g + 1]] {
+            let data = &weight[row * t.row_len..(row + 1) * t.row_len];
+            for (j, acc) in out.iter_mut().enumerate() {
+                let (mut mn, mut mx, mut nan) = *acc;
+                for v in &data[j * bl..(j + 1) * bl] {
+                    let x = v.to_f32();
+                    if x < mn {
+                        mn = x;
+                    }
+                    if x > mx {
+                        mx = x;
+                    }
+                    nan |= x.is_nan();
+                }
+                *acc = (mn, mx, nan);
+            }
+        }
+    };
+    if weight.len() >= 1 << 15 && t.block_rows > 1 {
+        stats
+            .par_chunks_mut(t.last_blocks)
+            .enumerate()
+            .for_each(|(g, out)| reduce_group(g, out));
+    } else {
+        for (g, out) in stats.chunks_mut(t.last_blocks).enumerate() {
+            reduce_group(g, out);
+        }
+    }
+    stats
+}
+
+/// Per-block parameters: scale, the zero point as a float in the weight dtype (NaN possible), and
+/// the stored zero-point code.
+#[derive(Clone, Copy)]
+struct BlockParams<T> {
+    scale: T,
+    zp: Option<T>,
+    zp_code: i32,
+}
+
+fn nan_to_code<T: WeightFloat>(x: T) -> i32 {
+    let f = x.to_f32();
+    if f.is_nan() {
+        0
+    } else {
+        f as i32
+    }
+}
+
+/// numpy `clip(x, lo, hi)` in the weight dtype: NaN stays NaN.
+#[inline(always)]
+fn clip<T: WeightFloat>(x: T, lo: T, hi: T) -> T {
+    let f = x.to_f32();
+    if f.is_nan() {
+        x
+    } else if f < lo.to_f32() {
+        lo
+    } else if f > hi.to_f32() {
+        hi
+    } else {
+        x
+    }
+}
+
+#[inline(always)]
+fn rint<T: WeightFloat>(x: T) -> T {
+    T::from_f32(x.to_f32().round_ties_even())
+}
+
+fn block_params<T: WeightFloat>(
+    (mn, mx, nan): (f32, f32, bool),
+    dtype: QuantDtype,
+    mode: QuantMode,
+) -> BlockParams<T> {
+    let (qmin, qmax) = quant_range(dtype, mode);
+    let (vmin, vmax) = if nan {
+        (T::from_f32(f32::NAN), T::from_f32(f32::NAN))
+    } else {
+        (T::from_f32(mn), T::from_f32(mx))
+    };
+    let (lo, hi) = match mode {
+        QuantMode::LinearSymmetric => {
+            let m = if nan {
+                f32::NAN
+            } else {
+                vmin.to_f32().abs().max(vmax.to_f32().abs())
+            };
+            (T::from_f32(-m), T::from_f32(m))
+        }
+        QuantMode::Linear => {
+            // minimum(0.0, vmin), maximum(0.0, vmax); zeros canonicalized to +0.0.
+            let l = if nan {
+                f32::NAN
+            } else {
+                vmin.to_f32().min(0.0) + 0.0
+            };
+            let h = if nan {
+                f32::NAN
+            } else {
+                vmax.to_f32().max(0.0) + 0.0
+            };
+            (T::from_f32(l), T::from_f32(h))
+        }
+    };
+    let range = hi.op(lo, |a, b| a - b);
+    let scale = range.op(T::lit((qmax - qmin) as f64), |a, b| a / b);
+    match (mode, dtype.signed()) {
+        (QuantMode::LinearSymmetric, true) => BlockParams {
+            scale,
+            zp: None,
+            zp_code: 0,
+        },
+        (QuantMode::LinearSymmetric, false) => {
+            let z = qmax / 2;
+            BlockParams {
+                scale,
+                zp: Some(T::lit(z as f64)),
+                zp_code: z,
+            }
+        }
+        (QuantMode::Linear, _) => {
+            let a = T::lit(qmin as f64).op(hi, |a, b| a * b);
+            let b = T::lit(qmax as f64).op(lo, |a, b| a * b);
+            let zp = a.op(b, |a, b| a - b).op(range, |a, b| a / b);
+            let zp = clip(rint(zp), T::lit(qmin as f64), T::lit(qmax as f64));
+            BlockParams {
+                scale,
+                zp: Some(zp),
+                zp_code: nan_to_code(zp),
+            }
+        }
+    }
+}
+
+/// A code container element.
+trait Code: Copy + Default + Send + Sync {
+    fn from_i32(x: i32) -> Self;
+}
+impl Code for i8 {
+    fn from_i32(x: i32) -> Self {
+        x as i8
+    }
+}
+impl Code for u8 {
+    fn from_i32(x: i32) -> Self {
+        x as u8
+    }
+}
+
+#[inline(always)]
+fn quantize_one<T: WeightFloat>(w: T, p: &BlockParams<T>, qlo: T, qhi: T) -> i32 {
+    let mut q = rint(w.op(p.scale, |a, b| a / b));
+    if let Some(zp) = p.zp {
+        q = q.op(zp, |a, b| a + b);
+    }
+    nan_to_code(clip(q, qlo, qhi))
+}
+
+fn quantize_codes<T: WeightFloat, C: Code>(
+    weight: &[T],
+    t: &Tiling,
+    params: &[BlockParams<T>],
+    qlo: T,
+    qhi: T,
+) -> Vec<C> {
+    let mut out = vec![C::default(); weight.len()];
+    let bl = t.last_block_len();
+    let row_len = t.row_len.max(1);
+    let do_rows = |first_row: usize, chunk: &mut [C]| {
+        for (k, orow) in chunk.chunks_mut(row_len).enumerate() {
+            let row = first_row + k;
+            let prow = &params[t.block_row_of(row) * t.last_blocks..][..t.last_blocks];
+            let wrow = &weight[row * t.row_len..(row + 1) * t.row_len];
+            for (j, p) in prow.iter().enumerate() {
+                let span = j * bl..(j + 1) * bl;
+                for (o, &w) in orow[span.clone()].iter_mut().zip(&wrow[span]) {
+                    *o = C::from_i32(quantize_one(w, p, qlo, qhi));
+                }
+            }
+        }
+    };
+    if t.row_len == 0 {
+        return out;
+    }
+    let rows_per_task = ((1usize << 14) / row_len).max(1);
+    if weight.len() >= 1 << 15 {
+        out.par_chunks_mut(rows_per_task * row_len)
+            .enumerate()
+            .for_each(|(i, chunk)| do_rows(i * rows_per_task, chunk));
+    } else {
+        do_rows(0, &mut out);
+    }
+    out
+}
+
+/// Quantizes `weight` (row-major, `shape`) with per-axis `block_sizes` (0 = whole axis; per-tensor
+/// is all zeros, per-channel is 1 on the channel axis, per-block is `[1, b]`-style), exactly as
+/// coremltools' `compute_qparams_by_dtype`. Returns `Skipped` with coremltools' warning when a dim
+/// is not divisible by its block size, and an error when `block_sizes` does not have one entry per
+/// axis or `weight` does not match `shape`.
+pub fn quantize<T: WeightFloat>(
+    weight: &[T],
+    shape: &[usize],
+    block_sizes: &[usize],
+    dtype: QuantDtype,
+    mode: QuantMode,
+) -> Result<QuantizeOutcome<T>> {
+    if numel(shape)? != weight.len() {
+        return Err(format_err!(
+            "weight has {} elements but its shape {shape:?} needs {}",
+            weight.len(),
+            numel(shape)?
+        ));
+    }
+    if let Some(msg) = check_blocks(shape, block_sizes)? {
+        return Ok(QuantizeOutcome::Skipped(msg));
+    }
+    let t = Tiling::new(shape, block_sizes);
+    let stats = if weight.is_empty() {
+        // numpy would raise on an empty reduction; define it as an all-zero block set.
+        vec![(0.0, 0.0, false); t.block_rows * t.last_blocks]
+    } else {
+        block_min_max(weight, &t)
+    };
+    let params: Vec<BlockParams<T>> = stats
+        .into_iter()
+        .map(|s| block_params::<T>(s, dtype, mode))
+        .collect();
+    let (qmin, qmax) = quant_range(dtype, mode);
+    let (qlo, qhi) = (T::lit(qmin as f64), T::lit(qmax as f64));
+    let codes = if dtype.signed() {
+        Codes::Signed(quantize_codes::<T, i8>(weight, &t, &params, qlo, qhi))
+    } else {
+        Codes::Unsigned(quantize_codes::<T, u8>(weight, &t, &params, qlo, qhi))
+    };
+    let scale = params.iter().map(|p| p.scale).collect();
+    let zero_point = params[0].zp.map(|_| {
+        if dtype.signed() {
+            Codes::Signed(params.iter().map(|p| p.zp_code as i8).collect())
+        } else {
+            Codes::Unsigned(params.iter().map(|p| p.zp_code as u8).collect())
+        }
+    });
+    Ok(QuantizeOutcome::Quantized(Quantized {
+        dtype,
+        mode,
+        codes,
+        scale,
+        scale_shape: t.nblocks.clone(),
+        zero_point,
+    }))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dequantization (decompression)
+
+/// A value that a dequantization op reads: integer codes or float data.
+pub trait DequantSource: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+}
+impl DequantSource for i8 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+impl DequantSource for u8 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+impl DequantSource for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+impl DequantSource for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// A zero point / offset tensor of a dequantization op.
+#[derive(Clone, Copy, Debug)]
+pub enum Offset<'a, T> {
+    Int8(&'a [i8]),
+    UInt8(&'a [u8]),
+    /// A float offset in the scale dtype (iOS18 `OffsetT` fp16/fp32).
+    Float(&'a [T]),
+    /// An fp32 zero point (iOS16 `ZeroPointT` fp32), whatever the scale dtype.
+    Float32(&'a [f32]),
+}
+
+impl<T: WeightFloat> Offset<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Offset::Int8(v) => v.len(),
+            Offset::UInt8(v) => v.len(),
+            Offset::Float(v) => v.len(),
+            Offset::Float32(v) => v.len(),
+        }
+    }
+    #[inline(always)]
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            Offset::Int8(v) => v[i] as f32,
+            Offset::UInt8(v) => v[i] as f32,
+            Offset::Float(v) => v[i].to_f32(),
+            Offset::Float32(v) => v[i],
+        }
+    }
+}
+
+/// Applies `f(element_index_in_row, block_index) -> T` over a tensor tiled like `scale_shape`.
+fn blockwise_map<T: WeightFloat>(
+    shape: &[usize],
+    scale_shape: &[usize],
+    f: impl Fn(usize, usize) -> T + Sync,
+) -> Result<Vec<T>> {
+    if shape.len() != scale_shape.len() {
+        return Err(format_err!(
+            "scale rank {} differs from data rank {}",
+            scale_shape.len(),
+            shape.len()
+        ));
+    }
+    let mut block_sizes = Vec::with_capacity(shape.len());
+    for (axis, (&d, &s)) in shape.iter().zip(scale_shape).enumerate() {
+        if s == 0 || d % s != 0 {
+            return Err(format_err!(
+                "data dim {d} on axis {axis} is not divisible by the scale dim {s}"
+            ));
+        }
+        block_sizes.push(d / s);
+    }
+    let n = numel(shape)?;
+    let t = Tiling::new(shape, &block_sizes);
+    let mut out = vec![T::default(); n];
+    if n == 0 {
+        return Ok(out);
+    }
+    let bl = t.last_block_len().max(1);
+    let row_len = t.row_len;
+    let do_rows = |first_row: usize, chunk: &mut [T]| {
+        for (k, orow) in chunk.chunks_mut(row_len).enumerate() {
+            let row = first_row + k;
+            let b0 = t.block_row_of(row) * t.last_blocks;
+            let base = row * row_len;
+            for (i, o) in orow.iter_mut().enumerate() {
+                *o = f(base + i, b0 + i / bl);
+            }
+        }
+    };
+    let rows_per_task = ((1usize << 14) / row_len).max(1);
+    if n >= 1 << 15 {
+        out.par_chunks_mut(rows_per_task * row_len)
+            .enumerate()
+            .for_each(|(i, c)| do_rows(i * rows_per_task, c));
+    } else {
+        do_rows(0, &mut out);
+    }
+    Ok(out)
+}
+
+/// `constexpr_blockwise_shift_scale` (iOS18) value: `scale * (T(data) - offset)` with scale and
+/// offset repeated blockwise (`block = data_dim / scale_dim` per axis), each op in the scale dtype
+/// `T` as coremltools' `decompress` does (`data.astype(T)`, `data - offset`, `scale * data`).
+pub fn blockwise_shift_scale<T: WeightFloat, D: DequantSource>(
+    data: &[D],
+    shape: &[usize],
+    scale: &[T],
+    scale_shape: &[usize],
+    offset: Option<Offset<'_, T>>,
+) -> Result<Vec<T>> {
+    let n = numel(shape)?;
+    if data.len() != n {
+        return Err(format_err!(
+            "data has {} elements, shape {shape:?} needs {n}",
+            data.len()
+        ));
+    }
+    let ns = numel(scale_shape)?;
+    if scale.len() != ns {
+        return Err(format_err!(
+            "scale has {} elements, shape {scale_shape:?} needs {ns}",
+            scale.len()
+        ));
+    }
+    if let Some(o) = &offset {
+        if o.len() != ns {
+            return Err(format_err!(
+                "offset has {} elements, the scale has {ns}",
+                o.len()
+            ));
+        }
+        if matches!(o, Offset::Float32(_)) && T::NAME != "float32" {
+            return Err(format_err!(
+                "an fp32 offset with an fp16 scale is not supported by constexpr_blockwise_shift_scale"
+            ));
+        }
+    }
+    blockwise_map(shape, scale_shape, |i, b| {
+        let mut x = T::from_f32(data[i].to_f32());
+        if let Some(o) = &offset {
+            x = T::from_f32(x.to_f32() - o.get(b));
+        }
+        scale[b].op(x, |s, v| s * v)
+    })
+}
+
+/// `constexpr_affine_dequantize` (iOS16) value: `T((f32(q) - f32(zero_point)) * f32(scale))`,
+/// computed in f32 and rounded once to the scale dtype (coremltools'
+/// `dequantize_by_scale_and_zp`). `scale` and `zero_point` are scalars (length 1) or vectors of
+/// length `shape[axis]`; `axis` may be negative.
+pub fn affine_dequantize<T: WeightFloat, D: DequantSource>(
+    quantized: &[D],
+    shape: &[usize],
+    scale: &[T],
+    zero_point: Offset<'_, T>,
+    axis: i64,
+) -> Result<Vec<T>> {
+    let rank = shape.len() as i64;
+    if rank == 0 && (scale.len() != 1 || zero_point.len() != 1) {
+        return Err(format_err!(
+            "a rank-0 tensor needs a scalar scale and zero point"
+        ));
+    }
+    if rank > 0 && (axis < -rank || axis >= rank) {
+        return Err(format_err!(
+            "Parameter axis needs to be in the range -quantized_data.rank <= axis < quantized_data.rank"
+        ));
+    }
+    let ax = if rank == 0 {
+        0
+    } else {
+        axis.rem_euclid(rank) as usize
+    };
+    let c = if rank == 0 { 1 } else { shape[ax] };
+    for (name, len) in [("scale", scale.len()), ("zero_point", zero_point.len())] {
+        if len != 1 && len != c {
+            return Err(format_err!(
+                "Parameter {name}, if vector, needs to have same size as the dimension size along \
+                 the parameter quantized_data"
+            ));
+        }
+    }
+    let n = numel(shape)?;
+    if quantized.len() != n {
+        return Err(format_err!(
+            "data has {} elements, shape {shape:?} needs {n}",
+            quantized.len()
+        ));
+    }
+    // Stride of the axis in elements and its extent: channel of element i = (i / inner) % c.
+    let inner: usize = if rank == 0 {
+        1
+    } else {
+        shape[ax + 1..].iter().product()
+    };
+    let inner = inner.max(1);
+    let (sv, zv) = (scale.len() > 1, zero_point.len() > 1);
+    let f = |i: usize| {
+        let ch = (i / inner) % c.max(1);
+        let s = scale[if sv { ch } else { 0 }].to_f32();
+        let z = zero_point.get(if zv { ch } else { 0 });
+        T::from_f32((quantized[i].to_f32() - z) * s)
+    };
+    let mut out = vec![T::default(); n];
+    if n >= 1 << 15 {
+        out.par_chunks_mut(1 << 14)
+            .enumerate()
+            .for_each(|(k, chunk)| {
+                for (j, o) in chunk.iter_mut().enumerate() {
+                    *o = f(k * (1 << 14) + j);
+                }
+            });
+    } else {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = f(i);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // Golden vectors produced by coremltools 9.0 (numpy 2.4, x86-64):
+    // `linear_quantize_weights.blockwise_compress(w, nbits, mode, signed, block_sizes)` on a random
+    // 6x8 fp16 matrix (W16) and fp32 matrix (W32), and `dequantize_by_scale_and_zp` for AFF_*.
+    // Columns: weight, nbits, signed, LINEAR?, block sizes, codes, scale bits, scale shape, offset.
+    const W16: &[u16] = &[
+        0, 15513, 14956, 47475, 48077, 10757, 14547, 13748, 15634, 14388, 14122, 47128, 47668,
+        15400, 10338, 14475, 48053, 46307, 47931, 47192, 14607, 48165, 46587, 12118, 46973, 45479,
+        45304, 13487, 46292, 12825, 10519, 13505, 12554, 15524, 46959, 15031, 46210, 47453, 15048,
+        46316, 46167, 48071, 48608, 14107, 47751, 14428, 15661, 44325,
+    ];
+    const W32: &[u32] = &[
+        3223705206, 1063787199, 1071661244, 3206161510, 1025804172, 1078234438, 1077560904,
+        1070662785, 3221164420, 3187463514, 1068597173, 3204021829, 3216217819, 3219215512,
+        3216642107, 3217406063, 3213151908, 1076405449, 3219895681, 1073909071, 1064689589,
+        1050972601, 3220411981, 3213259622, 1083261169, 1047089955, 1067348680, 1069757007,
+        1075536884, 3205224834, 3216221285, 3188483872, 3206124041, 1072219765, 1054820612,
+        1057808872, 1051378524, 1077203155, 3214917595, 3213677563, 1073891984, 3195706874,
+        1062501418, 3218513210, 1029426230, 1065239430, 3225642511, 3217856174,
+    ];
+    #[allow(clippy::type_complexity)]
+    const QCASES: &[(
+        &str,
+        u32,
+        bool,
+        bool,
+        &[usize],
+        &[i32],
+        &[u32],
+        &[usize],
+        Option<&[i32]>,
+    )] = &[
+        (
+            "f16",
+            8,
+            true,
+            false,
+            &[1, 0],
+            &[
+                0, 127, 89, -75, -108, 5, 67, 39, 127, 53, 45, -51, -78, 104, 3, 57, -118, -37,
+                -111, -67, 78, -127, -46, 14, -127, -48, -42, 79, -82, 52, 11, 81, 17, 127, -51,
+                92, -31, -73, 93, -34, -23, -84, -127, 38, -71, 47, 112, -7,
+            ],
+            &[8354, 8476, 8237, 7052, 8365, 8684],
+            &[6, 1],
+            None,
+        ),
+        (
+            "f16",
+            8,
+            false,
+            true,
+            &[0, 0],
+            &[
+                136, 242, 210, 73, 46, 140, 192, 169, 253, 184, 177, 89, 64, 232, 139, 188, 47,
+                108, 53, 86, 194, 40, 102, 147, 93, 120, 122, 163, 108, 154, 140, 163, 151, 243,
+                93, 214, 110, 74, 214, 108, 111, 46, 0, 177, 61, 186, 255, 129,
+            ],
+            &[8588],
+            &[1, 1],
+            Some(&[136]),
+        ),
+        (
+            "f16",
+            4,
+            true,
+            true,
+            &[1, 4],
+            &[
+                -2, 7, 5, -8, -8, 1, 7, 4, 7, 0, 0, -8, -8, 7, -2, 3, -8, 2, -7, -1, 7, -8, -2, 2,
+                -8, -2, -2, 7, -8, 5, 1, 7, -3, 7, -8, 4, -4, -8, 7, -4, 2, -4, -8, 7, -8, 2, 7,
+                -3,
+            ],
+            &[
+                12239, 11964, 12183, 12222, 11292, 12062, 10878, 10524, 12015, 11898, 12309, 12416,
+            ],
+            &[6, 2],
+            Some(&[-2, 1, -4, -2, 7, 1, 1, 0, -4, -1, 4, -2]),
+        ),
+        (
+            "f16",
+            4,
+            false,
+            false,
+            &[2, 4],
+            &[
+                7, 13, 11, 3, 0, 7, 11, 9, 14, 10, 9, 4, 2, 14, 7, 11, 0, 5, 0, 3, 11, 0, 4, 8, 4,
+                6, 6, 9, 5, 8, 7, 9, 8, 13, 5, 11, 5, 3, 12, 5, 6, 2, 0, 9, 3, 10, 14, 7,
+            ],
+            &[12747, 12480, 12391, 12477, 12983, 12778],
+            &[3, 2],
+            Some(&[7, 7, 7, 7, 7, 7]),
+        ),
+        (
+            "f16",
+            4,
+            true,
+            false,
+            &[3, 2],
+            &[
+                0, 6, 6, -5, -7, 0, 7, 4, 7, 3, 3, -4, -5, 7, 0, 7, -5, -2, -7, -4, 4, -7, -4, 1,
+                -3, -1, -1, 1, -3, 2, 0, 2, 1, 7, -2, 4, -2, -6, 5, -2, -2, -6, -7, 2, -7, 5, 7, 0,
+            ],
+            &[12747, 12322, 12480, 11651, 12622, 12983, 12150, 12778],
+            &[2, 4],
+            None,
+        ),
+        (
+            "f16",
+            8,
+            false,
+            false,
+            &[0, 8],
+            &[
+                127, 226, 196, 68, 43, 131, 179, 158, 237, 172, 166, 83, 60, 217, 130, 176, 44,
+                101, 49, 80, 182, 37, 95, 137, 87, 112, 114, 152, 101, 143, 130, 153, 141, 227, 87,
+                200, 103, 69, 200, 100, 104, 43, 0, 165, 56, 174, 239, 120,
+            ],
+            &[8684],
+            &[1, 1],
+            Some(&[127]),
+        ),
+        (
+            "f16",
+            4,
+            false,
+            true,
+            &[6, 1],
+            &[
+                6, 15, 15, 0, 0, 7, 8, 11, 15, 11, 13, 2, 2, 15, 3, 15, 0, 5, 4, 2, 15, 0, 0, 7, 3,
+                6, 9, 10, 6, 8, 3, 10, 7, 15, 7, 15, 6, 2, 11, 0, 4, 0, 0, 11, 1, 11, 15, 4,
+            ],
+            &[12482, 12429, 12505, 11901, 11996, 12397, 12062, 11129],
+            &[1, 8],
+            Some(&[6, 7, 10, 7, 9, 7, 3, 5]),
+        ),
+        (
+            "f16",
+            8,
+            true,
+            true,
+            &[1, 1],
+            &[
+                0, 127, 127, -128, -128, 127, 127, 127, 127, 127, 127, -128, -128, 127, 127, 127,
+                -128, -128, -128, -128, 127, -128, -128, 127, -128, -128, -128, 127, -128, 127,
+                127, 127, 127, 127, -128, 127, -128, -128, 127, -128, -128, -128, -128, 127, -128,
+                127, 127, -128,
+            ],
+            &[
+                0, 7326, 6770, 6520, 7125, 2571, 6360, 5562, 7447, 6200, 5937, 6172, 6714, 7212,
+                2150, 6288, 7101, 5352, 6978, 6236, 6420, 7209, 5633, 3933, 6021, 4525, 4349, 5300,
+                5337, 4639, 2332, 5318, 4367, 7337, 6006, 6846, 5255, 6498, 6863, 5361, 5211, 7119,
+                7654, 5922, 6798, 6240, 7474, 3370,
+            ],
+            &[6, 8],
+            Some(&[
+                0, -128, -128, 127, 127, -128, -128, -128, -128, -128, -128, 127, 127, -128, -128,
+                -128, 127, 127, 127, 127, -128, 127, 127, -128, 127, 127, 127, -128, 127, -128,
+                -128, -128, -128, -128, 127, -128, 127, 127, -128, 127, 127, 127, 127, -128, 127,
+                -128, -128, 127,
+            ]),
+        ),
+        (
+            "f32",
+            8,
+            true,
+            false,
+            &[1, 0],
+            &[
+                -107, 37, 72, -25, 2, 127, 120, 68, -127, -8, 88, -31, -89, -112, -93, -98, -50,
+                127, -89, 98, 46, 15, -92, -51, 127, 6, 35, 43, 68, -15, -39, -4, -27, 82, 20, 25,
+                15, 127, -56, -49, 85, -10, 35, -70, 2, 41, -127, -66,
+            ],
+            &[
+                1019615609, 1015056854, 1017772218, 1024615868, 1018576206, 1019539439,
+            ],
+            &[6, 1],
+            None,
+        ),
+        (
+            "f32",
+            8,
+            false,
+            true,
+            &[0, 0],
+            &[
+                16, 133, 162, 83, 104, 206, 201, 158, 36, 99, 150, 87, 56, 44, 54, 51, 68, 192, 41,
+                172, 135, 114, 39, 68, 255, 111, 145, 154, 185, 85, 56, 98, 83, 164, 118, 121, 114,
+                198, 61, 66, 171, 95, 131, 47, 105, 136, 0, 49,
+            ],
+            &[1022617568],
+            &[1, 1],
+            Some(&[103]),
+        ),
+        (
+            "f32",
+            4,
+            true,
+            true,
+            &[1, 4],
+            &[
+                -8, 4, 7, -1, -8, 7, 6, 0, -8, 0, 7, -1, -5, -8, -5, -6, -5, 7, -8, 5, 7, 4, -8,
+                -4, 7, -7, -4, -3, 7, -5, -8, -4, -8, 7, -1, -1, -2, 7, -8, -7, 7, -2, 2, -8, 3, 7,
+                -8, -3,
+            ],
+            &[
+                1049902944, 1045538754, 1046918106, 1039161916, 1050201230, 1044609728, 1050341360,
+                1048758156, 1042618706, 1049299183, 1048408112, 1049238861,
+            ],
+            &[6, 2],
+            Some(&[1, -8, 1, 7, -2, 2, -8, -3, -4, -3, -1, 3]),
+        ),
+        (
+            "f32",
+            4,
+            false,
+            false,
+            &[2, 4],
+            &[
+                0, 9, 12, 5, 7, 14, 14, 11, 2, 7, 11, 6, 4, 3, 4, 3, 5, 11, 4, 10, 10, 8, 2, 4, 14,
+                7, 9, 9, 14, 5, 3, 7, 5, 13, 8, 9, 8, 13, 4, 4, 14, 6, 10, 1, 7, 9, 0, 3,
+            ],
+            &[
+                1052608354, 1054908789, 1059455251, 1051825870, 1049945984, 1054822417,
+            ],
+            &[3, 2],
+            Some(&[7, 7, 7, 7, 7, 7]),
+        ),
+        (
+            "f32",
+            4,
+            true,
+            false,
+            &[3, 2],
+            &[
+                -7, 2, 6, -2, 0, 7, 7, 4, -5, 0, 5, -2, -3, -4, -3, -4, -3, 7, -6, 7, 2, 1, -5, -3,
+                7, 0, 5, 6, 6, -1, -3, 0, -1, 3, 2, 2, 1, 7, -3, -3, 3, 0, 3, -7, 0, 2, -7, -4,
+            ],
+            &[
+                1052818515, 1049965512, 1054908789, 1054139035, 1059455251, 1047873017, 1053730179,
+                1054822417,
+            ],
+            &[2, 4],
+            None,
+        ),
+        (
+            "f32",
+            8,
+            false,
+            false,
+            &[0, 8],
+            &[
+                55, 152, 176, 110, 128, 213, 208, 173, 71, 124, 166, 113, 88, 78, 86, 84, 98, 201,
+                75, 184, 154, 136, 74, 98, 254, 133, 162, 170, 195, 112, 88, 123, 110, 178, 139,
+                142, 136, 206, 92, 96, 184, 120, 150, 80, 129, 155, 42, 82,
+            ],
+            &[1024615868],
+            &[1, 1],
+            Some(&[127]),
+        ),
+        (
+            "f32",
+            4,
+            false,
+            true,
+            &[6, 1],
+            &[
+                0, 6, 15, 5, 5, 15, 15, 15, 1, 0, 14, 5, 0, 0, 4, 0, 3, 15, 0, 15, 9, 6, 3, 2, 15,
+                2, 13, 13, 15, 3, 4, 6, 4, 10, 10, 9, 6, 14, 5, 2, 9, 0, 11, 0, 5, 8, 0, 0,
+            ],
+            &[
+                1056137809, 1044682796, 1047875616, 1048426338, 1048757232, 1050995312, 1053527838,
+                1046255369,
+            ],
+            &[1, 8],
+            Some(&[5, 1, 8, 7, 5, 5, 8, 7]),
+        ),
+        (
+            "f32",
+            8,
+            true,
+            true,
+            &[1, 1],
+            &[
+                -128, 127, 127, -128, 127, 127, 127, 127, -128, -128, 127, -128, -128, -128, -128,
+                -128, -128, 127, -128, 127, 127, 127, -128, -128, 127, 127, 127, 127, 127, -128,
+                -128, -128, -128, 127, 127, 127, 127, 127, -128, -128, 127, -128, 127, -128, 127,
+                127, -128, -128,
+            ],
+            &[
+                1009155315, 996737987, 1004610014, 991608613, 958737593, 1011176089, 1010499913,
+                1003607639, 1006635211, 972935981, 1001533927, 989493438, 1001671462, 1004680911,
+                1002097414, 1002864366, 998593528, 1009339927, 1005363747, 1006833759, 997643916,
+                983906032, 1005882072, 998701664, 1016189636, 980041056, 1000280538, 1002698309,
+                1008467956, 990668264, 1001674942, 973927444, 991570997, 1005170725, 987769133,
+                990736215, 984313547, 1010140761, 1000366139, 999121244, 1006816605, 981178772,
+                995447163, 1003975855, 962373855, 998195913, 1011100217, 1003316242,
+            ],
+            &[6, 8],
+            Some(&[
+                127, -128, -128, 127, -128, -128, -128, -128, 127, 127, -128, 127, 127, 127, 127,
+                127, 127, -128, 127, -128, -128, -128, 127, 127, -128, -128, -128, -128, -128, 127,
+                127, 127, 127, -128, -128, -128, -128, -128, 127, 127, -128, 127, -128, 127, -128,
+                -128, 127, 127,
+            ]),
+        ),
+    ];
+    const AFF_Q: &[i8] = &[126, -106, 15, 30, -73, -75, 10, -32, 4, -75, -16, -56];
+    const AFF_ZP: &[i8] = &[0, 1, -1, 0];
+    const AFF_S: &[u16] = &[6149, 11742, 9810, 10808];
+    const AFF_OUT: &[u16] = &[
+        13290, 51432, 13906, 15828, 45206, 50936, 13400, 48696, 8197, 50936, 46573, 49521,
+    ];
+
+    fn f16s(bits: &[u16]) -> Vec<f16> {
+        bits.iter().map(|&b| f16::from_bits(b)).collect()
+    }
+    fn f32s(bits: &[u32]) -> Vec<f32> {
+        bits.iter().map(|&b| f32::from_bits(b)).collect()
+    }
+    fn q<T: WeightFloat>(
+        w: &[T],
+        shape: &[usize],
+        bs: &[usize],
+        d: QuantDtype,
+        m: QuantMode,
+    ) -> Quantized<T> {
+        match quantize(w, shape, bs, d, m).unwrap() {
+            QuantizeOutcome::Quantized(q) => q,
+            QuantizeOutcome::Skipped(s) => panic!("skipped: {s}"),
+        }
+    }
+    fn codes(c: &Codes) -> Vec<i32> {
+        (0..c.len()).map(|i| c.get(i)).collect()
+    }
+    fn dequant<T: WeightFloat>(q: &Quantized<T>, shape: &[usize]) -> Vec<T> {
+        fn off<T>(z: &Option<Codes>) -> Option<Offset<'_, T>> {
+            match z {
+                None => None,
+                Some(Codes::Signed(v)) => Some(Offset::Int8(v)),
+                Some(Codes::Unsigned(v)) => Some(Offset::UInt8(v)),
+            }
+        }
+        match &q.codes {
+            Codes::Signed(c) => {
+                blockwise_shift_scale(c, shape, &q.scale, &q.scale_shape, off(&q.zero_point))
+            }
+            Codes::Unsigned(c) => {
+                blockwise_shift_scale(c, shape, &q.scale, &q.scale_shape, off(&q.zero_point))
+            }
+        }
+        .unwrap()
+    }
+
+    fn check_case<T: WeightFloat>(w: &[T], case: usize, to_bits: impl Fn(T) -> u32) {
+        let (_, nbits, signed, linear, bs, want_codes, want_scale, want_shape, want_off) =
+            QCASES[case];
+        let mode = if linear {
+            QuantMode::Linear
+        } else {
+            QuantMode::LinearSymmetric
+        };
+        let dtype = QuantDtype::from_bits(nbits, signed).unwrap();
+        let r = q(w, &[6, 8], bs, dtype, mode);
+        assert_eq!(codes(&r.codes), want_codes, "case {case}");
+        assert_eq!(
+            r.scale.iter().map(|&s| to_bits(s)).collect::<Vec<_>>(),
+            want_scale,
+            "case {case}"
+        );
+        assert_eq!(r.scale_shape, want_shape, "case {case}");
+        assert_eq!(
+            r.zero_point.as_ref().map(codes).as_deref(),
+            want_off,
+            "case {case}"
+        );
+    }
+
+    #[test]
+    fn golden_random_blockwise() {
+        let (w16, w32) = (f16s(W16), f32s(W32));
+        for (i, case) in QCASES.iter().enumerate() {
+            if case.0 == "f16" {
+                check_case(&w16, i, |x| x.to_bits() as u32);
+            } else {
+                check_case(&w32, i, |x| x.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn corner_case_int4_linear() {
+        // coremltools' test: [-2, -10, 6, -3] int4 LINEAR -> [-1, -8, 7, -2], scale 16/15, zp 1.
+        let w = [-2.0f32, -10.0, 6.0, -3.0];
+        let r = q(&w, &[1, 4], &[0, 0], QuantDtype::Int4, QuantMode::Linear);
+        assert_eq!(r.codes, Codes::Signed(vec![-1, -8, 7, -2]));
+        assert_eq!(r.scale[0].to_bits(), 1065912457);
+        assert_eq!(r.zero_point, Some(Codes::Signed(vec![1])));
+        let w16: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();
+        let r = q(&w16, &[1, 4], &[0, 0], QuantDtype::Int4, QuantMode::Linear);
+        assert_eq!(r.codes, Codes::Signed(vec![-1, -8, 7, -2]));
+        assert_eq!(r.scale[0].to_bits(), 15428);
+    }
+
+    #[test]
+    fn degenerate_blocks() {
+        let s = QuantMode::LinearSymmetric;
+        let l = QuantMode::Linear;
+        // Constant 1.0 under LINEAR int8: scale 1/255, zp -128, codes 127.
+        let ones = vec![f16::ONE; 4];
+        let r = q(&ones, &[1, 4], &[0, 0], QuantDtype::Int8, l);
+        assert_eq!(
+            (r.scale[0].to_bits(), codes(&r.codes)),
+            (7172, vec![127; 4])
+        );
+        assert_eq!(r.zero_point, Some(Codes::Signed(vec![-128])));
+        // All zeros (either sign): scale +0, codes 0, zp 0 (127 for symmetric uint8).
+        for z in [0.0f32, -0.0] {
+            let w = vec![z; 4];
+            for (d, m, zp) in [
+                (QuantDtype::Int8, l, Some(0)),
+                (QuantDtype::UInt8, l, Some(0)),
+                (QuantDtype::Int8, s, None),
+                (QuantDtype::UInt8, s, Some(127)),
+            ] {
+                let r = q(&w, &[1, 4], &[0, 0], d, m);
+                assert_eq!(r.scale[0].to_bits(), 0);
+                assert_eq!(codes(&r.codes), vec![0; 4]);
+                assert_eq!(r.zero_point.map(|z| z.get(0)), zp);
+            }
+        }
+        // fp16 scale underflow (values at the subnormal limit), golden from coremltools.
+        let w: Vec<f16> = [6e-8f32, 0.0, -6e-8, 1e-7]
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        let r = q(&w, &[1, 4], &[0, 0], QuantDtype::Int8, l);
+        assert_eq!(
+            (r.scale[0].to_bits(), codes(&r.codes)),
+            (0, vec![127, 0, -128, 127])
+        );
+        assert_eq!(r.zero_point, Some(Codes::Signed(vec![-43])));
+        let r = q(&w, &[1, 4], &[0, 0], QuantDtype::UInt8, s);
+        assert_eq!(codes(&r.codes), vec![254, 0, 0, 254]);
+        // NaN block: NaN scale, codes 0, zp 0 / 127.
+        let w = [1.0f32, f32::NAN, 2.0, 3.0];
+        let r = q(&w, &[1, 4], &[0, 0], QuantDtype::Int8, l);
+        assert!(r.scale[0].is_nan());
+        assert_eq!(
+            (codes(&r.codes), r.zero_point.map(|z| z.get(0))),
+            (vec![0; 4], Some(0))
+        );
+        let r = q(&w, &[1, 4], &[0, 0], QuantDtype::UInt8, s);
+        assert_eq!(
+            (codes(&r.codes), r.zero_point.map(|z| z.get(0))),
+            (vec![0; 4], Some(127))
+        );
+        assert!(has_inf(&[1.0f32, f32::INFINITY]) && !has_inf(&[1.0f32, f32::NAN]));
+    }
+
+    #[test]
+    fn block_shapes_and_skip() {
+        let w: Vec<f32> = (0..24).map(|i| i as f32 - 11.5).collect();
+        for (bs, shape) in [
+            ([1, 2], [4, 3]),
+            ([1, 6], [4, 1]),
+            ([2, 6], [2, 1]),
+            ([0, 0], [1, 1]),
+        ] {
+            let r = q(
+                &w,
+                &[4, 6],
+                &bs,
+                QuantDtype::Int8,
+                QuantMode::LinearSymmetric,
+            );
+            assert_eq!(r.scale_shape, shape);
+            assert_eq!(r.scale.len(), shape[0] * shape[1]);
+        }
+        let r = quantize(&w, &[4, 6], &[1, 8], QuantDtype::Int8, QuantMode::Linear).unwrap();
+        assert_eq!(
+            r,
+            QuantizeOutcome::Skipped(
+                "Invalid block_sizes; On 1th axis, the dim size 6 is not divisible by block size \
+                 8. Unable to perform structured quantization."
+                    .into()
+            )
+        );
+        assert!(quantize(&w, &[4, 6], &[1], QuantDtype::Int8, QuantMode::Linear).is_err());
+        assert!(quantize(&w, &[4, 5], &[0, 0], QuantDtype::Int8, QuantMode::Linear).is_err());
+        assert!(QuantDtype::from_bits(2, true).is_err());
+        assert_eq!(
+            quant_range(QuantDtype::UInt4, QuantMode::LinearSymmetric),
+            (0, 14)
+        );
+        assert_eq!(
+            quant_range(QuantDtype::Int8, QuantMode::LinearSymmetric),
+            (-127, 127)
+        );
+    }
+
+    #[test]
+    fn affine_dequantize_golden() {
+        let s = f16s(AFF_S);
+        let out = affine_dequantize(AFF_Q, &[3, 4], &s, Offset::Int8(AFF_ZP), 1).unwrap();
+        assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), AFF_OUT);
+        let out = affine_dequantize(AFF_Q, &[3, 4], &s, Offset::Int8(AFF_ZP), -1).unwrap();
+        assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), AFF_OUT);
+        // Scalar parameters.
+        let out = affine_dequantize(&[3u8, 5], &[2], &[0.5f32], Offset::UInt8(&[1]), 0).unwrap();
+        assert_eq!(out, vec![1.0, 2.0]);
+        assert!(
+            affine_dequantize(&[3u8, 5], &[2], &[0.5f32, 1.0, 2.0], Offset::UInt8(&[1]), 0)
+                .is_err()
+        );
+        assert!(affine_dequantize(&[3u8, 5], &[2], &[0.5f32], Offset::UInt8(&[1]), 1).is_err());
+    }
+
+    #[test]
+    fn symmetric_uint_all_zero_dequantizes_to_negative_zero() {
+        let w = vec![0.0f32; 4];
+        let r = q(
+            &w,
+            &[1, 4],
+            &[0, 0],
+            QuantDtype::UInt8,
+            QuantMode::LinearSymmetric,
+        );
+        let d = dequant(&r, &[1, 4]);
+        assert!(d.iter().all(|x| x.to_bits() == (-0.0f32).to_bits()));
+    }
+
+    #[test]
+    fn deterministic_across_thread_counts() {
+        let n = 96 * 1024;
+        let w: Vec<f16> = (0..n)
+            .map(|i| f16::from_f32(((i * 7919) % 2003) as f32 / 997.0 - 1.0))
+            .collect();
+        let run = || {
+            (
+                q(
+                    &w,
+                    &[96, 1024],
+                    &[1, 32],
+                    QuantDtype::Int4,
+                    QuantMode::Linear,
+                ),
+                q(
+                    &w,
+                    &[96, 1024],
+                    &[0, 1],
+                    QuantDtype::UInt8,
+                    QuantMode::LinearSymmetric,
+                ),
+                q(
+                    &w,
+                    &[96, 1024],
+                    &[0, 0],
+                    QuantDtype::Int8,
+                    QuantMode::Linear,
+                ),
+            )
+        };
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(run);
+        let many = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap()
+            .install(run);
+        assert_eq!(one, many);
+        let d1 = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| dequant(&one.0, &[96, 1024]));
+        assert_eq!(d1, dequant(&many.0, &[96, 1024]));
+    }
+
+    proptest! {
+        #[test]
+        fn dequantize_within_half_scale(
+            vals in prop::collection::vec(-100.0f32..100.0, 24),
+            d in prop::sample::select(vec![QuantDtype::Int8, QuantDtype::UInt8, QuantDtype::Int4, QuantDtype::UInt4]),
+            linear in any::<bool>(),
+            bs in prop::sample::select(vec![[0usize, 0], [1, 0], [0, 1], [2, 3], [1, 6], [4, 2]]),
+        ) {
+            let mode = if linear { QuantMode::Linear } else { QuantMode::LinearSymmetric };
+            let r = q(&vals, &[4, 6], &bs, d, mode);
+            let deq = dequant(&r, &[4, 6]);
+            let (bh, bw) = (if bs[0] == 0 { 4 } else { bs[0] }, if bs[1] == 0 { 6 } else { bs[1] });
+            for i in 0..4 {
+                for j in 0..6 {
+                    let s = r.scale[(i / bh) * r.scale_shape[1] + j / bw];
+                    let err = (deq[i * 6 + j] - vals[i * 6 + j]).abs();
+                    prop_assert!(err <= s * 0.5 * (1.0 + 1e-4) + 1e-6, "err {} scale {}", err, s);
+                }
+            }
+        }
+
+        #[test]
+        fn fp16_codes_in_range(bits in prop::collection::vec(0u16..0x7C00, 32), neg in prop::collection::vec(any::<bool>(), 32)) {
+            let w: Vec<f16> = bits.iter().zip(&neg).map(|(&b, &n)| f16::from_bits(b | if n { 0x8000 } else { 0 })).collect();
+            for d in [QuantDtype::Int8, QuantDtype::UInt4] {
+                for m in [QuantMode::Linear, QuantMode::LinearSymmetric] {
+                    let r = q(&w, &[4, 8], &[1, 0], d, m);
+                    let (lo, hi) = quant_range(d, m);
+                    prop_assert!(codes(&r.codes).iter().all(|&c| (lo..=hi).contains(&c)));
+                    prop_assert!(r.codes.pack(d.nbits()).is_ok() || !d.signed() && d.nbits() == 8);
+                }
+            }
+        }
+    }
+}
