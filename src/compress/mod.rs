@@ -3,7 +3,11 @@
 pub mod config;
 pub mod decompress;
 pub mod example;
+pub mod inspect;
 pub mod materialize;
+pub mod pass;
+pub mod prune;
+pub mod quantize;
 pub mod rewrite;
 pub mod select;
 pub mod roundtrip;

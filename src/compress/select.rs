@@ -35,21 +35,29 @@ fn is_constexpr(op_type: &str) -> bool {
     op_type.starts_with("constexpr_")
 }
 
-fn bool_param(op: &Operation, name: &str) -> bool {
-    match param(op, name) {
-        Some(Param::Value(v)) => {
+/// A parameter's constant value: inline, or the value of the const op that feeds it.
+fn const_param<'a>(graph: &Graph<'a>, op: &'a Operation, name: &str) -> Option<&'a Value> {
+    match param(op, name)? {
+        Param::Value(v) => Some(v),
+        Param::Var(var) => graph.producers.get(var).and_then(|p| const_value(p)),
+    }
+}
+
+fn bool_param(graph: &Graph<'_>, op: &Operation, name: &str) -> bool {
+    match const_param(graph, op, name) {
+        Some(v) => {
             use crate::format::spec::proto::mil_spec::{tensor_value, value};
             matches!(&v.value, Some(value::Value::ImmediateValue(value::ImmediateValue {
                 value: Some(value::immediate_value::Value::Tensor(t)) })) if matches!(&t.value,
                 Some(tensor_value::Value::Bools(b)) if b.values.first() == Some(&true)))
         }
-        _ => false,
+        None => false,
     }
 }
 
-fn int_param(op: &Operation, name: &str) -> Option<i64> {
+fn int_param(graph: &Graph<'_>, op: &Operation, name: &str) -> Option<i64> {
     use crate::format::spec::proto::mil_spec::{tensor_value, value};
-    let Some(Param::Value(v)) = param(op, name) else { return None };
+    let v = const_param(graph, op, name)?;
     let Some(value::Value::ImmediateValue(value::ImmediateValue {
         value: Some(value::immediate_value::Value::Tensor(t)),
     })) = &v.value
@@ -64,18 +72,18 @@ fn int_param(op: &Operation, name: &str) -> Option<i64> {
 }
 
 /// The (output, input) channel axes one consumer implies for the tensor it reads (§1.8).
-fn consumer_axes(u: &Use<'_>) -> (i64, i64) {
+fn consumer_axes(graph: &Graph<'_>, u: &Use<'_>) -> (i64, i64) {
     match u.op.r#type.as_str() {
         "conv_transpose" => (1, 0),
         "matmul" if u.param == "y" => {
-            if bool_param(u.op, "transpose_y") {
+            if bool_param(graph, u.op, "transpose_y") {
                 (-2, -1)
             } else {
                 (-1, -2)
             }
         }
         "matmul" => {
-            if bool_param(u.op, "transpose_x") {
+            if bool_param(graph, u.op, "transpose_x") {
                 (-1, -2)
             } else {
                 (-2, -1)
@@ -86,10 +94,10 @@ fn consumer_axes(u: &Use<'_>) -> (i64, i64) {
 }
 
 /// The channel axes for a tensor of `rank` read by `uses`, None where consumers disagree.
-fn channel_axes(uses: &[Use<'_>], rank: usize) -> (Option<usize>, Option<usize>) {
+fn channel_axes(graph: &Graph<'_>, uses: &[Use<'_>], rank: usize) -> (Option<usize>, Option<usize>) {
     let norm = |a: i64| if a < 0 { a + rank as i64 } else { a };
     let agree = |pick: fn((i64, i64)) -> i64| {
-        let mut axes = uses.iter().map(|u| norm(pick(consumer_axes(u))));
+        let mut axes = uses.iter().map(|u| norm(pick(consumer_axes(graph, u))));
         let first = axes.next()?;
         axes.all(|a| a == first).then_some(first).filter(|&a| a >= 0).map(|a| a as usize)
     };
@@ -177,11 +185,11 @@ pub fn candidates(
                 if info.count() as u64 <= threshold {
                     continue;
                 }
-                let (output_axis, input_axis) = channel_axes(uses, info.shape.len());
+                let (output_axis, input_axis) = channel_axes(&graph, uses, info.shape.len());
                 let conv_groups = uses
                     .iter()
                     .filter(|u| matches!(u.op.r#type.as_str(), "conv" | "conv_transpose"))
-                    .filter_map(|u| int_param(u.op, "groups"))
+                    .filter_map(|u| int_param(&graph, u.op, "groups"))
                     .max()
                     .unwrap_or(1)
                     .max(1) as usize;

@@ -211,7 +211,7 @@ pub fn f32_from_order_key(k: u32) -> f32 {
 /// `astype(np.uint8)` / `astype(np.int8)` (which keep the low byte), e.g. NaN → 0.
 #[inline]
 pub fn trunc_to_i32_x86(x: f32) -> i32 {
-    if x.is_nan() || x >= 2_147_483_648.0 || x < -2_147_483_648.0 {
+    if x.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         i32::MIN
     } else {
         x as i32

@@ -206,7 +206,11 @@ fn assign(
         .zip(labels.par_chunks_mut(CHUNK))
         .map(|(pc, lc)| {
             let mut part = Partial {
-                sums: if accumulate { vec![0.0; k * dim] } else { Vec::new() },
+                sums: if accumulate {
+                    vec![0.0; k * dim]
+                } else {
+                    Vec::new()
+                },
                 counts: if accumulate { vec![0; k] } else { Vec::new() },
                 inertia: 0.0,
                 changed: 0,
@@ -257,7 +261,10 @@ pub fn kmeans_vectors(
     k: usize,
     opts: &VectorKmeansOptions,
 ) -> VectorClusters {
-    assert!(dim > 0 && points.len() % dim == 0, "points must be [m, dim]");
+    assert!(
+        dim > 0 && points.len() % dim == 0,
+        "points must be [m, dim]"
+    );
     let m = points.len() / dim;
     let k = k.min(m);
     if m == 0 || k == 0 {
@@ -267,7 +274,7 @@ pub fn kmeans_vectors(
             inertia: 0.0,
         };
     }
-    let mut rng = SplitMix(opts.seed ^ 0x5EED_0F_C0DE);
+    let mut rng = SplitMix(opts.seed ^ 0x5EED_F0C0_DE00);
 
     // Seeding, on a stratified random sample when there are many points.
     let cap = opts.init_sample.max(256 * k).max(1);
@@ -367,11 +374,46 @@ mod tests {
         // (seed, m, dim, e, k, sklearn inertia recomputed in f64) from scikit-learn 1.9.1
         // KMeans(k, init="k-means++", n_init=1, tol=1e-2, random_state=0) on the same data.
         let golden: &[(u64, usize, usize, i32, usize, f64)] = &[
-            (31u64, 20000usize, 2usize, 16i32, 16usize, 1354.8879615105845f64),
-            (32u64, 8000usize, 4usize, 14i32, 16usize, 56005.970393852156f64),
-            (33u64, 5000usize, 2usize, 16i32, 64usize, 85.87503149698429f64),
-            (34u64, 30000usize, 2usize, 18i32, 4usize, 446.5169677634683f64),
-            (35u64, 4000usize, 8usize, 16i32, 32usize, 5216.310272151806f64),
+            (
+                31u64,
+                20000usize,
+                2usize,
+                16i32,
+                16usize,
+                1354.8879615105845f64,
+            ),
+            (
+                32u64,
+                8000usize,
+                4usize,
+                14i32,
+                16usize,
+                56005.970393852156f64,
+            ),
+            (
+                33u64,
+                5000usize,
+                2usize,
+                16i32,
+                64usize,
+                85.87503149698429f64,
+            ),
+            (
+                34u64,
+                30000usize,
+                2usize,
+                18i32,
+                4usize,
+                446.5169677634683f64,
+            ),
+            (
+                35u64,
+                4000usize,
+                8usize,
+                16i32,
+                32usize,
+                5216.310272151806f64,
+            ),
         ];
         for &(seed, m, dim, e, k, sk) in golden {
             let pts = data(seed, m, dim, e);

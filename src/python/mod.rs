@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 
-use crate::compress::{decompress as decompress_pass, example, roundtrip};
+mod inspect;
+
+use crate::compress::config::OptimizationConfig;
+use crate::compress::{decompress as decompress_pass, example, pass, roundtrip};
 use crate::error::Error;
 
 /// Raises the engine error as the matching class of `coreml_compress.errors`.
@@ -59,6 +62,38 @@ fn decompress(
 }
 
 #[pyfunction]
+#[pyo3(signature = (kind, input, output, config_json, joint_compression, lut_functions, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn compress(
+    py: Python<'_>,
+    kind: &str,
+    input: PathBuf,
+    output: PathBuf,
+    config_json: &str,
+    joint_compression: bool,
+    lut_functions: Option<Py<PyAny>>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<PathBuf> {
+    // CUSTOM palettization functions are not callable from the engine yet; `pass::run` refuses
+    // palettization with a clear error, so they are not needed.
+    let _ = lut_functions;
+    let kind = pass::PassKind::from_name(kind).map_err(to_py)?;
+    let config = OptimizationConfig::from_json(config_json).map_err(to_py)?;
+    let mut report = progress_fn(progress);
+    py.detach(|| {
+        pass::run(
+            kind,
+            &input,
+            &output,
+            &config,
+            joint_compression,
+            &mut report,
+        )
+    })
+    .map_err(to_py)
+}
+
+#[pyfunction]
 fn write_example(py: Python<'_>, output: PathBuf) -> PyResult<PathBuf> {
     py.detach(|| example::write_example(&output)).map_err(to_py)
 }
@@ -68,5 +103,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save_unchanged, m)?)?;
     m.add_function(wrap_pyfunction!(decompress, m)?)?;
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(compress, m)?)?;
     Ok(())
 }

@@ -1,0 +1,499 @@
+//! `inspect`: one record per weight of a package — every dense `const` the model computes with and
+//! every `constexpr_*` chain end — with its consumers, dense shape and dtype, bytes on disk, how it
+//! is compressed (with the parameters read off the chain) and its number of distinct values.
+//! A superset of coremltools' `get_weights_metadata`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::compress::materialize::{Dense, Elements, Materializer};
+use crate::error::Result;
+use crate::format::dtype::DType;
+use crate::format::package::Package;
+use crate::format::spec::{
+    self,
+    proto::mil_spec::{argument::binding::Binding, value, Operation, Value},
+};
+use crate::format_err;
+use crate::kernels::fp16::{bit_histogram, f32_order_key};
+use crate::mil::ops::{op_name, param, Param};
+use crate::mil::program::Graph;
+use crate::mil::tensor::{tensor_info, TensorInfo};
+
+/// Fewer elements than this and a const is a hyper-parameter, not a weight (coremltools' rule
+/// for the weight file).
+pub const MIN_WEIGHT_ELEMENTS: usize = 10;
+
+/// A value of a compression parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamValue {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Ints(Vec<i64>),
+}
+
+/// A non-constexpr use of a weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumer {
+    pub op_type: String,
+    pub op_name: String,
+    pub param: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightRecord {
+    /// The const op's name, or the chain end op's name.
+    pub name: String,
+    /// The variable the model computes with.
+    pub var: String,
+    pub function: String,
+    pub consumers: Vec<Consumer>,
+    /// Whether the variable is returned by a block.
+    pub block_output: bool,
+    pub shape: Vec<usize>,
+    /// The dtype of the dense value (`fp16`, `fp32`, …).
+    pub dtype: String,
+    /// Bytes of every tensor of the chain: blob data plus immediate tensors.
+    pub bytes_on_disk: u64,
+    /// `none`, `palettized`, `quantized`, `sparse`, or joint (`sparse+palettized`, …).
+    pub compression: String,
+    /// The op types of the chain, from the dense end back to the stored tensors.
+    pub chain: Vec<String>,
+    pub params: Vec<(String, ParamValue)>,
+    /// Distinct values of the dense tensor (numpy's `np.unique` count: ±0 and all NaNs are one).
+    pub distinct: u64,
+}
+
+fn is_constexpr(op_type: &str) -> bool {
+    op_type.starts_with("constexpr_")
+}
+
+fn const_value(op: &Operation) -> Option<&Value> {
+    (op.r#type == "const")
+        .then(|| op.attributes.get("val"))
+        .flatten()
+}
+
+/// Whether a dense const of this type counts as a weight.
+fn is_weight_tensor(info: &TensorInfo) -> bool {
+    info.dtype != DType::Str && info.dtype != DType::Bool && info.count() >= MIN_WEIGHT_ELEMENTS
+}
+
+/// Every weight of the package at `path`, function by function, in program order.
+pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
+    let package = Package::open(path)?;
+    let program = spec::program(&package.model)?;
+    let mut out = Vec::new();
+    for (function, f) in &program.functions {
+        for block in f.block_specializations.values() {
+            let graph = Graph::new(block);
+            let used_outside = |var: &str| {
+                graph.block_outputs.contains(var)
+                    || graph
+                        .consumers_of(var)
+                        .iter()
+                        .any(|u| !is_constexpr(&u.op.r#type))
+            };
+            let ends: Vec<(&Operation, &str)> = graph
+                .ops
+                .iter()
+                .filter_map(|&op| {
+                    let var = op.outputs.iter().find(|o| used_outside(&o.name))?;
+                    if is_constexpr(&op.r#type) {
+                        return Some((op, var.name.as_str()));
+                    }
+                    let info = tensor_info(const_value(op)?.r#type.as_ref())?;
+                    is_weight_tensor(&info).then_some((op, var.name.as_str()))
+                })
+                .collect();
+            let materializer = Materializer::new(&package, &graph);
+            let records: Vec<WeightRecord> = ends
+                .par_iter()
+                .map(|&(op, var)| record(&materializer, function, op, var))
+                .collect::<Result<_>>()?;
+            out.extend(records);
+        }
+    }
+    Ok(out)
+}
+
+/// The const and constexpr ops feeding `op` (itself included), each once, from `op` backwards.
+fn chain<'a>(graph: &Graph<'a>, op: &'a Operation) -> Vec<&'a Operation> {
+    let mut seen = BTreeSet::new();
+    let mut order = Vec::new();
+    let mut stack = vec![op];
+    while let Some(op) = stack.pop() {
+        if !seen.insert(op as *const Operation as usize) {
+            continue;
+        }
+        order.push(op);
+        for arg in op.inputs.values() {
+            for b in &arg.arguments {
+                if let Some(Binding::Name(n)) = &b.binding {
+                    if let Some(&p) = graph.producers.get(n.as_str()) {
+                        if p.r#type == "const" || is_constexpr(&p.r#type) {
+                            stack.push(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    order
+}
+
+/// Stored bytes of one value: its blob's data, or the packed size of an immediate tensor.
+fn value_bytes(v: &Value, package: &Package) -> Result<u64> {
+    match &v.value {
+        Some(value::Value::BlobFileValue(b)) => Ok(package.blob(b)?.data.len() as u64),
+        Some(value::Value::ImmediateValue(_)) => Ok(tensor_info(v.r#type.as_ref())
+            .and_then(|i| i.dtype.storage_bytes(i.count()))
+            .unwrap_or(0) as u64),
+        _ => Ok(0),
+    }
+}
+
+fn op_bytes(op: &Operation, package: &Package) -> Result<u64> {
+    let mut total = 0;
+    for (key, v) in &op.attributes {
+        if key != "name" {
+            total += value_bytes(v, package)?;
+        }
+    }
+    for arg in op.inputs.values() {
+        for b in &arg.arguments {
+            if let Some(Binding::Value(v)) = &b.binding {
+                total += value_bytes(v, package)?;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The type of a parameter, whether inline or fed by a variable.
+fn param_info(graph: &Graph<'_>, op: &Operation, name: &str) -> Option<TensorInfo> {
+    match param(op, name)? {
+        Param::Value(v) => tensor_info(v.r#type.as_ref()),
+        Param::Var(n) => {
+            let producer = graph.producers.get(n)?;
+            let out = producer.outputs.iter().find(|o| o.name == n)?;
+            tensor_info(out.r#type.as_ref())
+        }
+    }
+}
+
+fn shape_param(shape: &[usize]) -> ParamValue {
+    ParamValue::Ints(shape.iter().map(|&d| d as i64).collect())
+}
+
+fn int_param(m: &Materializer<'_>, op: &Operation, name: &str) -> Result<Option<i64>> {
+    Ok(m.param(op, name)?
+        .and_then(|d| d.to_i64())
+        .and_then(|v| v.first().copied()))
+}
+
+struct Params {
+    list: Vec<(String, ParamValue)>,
+    sparse: bool,
+    palettized: bool,
+    quantized: bool,
+}
+
+impl Params {
+    fn set(&mut self, key: &str, value: ParamValue) {
+        match self.list.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.list.push((key.to_string(), value)),
+        }
+    }
+}
+
+fn lut_params(p: &mut Params, lut: Option<TensorInfo>, vector_axis: Option<i64>, ios16: bool) {
+    p.palettized = true;
+    let Some(lut) = lut else { return };
+    let entries = if ios16 {
+        lut.count()
+    } else {
+        lut.shape[lut.shape.len().saturating_sub(2)]
+    };
+    p.set(
+        "nbits",
+        ParamValue::Int(entries.max(1).trailing_zeros() as i64),
+    );
+    p.set("lut_shape", shape_param(&lut.shape));
+    p.set("lut_dtype", ParamValue::Str(lut.dtype.name().into()));
+    if !ios16 {
+        p.set(
+            "cluster_dim",
+            ParamValue::Int(*lut.shape.last().unwrap_or(&1) as i64),
+        );
+    }
+    if let Some(a) = vector_axis {
+        p.set("vector_axis", ParamValue::Int(a));
+    }
+}
+
+fn quant_params(
+    p: &mut Params,
+    data: Option<TensorInfo>,
+    scale: Option<TensorInfo>,
+    offset: Option<TensorInfo>,
+) {
+    p.quantized = true;
+    if let Some(d) = data {
+        p.set("data_dtype", ParamValue::Str(d.dtype.name().into()));
+        if let Some(bits) = d.dtype.bits() {
+            p.set("nbits", ParamValue::Int(bits as i64));
+        }
+    }
+    if let Some(s) = scale {
+        p.set("scale_shape", shape_param(&s.shape));
+    }
+    p.set("has_offset", ParamValue::Bool(offset.is_some()));
+    if let Some(o) = offset {
+        p.set("offset_dtype", ParamValue::Str(o.dtype.name().into()));
+    }
+}
+
+fn sparse_params(p: &mut Params, mask_count: usize, nonzero: usize) {
+    p.sparse = true;
+    let density = if mask_count == 0 {
+        0.0
+    } else {
+        nonzero as f64 / mask_count as f64
+    };
+    p.set("nonzero", ParamValue::Int(nonzero as i64));
+    p.set("density", ParamValue::Float(density));
+    p.set("sparsity", ParamValue::Float(1.0 - density));
+}
+
+/// Reads the compression parameters off the ops of a chain.
+fn chain_params(m: &Materializer<'_>, ops: &[&Operation]) -> Result<Params> {
+    let graph = m.graph;
+    let mut p = Params {
+        list: Vec::new(),
+        sparse: false,
+        palettized: false,
+        quantized: false,
+    };
+    // Walk from the stored tensors to the dense end so that outer ops' values win.
+    for &op in ops.iter().rev() {
+        let info = |name: &str| param_info(graph, op, name);
+        match op.r#type.as_str() {
+            "constexpr_lut_to_dense" => {
+                let ios16 = param(op, "shape").is_some();
+                lut_params(&mut p, info("lut"), int_param(m, op, "vector_axis")?, ios16);
+            }
+            "constexpr_affine_dequantize" => {
+                quant_params(
+                    &mut p,
+                    info("quantized_data"),
+                    info("scale"),
+                    info("zero_point"),
+                );
+                if let Some(axis) = int_param(m, op, "axis")? {
+                    p.set("axis", ParamValue::Int(axis));
+                }
+            }
+            "constexpr_blockwise_shift_scale" => {
+                let data = info("data");
+                // A float `data` is a palettized weight times a per-channel scale, not a
+                // quantization.
+                if data.as_ref().is_some_and(|d| d.dtype.is_float()) {
+                    if let Some(s) = info("scale") {
+                        p.set("per_channel_scale_shape", shape_param(&s.shape));
+                    }
+                } else {
+                    quant_params(&mut p, data, info("scale"), info("offset"));
+                }
+            }
+            "constexpr_sparse_to_dense" => {
+                let nonzero = info("nonzero_data").map(|i| i.count()).unwrap_or(0);
+                let count = match m.param(op, "shape")?.and_then(|s| s.to_i64()) {
+                    Some(shape) => shape.iter().product::<i64>().max(0) as usize,
+                    None => info("mask").map(|i| i.count()).unwrap_or(0),
+                };
+                sparse_params(&mut p, count, nonzero);
+            }
+            "constexpr_lut_to_sparse" => {
+                let mask = info("indices_mask");
+                let nonzero = info("indices_nonzero_data").map(|i| i.count()).unwrap_or(0);
+                sparse_params(&mut p, mask.map(|i| i.count()).unwrap_or(0), nonzero);
+                lut_params(&mut p, info("lut"), int_param(m, op, "vector_axis")?, false);
+            }
+            "constexpr_sparse_blockwise_shift_scale" => {
+                let mask = info("data_mask");
+                let data = info("nonzero_data");
+                sparse_params(
+                    &mut p,
+                    mask.map(|i| i.count()).unwrap_or(0),
+                    data.as_ref().map(|i| i.count()).unwrap_or(0),
+                );
+                quant_params(&mut p, data, info("scale"), info("offset"));
+            }
+            "constexpr_cast" => {
+                if let Some(s) = info("source_val") {
+                    p.set("cast_from", ParamValue::Str(s.dtype.name().into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn compression_kind(p: &Params) -> String {
+    let parts: Vec<&str> = [
+        (p.sparse, "sparse"),
+        (p.palettized, "palettized"),
+        (p.quantized, "quantized"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("+")
+    }
+}
+
+/// numpy's `np.unique` count over floats: -0 equals 0 and every NaN is one value.
+pub fn distinct_values(d: &Dense) -> u64 {
+    match &d.elements {
+        Elements::F16(v) => {
+            let h = bit_histogram(v);
+            let mut n = 0u64;
+            let mut nan = false;
+            for (bits, &c) in h.iter().enumerate() {
+                if c == 0 || bits == 0x8000 && h[0] != 0 {
+                    continue;
+                }
+                let exp_all_ones = bits & 0x7C00 == 0x7C00;
+                if exp_all_ones && bits & 0x03FF != 0 {
+                    nan = true;
+                } else {
+                    n += 1;
+                }
+            }
+            n + nan as u64
+        }
+        Elements::F32(v) => {
+            let mut keys: Vec<u32> = v
+                .iter()
+                .filter(|x| !x.is_nan())
+                .map(|&x| f32_order_key(x))
+                .collect();
+            let nan = keys.len() < v.len();
+            keys.par_sort_unstable();
+            keys.dedup();
+            keys.len() as u64 + nan as u64
+        }
+        Elements::I8(v) => count_sorted(v.clone()),
+        Elements::U8(v) => count_sorted(v.clone()),
+        Elements::I32(v) => count_sorted(v.clone()),
+        Elements::Str(v) => count_sorted(v.clone()),
+    }
+}
+
+fn count_sorted<T: Ord + Send>(mut v: Vec<T>) -> u64 {
+    v.par_sort_unstable();
+    v.dedup();
+    v.len() as u64
+}
+
+fn record(m: &Materializer<'_>, function: &str, op: &Operation, var: &str) -> Result<WeightRecord> {
+    let graph = m.graph;
+    let ops = chain(graph, op);
+    let mut bytes_on_disk = 0;
+    for o in &ops {
+        bytes_on_disk += op_bytes(o, m.package)?;
+    }
+    let params = chain_params(m, &ops)?;
+    let dense = m.var(var)?;
+    if dense.info.dtype == DType::Str {
+        return Err(format_err!(
+            "op {}: a weight cannot be a string tensor",
+            op_name(op)
+        ));
+    }
+    let consumers = graph
+        .consumers_of(var)
+        .iter()
+        .filter(|u| !is_constexpr(&u.op.r#type))
+        .map(|u| Consumer {
+            op_type: u.op.r#type.clone(),
+            op_name: op_name(u.op).to_string(),
+            param: u.param.to_string(),
+        })
+        .collect();
+    Ok(WeightRecord {
+        name: op_name(op).to_string(),
+        var: var.to_string(),
+        function: function.to_string(),
+        consumers,
+        block_output: graph.block_outputs.contains(var),
+        shape: dense.info.shape.clone(),
+        dtype: dense.info.dtype.name().to_string(),
+        bytes_on_disk,
+        compression: compression_kind(&params),
+        chain: ops
+            .iter()
+            .filter(|o| is_constexpr(&o.r#type))
+            .map(|o| o.r#type.clone())
+            .collect(),
+        params: params.list,
+        distinct: distinct_values(&dense),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn distinct_counts_like_numpy_unique() {
+        let h = |v: &[f32]| Dense {
+            info: TensorInfo::new(DType::F16, &[v.len()]),
+            elements: Elements::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+        };
+        assert_eq!(distinct_values(&h(&[0.0, -0.0, 1.0, 1.0, 2.0])), 3);
+        assert_eq!(distinct_values(&h(&[f32::NAN, -f32::NAN, 1.0])), 2);
+        assert_eq!(distinct_values(&h(&[-0.0, -0.0])), 1);
+        let f = Dense {
+            info: TensorInfo::new(DType::F32, &[5]),
+            elements: Elements::F32(vec![0.0, -0.0, 3.0, f32::NAN, 3.0]),
+        };
+        assert_eq!(distinct_values(&f), 3);
+        let i = Dense {
+            info: TensorInfo::new(DType::I8, &[4]),
+            elements: Elements::I8(vec![1, -1, 1, 0]),
+        };
+        assert_eq!(distinct_values(&i), 3);
+    }
+
+    #[test]
+    fn inspects_the_example_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.mlpackage");
+        crate::compress::example::write_example(&path).unwrap();
+        let records = inspect(&path).unwrap();
+        assert!(!records.is_empty());
+        for r in &records {
+            assert_eq!(r.compression, "none");
+            assert!(r.chain.is_empty());
+            assert!(r.distinct >= 1);
+            let n: usize = r.shape.iter().product();
+            assert!(n >= MIN_WEIGHT_ELEMENTS);
+            assert!(!r.consumers.is_empty() || r.block_output);
+            if r.dtype == "fp16" {
+                assert!(r.bytes_on_disk >= 2 * n as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `prune_weights`: the kernels in kernels::prune, emitted as `constexpr_sparse_to_dense`
+//! (iOS16/17: packed uint8 mask and shape as attributes; iOS18+: uint1 mask as inputs).
+
+use crate::compress::config::OpConfig;
+use crate::compress::pass::{float_bytes, Target, Weights};
+use crate::compress::rewrite::{NewTensor, Replacement};
+use crate::compress::select::Candidate;
+use crate::error::Result;
+use crate::format::dtype::DType;
+use crate::kernels::pack;
+use crate::kernels::prune::{self as kernel, PruneOutcome, Pruned};
+use crate::kernels::quantize::WeightFloat;
+use crate::mil::ops::{build_op, NewParam, ParamStyle};
+use crate::mil::tensor::TensorInfo;
+
+/// Prunes one candidate into `r`; false when coremltools would skip it.
+pub fn emit(
+    c: &Candidate,
+    config: &OpConfig,
+    weights: &Weights,
+    target: Target,
+    r: &mut Replacement,
+) -> Result<bool> {
+    match weights {
+        Weights::F16(w) => emit_typed(c, config, w, DType::F16, target, r),
+        Weights::F32(w) => emit_typed(c, config, w, DType::F32, target, r),
+    }
+}
+
+fn prune<T: WeightFloat>(c: &Candidate, config: &OpConfig, w: &[T]) -> Result<Option<Pruned<T>>> {
+    let outcome = match config {
+        OpConfig::ThresholdPrune(t) => {
+            kernel::prune_threshold(w, t.threshold, t.minimum_sparsity_percentile)
+        }
+        OpConfig::MagnitudePrune(m) => {
+            let structural = m.block_size.is_some() || m.n_m_ratio.is_some();
+            // Structural sparsity applies to conv and linear weights only, unless named explicitly.
+            if structural
+                && !c.named
+                && !c
+                    .consumer_types
+                    .iter()
+                    .all(|t| t == "conv" || t == "linear")
+            {
+                return Ok(None);
+            }
+            match (m.target_sparsity, m.block_size, m.n_m_ratio) {
+                (Some(s), Some(b), _) => {
+                    kernel::prune_block(w, &c.info.shape, s, b, m.dim.unwrap_or(0))?
+                }
+                (Some(s), None, _) => PruneOutcome::Pruned(kernel::prune_magnitude(w, s)?),
+                (None, _, Some((n, mm))) => {
+                    kernel::prune_n_m(w, &c.info.shape, n, mm, m.dim.unwrap_or(1))?
+                }
+                (None, _, None) => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(match outcome {
+        PruneOutcome::Pruned(p) => Some(p),
+        PruneOutcome::Skipped(_) => None,
+    })
+}
+
+fn emit_typed<T: WeightFloat>(
+    c: &Candidate,
+    config: &OpConfig,
+    w: &[T],
+    float: DType,
+    target: Target,
+    r: &mut Replacement,
+) -> Result<bool> {
+    let Some(pruned) = prune(c, config, w)? else {
+        return Ok(false);
+    };
+    let name = format!("{}_sparsified", c.name);
+    let nonzero = r.value(NewTensor {
+        info: TensorInfo::new(float, &[pruned.nonzero.len()]),
+        bytes: float_bytes(&pruned.nonzero),
+    });
+    let packed = pack::pack_mask(&pruned.mask);
+    let op = if target.ios18() {
+        let mask = r.value(NewTensor {
+            info: TensorInfo::new(DType::U1, &c.info.shape),
+            bytes: packed,
+        });
+        build_op(
+            "constexpr_sparse_to_dense",
+            &name,
+            vec![
+                ("nonzero_data", NewParam::Value(nonzero)),
+                ("mask", NewParam::Value(mask)),
+            ],
+            vec![(name.clone(), c.info.clone())],
+            ParamStyle::Inputs,
+        )
+    } else {
+        let mask = r.value(NewTensor {
+            info: TensorInfo::new(DType::U8, &[packed.len()]),
+            bytes: packed,
+        });
+        let shape_bytes = c
+            .info
+            .shape
+            .iter()
+            .flat_map(|&d| (d as u32).to_le_bytes())
+            .collect();
+        let shape = r.value(NewTensor {
+            info: TensorInfo::new(DType::U32, &[c.info.shape.len()]),
+            bytes: shape_bytes,
+        });
+        build_op(
+            "constexpr_sparse_to_dense",
+            &name,
+            vec![
+                ("nonzero_data", NewParam::Value(nonzero)),
+                ("mask", NewParam::Value(mask)),
+                ("shape", NewParam::Value(shape)),
+            ],
+            vec![(name.clone(), c.info.clone())],
+            ParamStyle::Attributes,
+        )
+    };
+    r.ops.push(op);
+    r.renames.push((c.output.clone(), name));
+    Ok(true)
+}

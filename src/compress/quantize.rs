@@ -1,0 +1,189 @@
+//! `linear_quantize_weights`: the kernel in kernels::quantize, emitted as
+//! `constexpr_affine_dequantize` (iOS16/17, attributes) or `constexpr_blockwise_shift_scale`
+//! (iOS18+, inputs).
+
+use crate::compress::config::{Granularity, QuantizeConfig, QuantizeMode};
+use crate::compress::pass::{block_sizes, float_bytes, Target, Weights};
+use crate::compress::rewrite::{NewTensor, Replacement};
+use crate::compress::select::Candidate;
+use crate::config_err;
+use crate::error::Result;
+use crate::format::dtype::DType;
+use crate::kernels::quantize::{
+    self as kernel, Codes, QuantDtype, QuantMode, QuantizeOutcome, WeightFloat,
+};
+use crate::mil::ops::{build_op, NewParam, ParamStyle};
+use crate::mil::tensor::TensorInfo;
+
+fn dtype_of(name: &str) -> Result<QuantDtype> {
+    Ok(match name {
+        "int8" => QuantDtype::Int8,
+        "uint8" => QuantDtype::UInt8,
+        "int4" => QuantDtype::Int4,
+        "uint4" => QuantDtype::UInt4,
+        other => {
+            return Err(config_err!(
+                "Invalid dtype {other}. Only support int8/uint8/int4/uint4."
+            ))
+        }
+    })
+}
+
+/// coremltools' opset checks for quantization below iOS18.
+pub fn check_target(q: &QuantizeConfig, target: Target) -> Result<()> {
+    if target.ios18() {
+        return Ok(());
+    }
+    let what = if q.granularity == Granularity::PerBlock {
+        "per_block"
+    } else if matches!(q.dtype.as_str(), "int4" | "uint4") {
+        "4-bit"
+    } else {
+        return Ok(());
+    };
+    Err(config_err!(
+        "The {what} quantization is supported since iOS18. Please re-convert your model with \
+         minimum_deployment_target set to at least ct.target.iOS18."
+    ))
+}
+
+fn codes_dtype(d: QuantDtype) -> DType {
+    match d {
+        QuantDtype::Int8 => DType::I8,
+        QuantDtype::UInt8 => DType::U8,
+        QuantDtype::Int4 => DType::I4,
+        QuantDtype::UInt4 => DType::U4,
+    }
+}
+
+fn codes_bytes(codes: &Codes, dtype: DType) -> Result<Vec<u8>> {
+    let bits = dtype.bits().expect("integer types have a width");
+    if bits < 8 {
+        codes.pack(bits)
+    } else {
+        Ok(codes.to_bytes())
+    }
+}
+
+/// Quantizes one candidate into `r`; false when coremltools would skip it.
+pub fn emit(
+    c: &Candidate,
+    q: &QuantizeConfig,
+    weights: &Weights,
+    target: Target,
+    r: &mut Replacement,
+) -> Result<bool> {
+    match weights {
+        Weights::F16(w) => emit_typed(c, q, w, DType::F16, target, r),
+        Weights::F32(w) => emit_typed(c, q, w, DType::F32, target, r),
+    }
+}
+
+fn emit_typed<T: WeightFloat>(
+    c: &Candidate,
+    q: &QuantizeConfig,
+    w: &[T],
+    float: DType,
+    target: Target,
+    r: &mut Replacement,
+) -> Result<bool> {
+    if kernel::has_inf(w) {
+        return Ok(false);
+    }
+    let Some(blocks) = block_sizes(c, q.granularity, 0, None, &q.block_size)? else {
+        return Ok(false);
+    };
+    let mode = match q.mode {
+        QuantizeMode::Linear => QuantMode::Linear,
+        QuantizeMode::LinearSymmetric => QuantMode::LinearSymmetric,
+    };
+    let dtype = dtype_of(&q.dtype)?;
+    let quantized = match kernel::quantize(w, &c.info.shape, &blocks, dtype, mode)? {
+        QuantizeOutcome::Quantized(x) => x,
+        QuantizeOutcome::Skipped(_) => return Ok(false),
+    };
+    let codes_type = codes_dtype(dtype);
+    let name = format!("{}_quantized", c.name);
+    let data = r.value(NewTensor {
+        info: TensorInfo::new(codes_type, &c.info.shape),
+        bytes: codes_bytes(&quantized.codes, codes_type)?,
+    });
+    let scale_bytes = float_bytes(&quantized.scale);
+    let op = if target.ios18() {
+        let mut params = vec![
+            ("data", NewParam::Value(data)),
+            (
+                "scale",
+                NewParam::Value(r.value(NewTensor {
+                    info: TensorInfo::new(float, &quantized.scale_shape),
+                    bytes: scale_bytes,
+                })),
+            ),
+        ];
+        if let Some(zp) = &quantized.zero_point {
+            let bytes = codes_bytes(zp, codes_type)?;
+            let info = TensorInfo::new(codes_type, &quantized.scale_shape);
+            params.push((
+                "offset",
+                NewParam::Value(r.value(NewTensor { info, bytes })),
+            ));
+        }
+        build_op(
+            "constexpr_blockwise_shift_scale",
+            &name,
+            params,
+            vec![(name.clone(), TensorInfo::new(float, &c.info.shape))],
+            ParamStyle::Inputs,
+        )
+    } else {
+        // iOS16: scale and zero point squeezed to rank 0 or 1 along the one non-unit axis.
+        let non_unit: Vec<usize> = (0..quantized.scale_shape.len())
+            .filter(|&a| quantized.scale_shape[a] > 1)
+            .collect();
+        if non_unit.len() > 1 {
+            return Err(config_err!(
+                "constexpr_affine_dequantize cannot take a scale of shape {:?} (const {})",
+                quantized.scale_shape,
+                c.name
+            ));
+        }
+        let axis = non_unit.first().copied().unwrap_or(0);
+        let squeezed: Vec<usize> = non_unit.iter().map(|&a| quantized.scale_shape[a]).collect();
+        let zp_bytes = match &quantized.zero_point {
+            Some(zp) => codes_bytes(zp, codes_type)?,
+            None => vec![0u8; quantized.scale.len()],
+        };
+        let int32_axis = NewTensor {
+            info: TensorInfo::new(DType::I32, &[]),
+            bytes: (axis as i32).to_le_bytes().to_vec(),
+        };
+        let params = vec![
+            ("quantized_data", NewParam::Value(data)),
+            (
+                "zero_point",
+                NewParam::Value(r.value(NewTensor {
+                    info: TensorInfo::new(codes_type, &squeezed),
+                    bytes: zp_bytes,
+                })),
+            ),
+            (
+                "scale",
+                NewParam::Value(r.value(NewTensor {
+                    info: TensorInfo::new(float, &squeezed),
+                    bytes: scale_bytes,
+                })),
+            ),
+            ("axis", NewParam::Value(r.value(int32_axis))),
+        ];
+        build_op(
+            "constexpr_affine_dequantize",
+            &name,
+            params,
+            vec![(name.clone(), TensorInfo::new(float, &c.info.shape))],
+            ParamStyle::Attributes,
+        )
+    };
+    r.ops.push(op);
+    r.renames.push((c.output.clone(), name));
+    Ok(true)
+}
