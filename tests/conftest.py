@@ -11,7 +11,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import models  # noqa: E402
 
 
 @pytest.fixture(scope="session")

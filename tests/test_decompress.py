@@ -11,7 +11,6 @@ import coremltools.optimize.coreml as cto
 import models
 import numpy as np
 import pytest
-
 from coreml_compress import _native
 
 

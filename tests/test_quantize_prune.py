@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import coreml_compress
 import coremltools as ct
 import coremltools.optimize.coreml as cto
 import models
 import numpy as np
 import pytest
-
-import coreml_compress
 from coreml_compress import optimize
 
 

@@ -9,7 +9,6 @@ import coremltools as ct
 import models
 import numpy as np
 import pytest
-
 from coreml_compress import _native
 
 CASES = [

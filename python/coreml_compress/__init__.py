@@ -5,6 +5,7 @@ front: ``coreml_compress.optimize`` mirrors ``coremltools.optimize.coreml``.
 """
 
 
+from . import optimize
 from .errors import (
     CompressionConfigError,
     CoreMLCompressError,
@@ -12,7 +13,7 @@ from .errors import (
     PackageIOError,
     UnsupportedModelError,
 )
-
+from .inspect import inspect
 
 __version__ = "0.1.0"
 

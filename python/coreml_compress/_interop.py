@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .errors import UnsupportedModelError
 
-ModelLike = Union[str, os.PathLike, Any]
+ModelLike = str | os.PathLike | Any
 
 
 def coremltools_or_none() -> Any:

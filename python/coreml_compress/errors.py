@@ -22,9 +22,9 @@ class CompressionConfigError(CoreMLCompressError, ValueError):
 
 
 __all__ = [
-    "CoreMLCompressError",
-    "PackageIOError",
-    "MalformedPackageError",
-    "UnsupportedModelError",
     "CompressionConfigError",
+    "CoreMLCompressError",
+    "MalformedPackageError",
+    "PackageIOError",
+    "UnsupportedModelError",
 ]

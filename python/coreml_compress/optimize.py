@@ -83,7 +83,8 @@ def _run(
     progress: Progress | None,
 ) -> Any:
     if not isinstance(joint_compression, bool):
-        raise ValueError(
+        # ValueError, not TypeError: coremltools raises ValueError here.
+        raise ValueError(  # noqa: TRY004
             f"joint_compression only supports bool, but got {type(joint_compression)}"
         )
     accepted = {

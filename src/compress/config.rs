@@ -133,6 +133,9 @@ impl OptimizationConfig {
 
     /// Every op config present (for type checks).
     pub fn all(&self) -> impl Iterator<Item = &OpConfig> {
-        self.global.iter().chain(self.op_type.values().flatten()).chain(self.op_name.values().flatten())
+        self.global
+            .iter()
+            .chain(self.op_type.values().flatten())
+            .chain(self.op_name.values().flatten())
     }
 }

@@ -21,7 +21,11 @@ fn is_constexpr(op_type: &str) -> bool {
 
 /// Whether a variable is read by something other than a constexpr op.
 fn used_outside(graph: &Graph<'_>, var: &str) -> bool {
-    graph.block_outputs.contains(var) || graph.consumers_of(var).iter().any(|u| !is_constexpr(&u.op.r#type))
+    graph.block_outputs.contains(var)
+        || graph
+            .consumers_of(var)
+            .iter()
+            .any(|u| !is_constexpr(&u.op.r#type))
 }
 
 enum Task {
@@ -31,7 +35,11 @@ enum Task {
     Remove,
 }
 
-pub fn decompress(input: &Path, output: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<PathBuf> {
+pub fn decompress(
+    input: &Path,
+    output: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PathBuf> {
     let package = Package::open(input)?;
     let spec_version = package.model.specification_version;
     let program = spec::program(&package.model)?;
@@ -44,7 +52,13 @@ pub fn decompress(input: &Path, output: &Path, progress: &mut dyn FnMut(usize, u
                 function.block_specializations.len()
             ));
         }
-        let graph = Graph::new(function.block_specializations.values().next().expect("one block"));
+        let graph = Graph::new(
+            function
+                .block_specializations
+                .values()
+                .next()
+                .expect("one block"),
+        );
         let used_outside = |var: &str| used_outside(&graph, var);
         for op in &graph.ops {
             let task = if is_constexpr(&op.r#type) {
@@ -58,7 +72,10 @@ pub fn decompress(input: &Path, output: &Path, progress: &mut dyn FnMut(usize, u
                 && op.outputs.iter().all(|o| {
                     !graph.block_outputs.contains(o.name.as_str())
                         && !graph.consumers_of(&o.name).is_empty()
-                        && graph.consumers_of(&o.name).iter().all(|u| is_constexpr(&u.op.r#type))
+                        && graph
+                            .consumers_of(&o.name)
+                            .iter()
+                            .all(|u| is_constexpr(&u.op.r#type))
                 })
             {
                 Task::Remove
@@ -83,22 +100,31 @@ pub fn decompress(input: &Path, output: &Path, progress: &mut dyn FnMut(usize, u
     }
 
     let mut out = PackageWriter::create(output, Some(&package))?;
-    let model = rewrite::apply(&package, &jobs, &mut out, |job| {
-        let (task, op) = &job.task;
-        let mut r = Replacement::new(spec_version);
-        if let Task::Materialize = task {
-            let graph = &graphs[job.function.as_str()];
-            let values = Materializer::new(&package, graph).op(op)?;
-            for (out_var, dense) in op.outputs.iter().zip(values) {
-                if !used_outside(graph, &out_var.name) {
-                    continue;
+    let model = rewrite::apply(
+        &package,
+        &jobs,
+        &mut out,
+        |job| {
+            let (task, op) = &job.task;
+            let mut r = Replacement::new(spec_version);
+            if let Task::Materialize = task {
+                let graph = &graphs[job.function.as_str()];
+                let values = Materializer::new(&package, graph).op(op)?;
+                for (out_var, dense) in op.outputs.iter().zip(values) {
+                    if !used_outside(graph, &out_var.name) {
+                        continue;
+                    }
+                    let bytes = dense.to_bytes()?;
+                    let value = r.value(NewTensor {
+                        info: dense.info,
+                        bytes,
+                    });
+                    r.ops.push(const_op(&out_var.name, &out_var.name, value));
                 }
-                let bytes = dense.to_bytes()?;
-                let value = r.value(NewTensor { info: dense.info, bytes });
-                r.ops.push(const_op(&out_var.name, &out_var.name, value));
             }
-        }
-        Ok(Some(r))
-    }, progress)?;
+            Ok(Some(r))
+        },
+        progress,
+    )?;
     rewrite::finish(&package, model, out)
 }

@@ -87,14 +87,26 @@ pub fn write_example(dest: &Path) -> Result<PathBuf> {
             (&b_name, vec![fan_out], 2 * layer as u64 + 2, 0.01),
         ] {
             let info = fp16(&shape);
-            let offset = out.weights().append(DType::F16, info.count() as u64, &normal_f16(info.count(), seed, std))?;
-            ops.push(const_op(name, name, blob_value(&info, WEIGHT_FILE_NAME, offset)));
+            let offset = out.weights().append(
+                DType::F16,
+                info.count() as u64,
+                &normal_f16(info.count(), seed, std),
+            )?;
+            ops.push(const_op(
+                name,
+                name,
+                blob_value(&info, WEIGHT_FILE_NAME, offset),
+            ));
         }
         let lin = format!("layer{layer}_cast_fp16");
         ops.push(build_op(
             "linear",
             &lin,
-            vec![("x", var(&h)), ("weight", var(&w_name)), ("bias", var(&b_name))],
+            vec![
+                ("x", var(&h)),
+                ("weight", var(&w_name)),
+                ("bias", var(&b_name)),
+            ],
             vec![(lin.clone(), fp16(&[BATCH, fan_out]))],
             ParamStyle::Inputs,
         ));
@@ -120,7 +132,11 @@ pub fn write_example(dest: &Path) -> Result<PathBuf> {
         ParamStyle::Inputs,
     ));
 
-    let block = mil_spec::Block { outputs: vec!["y".into()], operations: ops, ..Default::default() };
+    let block = mil_spec::Block {
+        outputs: vec!["y".into()],
+        operations: ops,
+        ..Default::default()
+    };
     let function = mil_spec::Function {
         inputs: vec![mil_spec::NamedValueType {
             name: "x".into(),

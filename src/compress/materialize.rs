@@ -58,7 +58,9 @@ impl Dense {
             Elements::I8(v) => v.iter().map(|&x| x as u8).collect(),
             Elements::U8(v) => v.clone(),
             Elements::I32(v) => match self.info.dtype {
-                DType::I16 | DType::U16 => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+                DType::I16 | DType::U16 => {
+                    v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect()
+                }
                 _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             },
             Elements::Str(_) => return Err(format_err!("string tensors have no byte layout")),
@@ -85,7 +87,9 @@ impl Dense {
         Some(match &self.elements {
             Elements::I8(v) => v.iter().map(|&x| x as i64).collect(),
             Elements::U8(v) => v.iter().map(|&x| x as i64).collect(),
-            Elements::I32(v) if self.info.dtype == DType::U32 => v.iter().map(|&x| x as u32 as i64).collect(),
+            Elements::I32(v) if self.info.dtype == DType::U32 => {
+                v.iter().map(|&x| x as u32 as i64).collect()
+            }
             Elements::I32(v) => v.iter().map(|&x| x as i64).collect(),
             _ => return None,
         })
@@ -99,15 +103,38 @@ pub fn decode(info: &TensorInfo, bytes: &[u8]) -> Result<Elements> {
     let le = |k: usize| bytes.chunks_exact(k);
     Ok(match info.dtype {
         F16 => Elements::F16(le(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        F32 => Elements::F32(le(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
+        F32 => Elements::F32(
+            le(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
         I8 => Elements::I8(bytes.iter().map(|&b| b as i8).collect()),
         U8 | Bool => Elements::U8(bytes.to_vec()),
         I4 => Elements::I8(pack::unpack_signed(bytes, 4, n)?),
-        U1 | U2 | U3 | U4 | U6 => Elements::U8(pack::unpack_unsigned(bytes, info.dtype.bits().unwrap(), n)?),
-        I16 => Elements::I32(le(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i32).collect()),
-        U16 => Elements::I32(le(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i32).collect()),
-        I32 | U32 => Elements::I32(le(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-        other => return Err(format_err!("{} tensors are not supported here", other.name())),
+        U1 | U2 | U3 | U4 | U6 => {
+            Elements::U8(pack::unpack_unsigned(bytes, info.dtype.bits().unwrap(), n)?)
+        }
+        I16 => Elements::I32(
+            le(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i32)
+                .collect(),
+        ),
+        U16 => Elements::I32(
+            le(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32)
+                .collect(),
+        ),
+        I32 | U32 => Elements::I32(
+            le(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        other => {
+            return Err(format_err!(
+                "{} tensors are not supported here",
+                other.name()
+            ))
+        }
     })
 }
 
@@ -131,11 +158,17 @@ impl<'a> Materializer<'a> {
                 let what = format!("op {} parameter {name}", op_name(op));
                 if let Some(s) = crate::mil::tensor::as_string(v) {
                     let info = TensorInfo::new(DType::Str, &[]);
-                    return Ok(Some(Dense { info, elements: Elements::Str(vec![s.to_string()]) }));
+                    return Ok(Some(Dense {
+                        info,
+                        elements: Elements::Str(vec![s.to_string()]),
+                    }));
                 }
                 let t = read_tensor(v, self.package, &what)?;
                 let elements = decode(&t.info, &t.bytes)?;
-                Ok(Some(Dense { info: t.info, elements }))
+                Ok(Some(Dense {
+                    info: t.info,
+                    elements,
+                }))
             }
         }
     }
@@ -169,7 +202,10 @@ impl<'a> Materializer<'a> {
             "constexpr_lut_to_dense" => {
                 let lut = self.required(op, "lut")?;
                 let indices = self.required(op, "indices")?;
-                let vector_axis = self.param(op, "vector_axis")?.and_then(|d| d.to_i64()).map(|v| v[0]);
+                let vector_axis = self
+                    .param(op, "vector_axis")?
+                    .and_then(|d| d.to_i64())
+                    .map(|v| v[0]);
                 match self.param(op, "shape")? {
                     // iOS16: packed indices bytes, a flat LUT and the output shape.
                     Some(shape) => {
@@ -177,7 +213,10 @@ impl<'a> Materializer<'a> {
                         let k = lut.len();
                         let nbits = k.trailing_zeros();
                         if !k.is_power_of_two() || nbits == 0 || nbits > 8 {
-                            return Err(format_err!("{}: LUT size {k} is not 2, 4, 16, 64 or 256", what()));
+                            return Err(format_err!(
+                                "{}: LUT size {k} is not 2, 4, 16, 64 or 256",
+                                what()
+                            ));
                         }
                         let Elements::U8(packed) = &indices.elements else {
                             return Err(format_err!("{}: indices must be uint8 bytes", what()));
@@ -191,13 +230,30 @@ impl<'a> Materializer<'a> {
                         Ok(vec![Dense { info, elements }])
                     }
                     None => {
-                        let out_shape = lut_output_shape(&indices.info.shape, &lut.info.shape, vector_axis, &what())?;
+                        let out_shape = lut_output_shape(
+                            &indices.info.shape,
+                            &lut.info.shape,
+                            vector_axis,
+                            &what(),
+                        )?;
                         let Elements::U8(idx) = &indices.elements else {
-                            return Err(format_err!("{}: indices must be unsigned integers", what()));
+                            return Err(format_err!(
+                                "{}: indices must be unsigned integers",
+                                what()
+                            ));
                         };
-                        let elements =
-                            gather_lut(idx, &indices.info.shape, &lut, &lut.info.shape, vector_axis, &what())?;
-                        Ok(vec![Dense { info: TensorInfo::new(lut.info.dtype, &out_shape), elements }])
+                        let elements = gather_lut(
+                            idx,
+                            &indices.info.shape,
+                            &lut,
+                            &lut.info.shape,
+                            vector_axis,
+                            &what(),
+                        )?;
+                        Ok(vec![Dense {
+                            info: TensorInfo::new(lut.info.dtype, &out_shape),
+                            elements,
+                        }])
                     }
                 }
             }
@@ -210,7 +266,10 @@ impl<'a> Materializer<'a> {
                         let Elements::U8(packed) = &mask.elements else {
                             return Err(format_err!("{}: mask must be uint8 bytes", what()));
                         };
-                        (pack::unpack_unsigned(packed, 1, shape.iter().product())?, shape)
+                        (
+                            pack::unpack_unsigned(packed, 1, shape.iter().product())?,
+                            shape,
+                        )
                     }
                     None => match mask.elements {
                         Elements::U8(m) => (m, mask.info.shape.clone()),
@@ -218,28 +277,44 @@ impl<'a> Materializer<'a> {
                     },
                 };
                 let elements = scatter(&mask_bits, nonzero.elements, &what())?;
-                Ok(vec![Dense { info: TensorInfo::new(nonzero.info.dtype, &shape), elements }])
+                Ok(vec![Dense {
+                    info: TensorInfo::new(nonzero.info.dtype, &shape),
+                    elements,
+                }])
             }
             "constexpr_blockwise_shift_scale" => {
                 let data = self.required(op, "data")?;
                 let scale = self.required(op, "scale")?;
                 let offset = self.param(op, "offset")?;
                 let elements = shift_scale(&data, &scale, offset.as_ref(), &what())?;
-                Ok(vec![Dense { info: TensorInfo::new(scale.info.dtype, &data.info.shape), elements }])
+                Ok(vec![Dense {
+                    info: TensorInfo::new(scale.info.dtype, &data.info.shape),
+                    elements,
+                }])
             }
             "constexpr_affine_dequantize" => {
                 let data = self.required(op, "quantized_data")?;
                 let scale = self.required(op, "scale")?;
                 let zero_point = self.required(op, "zero_point")?;
-                let axis = self.required(op, "axis")?.to_i64().and_then(|v| v.first().copied()).unwrap_or(0);
+                let axis = self
+                    .required(op, "axis")?
+                    .to_i64()
+                    .and_then(|v| v.first().copied())
+                    .unwrap_or(0);
                 let elements = affine(&data, &scale, &zero_point, axis, &what())?;
-                Ok(vec![Dense { info: TensorInfo::new(scale.info.dtype, &data.info.shape), elements }])
+                Ok(vec![Dense {
+                    info: TensorInfo::new(scale.info.dtype, &data.info.shape),
+                    elements,
+                }])
             }
             "constexpr_lut_to_sparse" => {
                 let mask = self.required(op, "indices_mask")?;
                 let nonzero_idx = self.required(op, "indices_nonzero_data")?;
                 let lut = self.required(op, "lut")?;
-                let vector_axis = self.param(op, "vector_axis")?.and_then(|d| d.to_i64()).map(|v| v[0]);
+                let vector_axis = self
+                    .param(op, "vector_axis")?
+                    .and_then(|d| d.to_i64())
+                    .map(|v| v[0]);
                 let Elements::U8(mask_bits) = &mask.elements else {
                     return Err(format_err!("{}: indices_mask must be uint1", what()));
                 };
@@ -252,13 +327,24 @@ impl<'a> Materializer<'a> {
                 let dense = gather_lut(&idx, &shape, &lut, &lut.info.shape, vector_axis, &what())?;
                 let out_mask = match vector_axis {
                     None => mask_bits.clone(),
-                    Some(axis) => repeat_along(mask_bits, &shape, axis, lut.info.shape[lut.info.shape.len() - 1])?,
+                    Some(axis) => repeat_along(
+                        mask_bits,
+                        &shape,
+                        axis,
+                        lut.info.shape[lut.info.shape.len() - 1],
+                    )?,
                 };
                 let nonzero = select(&out_mask, dense);
                 let n = nonzero_len(&nonzero);
                 Ok(vec![
-                    Dense { info: TensorInfo::new(DType::U1, &out_shape), elements: Elements::U8(out_mask) },
-                    Dense { info: TensorInfo::new(lut.info.dtype, &[n]), elements: nonzero },
+                    Dense {
+                        info: TensorInfo::new(DType::U1, &out_shape),
+                        elements: Elements::U8(out_mask),
+                    },
+                    Dense {
+                        info: TensorInfo::new(lut.info.dtype, &[n]),
+                        elements: nonzero,
+                    },
                 ])
             }
             "constexpr_sparse_blockwise_shift_scale" => {
@@ -276,7 +362,13 @@ impl<'a> Materializer<'a> {
                 let dense = shift_scale(&data, &scale, offset.as_ref(), &what())?;
                 let values = select(mask_bits, dense);
                 let n = nonzero_len(&values);
-                Ok(vec![mask.clone(), Dense { info: TensorInfo::new(scale.info.dtype, &[n]), elements: values }])
+                Ok(vec![
+                    mask.clone(),
+                    Dense {
+                        info: TensorInfo::new(scale.info.dtype, &[n]),
+                        elements: values,
+                    },
+                ])
             }
             "constexpr_cast" => {
                 let source = self.required(op, "source_val")?;
@@ -284,9 +376,15 @@ impl<'a> Materializer<'a> {
                     return Err(format_err!("{}: source_val must be fp16", what()));
                 };
                 let f = Elements::F32(v.iter().map(|x| x.to_f32()).collect());
-                Ok(vec![Dense { info: TensorInfo::new(DType::F32, &source.info.shape), elements: f }])
+                Ok(vec![Dense {
+                    info: TensorInfo::new(DType::F32, &source.info.shape),
+                    elements: f,
+                }])
             }
-            other => Err(format_err!("{}: cannot compute the value of a {other} op", what())),
+            other => Err(format_err!(
+                "{}: cannot compute the value of a {other} op",
+                what()
+            )),
         }
     }
 }
@@ -298,7 +396,11 @@ fn to_shape(d: &Dense, what: &str) -> Result<Vec<usize>> {
 }
 
 fn nonzero_len(e: &Elements) -> usize {
-    Dense { info: TensorInfo::new(DType::U8, &[]), elements: e.clone() }.len()
+    Dense {
+        info: TensorInfo::new(DType::U8, &[]),
+        elements: e.clone(),
+    }
+    .len()
 }
 
 /// The dense shape of `lut_to_dense`: the indices' shape, times the vector size on vector_axis.
@@ -310,7 +412,10 @@ fn lut_output_shape(
 ) -> Result<Vec<usize>> {
     let rank = indices_shape.len();
     if lut_shape.len() != rank + 2 {
-        return Err(format_err!("{what}: LUT rank {} must be the indices' rank {rank} + 2", lut_shape.len()));
+        return Err(format_err!(
+            "{what}: LUT rank {} must be the indices' rank {rank} + 2",
+            lut_shape.len()
+        ));
     }
     let mut out = indices_shape.to_vec();
     if let Some(axis) = vector_axis {
@@ -322,9 +427,14 @@ fn lut_output_shape(
 
 fn normalize_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
-    usize::try_from(a).ok().filter(|&a| a < rank).ok_or_else(|| format_err!("{what}: axis {axis} out of range"))
+    usize::try_from(a)
+        .ok()
+        .filter(|&a| a < rank)
+        .ok_or_else(|| format_err!("{what}: axis {axis} out of range"))
 }
 
+// `clone` serves the string variant of the generic expansion; the others are Copy.
+#[allow(clippy::clone_on_copy)]
 /// `lut_to_dense` for the iOS18 LUT layout `[B_0..B_{r-1}, 2^n, VS]`: each index selects a LUT
 /// row of its block; with VS > 1 the VS entries are laid out consecutively along `vector_axis`.
 fn gather_lut(
@@ -337,7 +447,9 @@ fn gather_lut(
 ) -> Result<Elements> {
     let rank = idx_shape.len();
     if lut_shape.len() != rank + 2 || idx.len() != idx_shape.iter().product::<usize>() {
-        return Err(format_err!("{what}: LUT shape {lut_shape:?} does not fit indices of shape {idx_shape:?}"));
+        return Err(format_err!(
+            "{what}: LUT shape {lut_shape:?} does not fit indices of shape {idx_shape:?}"
+        ));
     }
     let (entries, vs) = (lut_shape[rank], lut_shape[rank + 1]);
     let block: Vec<usize> = idx_shape
@@ -346,7 +458,9 @@ fn gather_lut(
         .map(|(&d, &b)| if b == 0 || d % b != 0 { 0 } else { d / b })
         .collect();
     if block.contains(&0) && !idx.is_empty() {
-        return Err(format_err!("{what}: indices shape {idx_shape:?} is not divisible by LUT blocks {lut_shape:?}"));
+        return Err(format_err!(
+            "{what}: indices shape {idx_shape:?} is not divisible by LUT blocks {lut_shape:?}"
+        ));
     }
     let axis = match vector_axis {
         Some(a) => Some(normalize_axis(a, rank, what)?),
@@ -358,7 +472,9 @@ fn gather_lut(
         out_shape[a] *= vs;
     }
     if let Some(&bad) = idx.iter().find(|&&i| i as usize >= entries) {
-        return Err(format_err!("{what}: index {bad} is outside the LUT of {entries} entries"));
+        return Err(format_err!(
+            "{what}: index {bad} is outside the LUT of {entries} entries"
+        ));
     }
     // Row-major strides of the indices, the LUT blocks and the output.
     let strides = |shape: &[usize]| {
@@ -415,7 +531,9 @@ fn scatter(mask: &[u8], values: Elements, what: &str) -> Result<Elements> {
     let set = mask.iter().filter(|&&m| m != 0).count();
     let have = nonzero_len(&values);
     if set != have {
-        return Err(format_err!("{what}: the mask has {set} set bits but there are {have} nonzero values"));
+        return Err(format_err!(
+            "{what}: the mask has {set} set bits but there are {have} nonzero values"
+        ));
     }
     Ok(map_elements!(values, v => {
         let mut it = v.into_iter();
@@ -436,12 +554,18 @@ macro_rules! with_codes {
             Elements::U8($d) => $call,
             Elements::F16($d) => $call,
             Elements::F32($d) => $call,
-            _ => Err(format_err!("{}: quantized data must be integers or floats", $what)),
+            _ => Err(format_err!(
+                "{}: quantized data must be integers or floats",
+                $what
+            )),
         }
     };
 }
 
-fn offset_f16<'o>(offset: Option<&'o Dense>, what: &str) -> Result<Option<quantize::Offset<'o, f16>>> {
+fn offset_f16<'o>(
+    offset: Option<&'o Dense>,
+    what: &str,
+) -> Result<Option<quantize::Offset<'o, f16>>> {
     use quantize::Offset;
     Ok(match offset.map(|o| &o.elements) {
         None => None,
@@ -453,7 +577,10 @@ fn offset_f16<'o>(offset: Option<&'o Dense>, what: &str) -> Result<Option<quanti
     })
 }
 
-fn offset_f32<'o>(offset: Option<&'o Dense>, what: &str) -> Result<Option<quantize::Offset<'o, f32>>> {
+fn offset_f32<'o>(
+    offset: Option<&'o Dense>,
+    what: &str,
+) -> Result<Option<quantize::Offset<'o, f32>>> {
     use quantize::Offset;
     Ok(match offset.map(|o| &o.elements) {
         None => None,
@@ -464,32 +591,51 @@ fn offset_f32<'o>(offset: Option<&'o Dense>, what: &str) -> Result<Option<quanti
     })
 }
 
-fn shift_scale(data: &Dense, scale: &Dense, offset: Option<&Dense>, what: &str) -> Result<Elements> {
+fn shift_scale(
+    data: &Dense,
+    scale: &Dense,
+    offset: Option<&Dense>,
+    what: &str,
+) -> Result<Elements> {
     let (shape, scale_shape) = (&data.info.shape, &scale.info.shape);
     Ok(match &scale.elements {
         Elements::F16(s) => {
             let o = offset_f16(offset, what)?;
-            Elements::F16(with_codes!(data, what, |d| quantize::blockwise_shift_scale(d, shape, s, scale_shape, o))?)
+            Elements::F16(with_codes!(data, what, |d| {
+                quantize::blockwise_shift_scale(d, shape, s, scale_shape, o)
+            })?)
         }
         Elements::F32(s) => {
             let o = offset_f32(offset, what)?;
-            Elements::F32(with_codes!(data, what, |d| quantize::blockwise_shift_scale(d, shape, s, scale_shape, o))?)
+            Elements::F32(with_codes!(data, what, |d| {
+                quantize::blockwise_shift_scale(d, shape, s, scale_shape, o)
+            })?)
         }
         _ => return Err(format_err!("{what}: scale must be fp16 or fp32")),
     })
 }
 
-fn affine(data: &Dense, scale: &Dense, zero_point: &Dense, axis: i64, what: &str) -> Result<Elements> {
+fn affine(
+    data: &Dense,
+    scale: &Dense,
+    zero_point: &Dense,
+    axis: i64,
+    what: &str,
+) -> Result<Elements> {
     let shape = &data.info.shape;
     let missing = || format_err!("{what}: missing zero point");
     Ok(match &scale.elements {
         Elements::F16(s) => {
             let o = offset_f16(Some(zero_point), what)?.ok_or_else(missing)?;
-            Elements::F16(with_codes!(data, what, |d| quantize::affine_dequantize(d, shape, s, o, axis))?)
+            Elements::F16(with_codes!(data, what, |d| quantize::affine_dequantize(
+                d, shape, s, o, axis
+            ))?)
         }
         Elements::F32(s) => {
             let o = offset_f32(Some(zero_point), what)?.ok_or_else(missing)?;
-            Elements::F32(with_codes!(data, what, |d| quantize::affine_dequantize(d, shape, s, o, axis))?)
+            Elements::F32(with_codes!(data, what, |d| quantize::affine_dequantize(
+                d, shape, s, o, axis
+            ))?)
         }
         _ => return Err(format_err!("{what}: scale must be fp16 or fp32")),
     })

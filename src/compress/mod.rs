@@ -9,5 +9,5 @@ pub mod pass;
 pub mod prune;
 pub mod quantize;
 pub mod rewrite;
-pub mod select;
 pub mod roundtrip;
+pub mod select;

@@ -160,42 +160,36 @@ pub fn apply<T: Sync>(
 }
 
 /// Copies into the output weight file every input blob `model` still refers to (each distinct
-/// blob once, so shared weights stay shared), then commits the package.
+/// blob once, so shared weights stay shared, and in input file order, so an unchanged model keeps
+/// its offsets), then commits the package.
 pub fn finish(
     package: &Package,
     mut model: Model,
     mut out: PackageWriter,
 ) -> Result<std::path::PathBuf> {
+    let program = spec::program_mut(&mut model)?;
+    let mut used: std::collections::BTreeSet<(String, u64)> = std::collections::BTreeSet::new();
+    spec::for_each_value_mut(program, &mut |v| {
+        if let Some(value::Value::BlobFileValue(b)) = &v.value {
+            if b.file_name != WRITTEN {
+                used.insert((b.file_name.clone(), b.offset));
+            }
+        }
+    });
     let mut copied: HashMap<(String, u64), u64> = HashMap::new();
-    let mut failure = None;
-    let weights = out.weights();
-    spec::for_each_value_mut(spec::program_mut(&mut model)?, &mut |v| {
+    for (file_name, offset) in used {
+        let source = value::BlobFileValue { file_name, offset };
+        let new_offset = out.weights().copy(&package.blob(&source)?)?;
+        copied.insert((source.file_name, source.offset), new_offset);
+    }
+    spec::for_each_value_mut(program, &mut |v| {
         let Some(value::Value::BlobFileValue(b)) = &mut v.value else {
             return;
         };
-        if failure.is_some() {
-            return;
+        if b.file_name != WRITTEN {
+            b.offset = copied[&(std::mem::take(&mut b.file_name), b.offset)];
         }
-        if b.file_name == WRITTEN {
-            b.file_name = WEIGHT_FILE_NAME.to_string();
-            return;
-        }
-        let key = (b.file_name.clone(), b.offset);
-        let offset = match copied.get(&key) {
-            Some(&o) => o,
-            None => match package.blob(b).and_then(|blob| weights.copy(&blob)) {
-                Ok(o) => *copied.entry(key).or_insert(o),
-                Err(e) => {
-                    failure = Some(e);
-                    return;
-                }
-            },
-        };
         b.file_name = WEIGHT_FILE_NAME.to_string();
-        b.offset = offset;
     });
-    if let Some(e) = failure {
-        return Err(e);
-    }
     out.commit(&model)
 }

@@ -94,12 +94,19 @@ fn consumer_axes(graph: &Graph<'_>, u: &Use<'_>) -> (i64, i64) {
 }
 
 /// The channel axes for a tensor of `rank` read by `uses`, None where consumers disagree.
-fn channel_axes(graph: &Graph<'_>, uses: &[Use<'_>], rank: usize) -> (Option<usize>, Option<usize>) {
+fn channel_axes(
+    graph: &Graph<'_>,
+    uses: &[Use<'_>],
+    rank: usize,
+) -> (Option<usize>, Option<usize>) {
     let norm = |a: i64| if a < 0 { a + rank as i64 } else { a };
     let agree = |pick: fn((i64, i64)) -> i64| {
         let mut axes = uses.iter().map(|u| norm(pick(consumer_axes(graph, u))));
         let first = axes.next()?;
-        axes.all(|a| a == first).then_some(first).filter(|&a| a >= 0).map(|a| a as usize)
+        axes.all(|a| a == first)
+            .then_some(first)
+            .filter(|&a| a >= 0)
+            .map(|a| a as usize)
     };
     (agree(|(o, _)| o), agree(|(_, i)| i))
 }
@@ -118,7 +125,9 @@ fn resolve<'c>(
             "const ops cannot be set by the `set_op_type` function. Please use `set_global`"
         ));
     }
-    let Some(first) = uses.first() else { return Ok(None) };
+    let Some(first) = uses.first() else {
+        return Ok(None);
+    };
     let first_config = config.for_consumer(op_name(first.op), &first.op.r#type);
     for u in &uses[1..] {
         let c = config.for_consumer(op_name(u.op), &u.op.r#type);
@@ -140,14 +149,19 @@ fn resolve<'c>(
 
 /// The value of a `const` op.
 pub fn const_value(op: &Operation) -> Option<&Value> {
-    (op.r#type == "const").then(|| op.attributes.get("val")).flatten()
+    (op.r#type == "const")
+        .then(|| op.attributes.get("val"))
+        .flatten()
 }
 
 /// Whether a const's value may be stored in the weight file (coremltools' `should_use_weight_file`
 /// at its iOS15 default): 10 elements or more of fp16, fp32, uint8 or int8 (sub-byte included).
 fn weight_file_eligible(info: &TensorInfo) -> bool {
     use DType::*;
-    matches!(info.dtype, F16 | F32 | U8 | I8 | I4 | U1 | U2 | U3 | U4 | U6) && info.count() >= 10
+    matches!(
+        info.dtype,
+        F16 | F32 | U8 | I8 | I4 | U1 | U2 | U3 | U4 | U6
+    ) && info.count() >= 10
 }
 
 /// Every const the config selects for a plain (not joint) compression pass, in program order.
@@ -162,16 +176,24 @@ pub fn candidates(
         for block in function.block_specializations.values() {
             let graph = Graph::new(block);
             for op in &graph.ops {
-                let Some(value) = const_value(op) else { continue };
-                let Some(info) = tensor_info(value.r#type.as_ref()) else { continue };
+                let Some(value) = const_value(op) else {
+                    continue;
+                };
+                let Some(info) = tensor_info(value.r#type.as_ref()) else {
+                    continue;
+                };
                 if !weight_file_eligible(&info) {
                     continue;
                 }
                 let output = output_name(op);
                 let uses = graph.consumers_of(output);
-                let Some(op_config) = resolve(config, op, uses)? else { continue };
+                let Some(op_config) = resolve(config, op, uses)? else {
+                    continue;
+                };
                 if !accepts(op_config) {
-                    return Err(config_err!("unexpected config kind {op_config:?} for this pass"));
+                    return Err(config_err!(
+                        "unexpected config kind {op_config:?} for this pass"
+                    ));
                 }
                 if uses.is_empty() || uses.iter().any(|u| is_constexpr(&u.op.r#type)) {
                     continue;

@@ -218,6 +218,6 @@ mod tests {
         assert_eq!(DType::I4.storage_bytes(4083), Some(2042));
         assert_eq!(DType::U3.storage_bytes(3), Some(2));
         assert_eq!(DType::F16.storage_bytes(5), Some(10));
-        assert_eq!(DType::U1.storage_bytes(usize::MAX), None);
+        assert_eq!(DType::I4.storage_bytes(usize::MAX), None);
     }
 }

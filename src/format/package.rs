@@ -34,7 +34,10 @@ impl Package {
             return Err(if root.exists() {
                 format_err!("{}: not a .mlpackage directory", root.display())
             } else {
-                Error::io(&root, std::io::Error::from(std::io::ErrorKind::NotFound))
+                Error::io(
+                    &root,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such package directory"),
+                )
             });
         }
         let manifest_path = root.join("Manifest.json");
@@ -218,7 +221,7 @@ fn copy_tree(from: &Path, to: &Path, skip: &[PathBuf]) -> Result<()> {
     for entry in fs::read_dir(from).map_err(|e| Error::io(from, e))? {
         let entry = entry.map_err(|e| Error::io(from, e))?;
         let src = entry.path();
-        if skip.iter().any(|s| *s == src) {
+        if skip.contains(&src) {
             continue;
         }
         let dst = to.join(entry.file_name());

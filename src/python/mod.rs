@@ -20,7 +20,10 @@ fn to_py(err: Error) -> PyErr {
             Error::Unsupported(_) => "UnsupportedModelError",
             Error::Config(_) => "CompressionConfigError",
         };
-        match py.import("coreml_compress.errors").and_then(|m| m.getattr(class)) {
+        match py
+            .import("coreml_compress.errors")
+            .and_then(|m| m.getattr(class))
+        {
             Ok(cls) => match cls.call1((err.to_string(),)) {
                 Ok(instance) => PyErr::from_value(instance),
                 Err(e) => e,
@@ -46,7 +49,8 @@ fn progress_fn(callback: Option<Py<PyAny>>) -> impl FnMut(usize, usize) {
 
 #[pyfunction]
 fn save_unchanged(py: Python<'_>, input: PathBuf, output: PathBuf) -> PyResult<PathBuf> {
-    py.detach(|| roundtrip::save_unchanged(&input, &output)).map_err(to_py)
+    py.detach(|| roundtrip::save_unchanged(&input, &output))
+        .map_err(to_py)
 }
 
 #[pyfunction]
@@ -58,7 +62,8 @@ fn decompress(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<PathBuf> {
     let mut report = progress_fn(progress);
-    py.detach(|| decompress_pass::decompress(&input, &output, &mut report)).map_err(to_py)
+    py.detach(|| decompress_pass::decompress(&input, &output, &mut report))
+        .map_err(to_py)
 }
 
 #[pyfunction]
