@@ -5,7 +5,7 @@ front: ``coreml_compress.optimize`` mirrors ``coremltools.optimize.coreml``.
 """
 
 
-from . import optimize
+from . import kernels, optimize
 from .errors import (
     CompressionConfigError,
     CoreMLCompressError,
@@ -14,6 +14,13 @@ from .errors import (
     UnsupportedModelError,
 )
 from .inspect import inspect
+from .multifunction import (
+    MergeReport,
+    MultiFunctionDescriptor,
+    extract_function,
+    save_multifunction,
+)
+from .patch import patch_coremltools, unpatch_coremltools
 
 __version__ = "0.1.0"
 
@@ -21,8 +28,15 @@ __all__ = [
     "CompressionConfigError",
     "CoreMLCompressError",
     "MalformedPackageError",
+    "MergeReport",
+    "MultiFunctionDescriptor",
     "PackageIOError",
     "UnsupportedModelError",
+    "extract_function",
     "inspect",
+    "kernels",
     "optimize",
+    "patch_coremltools",
+    "save_multifunction",
+    "unpatch_coremltools",
 ]

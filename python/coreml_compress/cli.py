@@ -3,6 +3,12 @@
     coreml-compress info MODEL.mlpackage        the weights of a package, as a table
     coreml-compress demo [--out DIR]            write the built-in example package and show it
     coreml-compress decompress IN OUT           every constexpr_* chain back to a dense const
+    coreml-compress palettize IN OUT --nbits 4 --granularity per-grouped-channel --group-size 16
+    coreml-compress quantize IN OUT --dtype int4 --granularity per-block --block-size 32
+    coreml-compress prune IN OUT --sparsity 0.5 | --n-m 2:4 | --threshold 1e-3
+    coreml-compress merge OUT A.mlpackage B.mlpackage:main=adapter … --default NAME
+                                                one multifunction package, equal weights shared
+    coreml-compress extract IN FUNCTION OUT     one function back out as its own package
 
 Errors of coreml-compress (bad paths, malformed packages, …) print one line on stderr and exit
 with status 2. coremltools is not needed.
@@ -16,9 +22,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import _native
+from . import _native, optimize
+from ._cli_compress import add_commands as add_compression_commands
+from ._cli_compress import format_compression_report
+from .config import OpPalettizerConfig, OptimizationConfig
 from .errors import CoreMLCompressError
 from .inspect import WeightInfo, WeightReport, inspect
+from .multifunction import MultiFunctionDescriptor, extract_function, save_multifunction
 
 __all__ = ["main"]
 
@@ -108,7 +118,19 @@ def _info(args: argparse.Namespace) -> int:
 # What `demo` does to the example package before showing it: (label, transform(src, dest) -> path)
 # or None to show the example as written. Palettization slots in here as a one-line change, e.g.
 # ("palettized to 4 bits", lambda src, dest: optimize.palettize_weights(src, cfg, output_path=dest)).
-DEMO_STEP: tuple[str, Callable[[Path, Path], object]] | None = None
+def _palettize_demo(src: Path, dest: Path) -> object:
+    config = OptimizationConfig(
+        global_config=OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=16)
+    )
+    _, report = optimize.palettize_weights(src, config, output_path=dest, with_report=True)
+    print(format_compression_report(report))
+    return dest
+
+
+DEMO_STEP: tuple[str, Callable[[Path, Path], object]] | None = (
+    "palettized to 4 bits (k-means, groups of 16 channels)",
+    _palettize_demo,
+)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -132,6 +154,52 @@ def _decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_descriptor(sources: Sequence[str]) -> MultiFunctionDescriptor:
+    """``PATH`` adds every function of a package under its own name; ``PATH:SRC=TARGET`` adds
+    function SRC as TARGET, ``PATH:SRC`` adds SRC under its own name."""
+    desc = MultiFunctionDescriptor()
+    for arg in sources:
+        path, sep, which = arg.rpartition(":")
+        if Path(arg).exists() or not sep or "/" in which or "\\" in which:
+            desc.add_model(arg)
+            continue
+        src, _, target = which.partition("=")
+        desc.add_function(path, src, target or src)
+    return desc
+
+
+def _merge(args: argparse.Namespace) -> int:
+    try:
+        desc = _merge_descriptor(args.sources)
+        desc.default_function_name = args.default or next(iter(desc._functions()), "main")
+    except CoreMLCompressError:
+        raise
+    except ValueError as e:
+        print(f"coreml-compress: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    report = save_multifunction(desc, args.output)
+    names = ", ".join(desc._functions())
+    print(f"Multifunction package written to {report.path}")
+    print(f"Functions: {names} (default: {desc.default_function_name})")
+    separate = report.separate_bytes
+    share = f" ({100 * report.saved_bytes / separate:.1f}%)" if separate else ""
+    print(
+        f"weight.bin {_size(report.weight_file_bytes)}: {report.blobs_written} distinct blobs for "
+        f"{report.blob_references} uses; sharing saved {_size(report.saved_bytes)}{share} "
+        f"against {report.functions} separate packages ({_size(separate)})"
+    )
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    report = extract_function(args.input, args.function, args.output)
+    print(
+        f"Function {args.function} written to {report.path} "
+        f"({report.blobs_written} blobs, weight.bin {_size(report.weight_file_bytes)})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coreml-compress",
@@ -148,6 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
     p.set_defaults(run=_decompress)
+    p = sub.add_parser(
+        "merge",
+        help="merge functions of several packages into one multifunction package",
+        description="Merge packages into one multifunction package (coremltools' "
+        "save_multifunction), storing every weight blob once whatever input it comes from.",
+    )
+    p.add_argument("output", help="the multifunction .mlpackage to write")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="PATH (every function of the package, under its own name), PATH:SRC=TARGET "
+        "(function SRC as TARGET) or PATH:SRC",
+    )
+    p.add_argument("--default", help="the default function (default: the first one)")
+    p.set_defaults(run=_merge)
+    p = sub.add_parser("extract", help="write one function of a package as its own package")
+    p.add_argument("input", help="the .mlpackage to read")
+    p.add_argument("function", help="the function to extract")
+    p.add_argument("output", help="the .mlpackage to write")
+    p.set_defaults(run=_extract)
+    add_compression_commands(sub)
     return parser
 
 

@@ -2,9 +2,11 @@
 signatures), running on the Rust engine.
 
 Each function takes a ``.mlpackage`` path or a coremltools ``MLModel`` and returns an ``MLModel``
-when coremltools is installed (the path of the written package otherwise). ``output_path``
-(keyword only, an addition to coremltools' signature) places the result; by default it goes to a
-temporary package, as coremltools does.
+when coremltools is installed (the path of the written package otherwise). Keyword-only additions
+to coremltools' signatures: ``output_path`` places the result (by default it goes to a temporary
+package, as coremltools does); ``progress(done, total)`` is called as weights are processed;
+``with_report=True`` returns ``(model, report)``, one dict per compressed weight (function, name,
+shape, bytes_before, bytes_after, snr_db).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import _native
 from . import config as _config
@@ -41,7 +45,22 @@ __all__ = [
 Progress = Callable[[int, int], None]
 
 
-def _native_config(config: Any, pass_name: str, accepted: tuple[type, ...]) -> tuple[str, dict]:
+def _engine_lut_function(fn: Callable) -> Callable[[bytes, str, list[int]], tuple[bytes, bytes]]:
+    """Adapts a user's CUSTOM ``lut_function(group) -> (lut, indices)`` to the engine, which
+    passes a group as raw bytes and takes the LUT as float64 and the indices as uint8 bytes."""
+
+    def call(raw: bytes, dtype: str, shape: list[int]) -> tuple[bytes, bytes]:
+        group = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        lut, indices = fn(group)
+        lut_bytes = np.asarray(lut, dtype=np.float64).ravel().tobytes()
+        return lut_bytes, np.asarray(indices).astype(np.uint8).ravel().tobytes()
+
+    return call
+
+
+def _native_config(
+    config: Any, pass_name: str, accepted: tuple[type, ...]
+) -> tuple[str, dict[int, Callable]]:
     """The engine's JSON form of a config, after coremltools' type check for this pass; and the
     user functions (CUSTOM palettization) it refers to, by id."""
     if config is None:
@@ -62,7 +81,7 @@ def _native_config(config: Any, pass_name: str, accepted: tuple[type, ...]) -> t
         native = dict(native)
         fn = native.pop("lut_function", None)
         if fn is not None:
-            functions[id(fn)] = fn
+            functions[id(fn)] = _engine_lut_function(fn)
             native["lut_function_id"] = id(fn)
         return native
 
@@ -81,6 +100,7 @@ def _run(
     joint_compression: bool,
     output_path: str | os.PathLike | None,
     progress: Progress | None,
+    with_report: bool,
 ) -> Any:
     if not isinstance(joint_compression, bool):
         # ValueError, not TypeError: coremltools raises ValueError here.
@@ -95,10 +115,11 @@ def _run(
     config_json, functions = _native_config(config, kind, accepted)
     source = package_path(model)
     dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
-    written = _native.compress(
-        kind, str(source), str(dest), config_json, joint_compression, functions, progress
+    written, report = _native.compress(
+        kind, str(source), str(dest), config_json, joint_compression, functions or None, progress
     )
-    return wrap_output(Path(written), model, temporary=output_path is None)
+    result = wrap_output(Path(written), model, temporary=output_path is None)
+    return (result, report) if with_report else result
 
 
 def palettize_weights(
@@ -108,9 +129,10 @@ def palettize_weights(
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    with_report: bool = False,
 ) -> Any:
     """Palettize weights (k-means, uniform, unique or custom LUTs), as coremltools does."""
-    return _run("palettize_weights", mlmodel, config, joint_compression, output_path, progress)
+    return _run("palettize_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
 
 
 def linear_quantize_weights(
@@ -120,9 +142,10 @@ def linear_quantize_weights(
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    with_report: bool = False,
 ) -> Any:
     """Linearly quantize weights to int8/uint8/int4/uint4, bit-identical to coremltools."""
-    return _run("linear_quantize_weights", mlmodel, config, joint_compression, output_path, progress)
+    return _run("linear_quantize_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
 
 
 def prune_weights(
@@ -132,9 +155,10 @@ def prune_weights(
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    with_report: bool = False,
 ) -> Any:
     """Prune weights (magnitude, block, n:m or threshold sparsity), as coremltools does."""
-    return _run("prune_weights", mlmodel, config, joint_compression, output_path, progress)
+    return _run("prune_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
 
 
 def decompress_weights(

@@ -100,7 +100,7 @@ pub fn decompress(
     }
 
     let mut out = PackageWriter::create(output, Some(&package))?;
-    let model = rewrite::apply(
+    let (model, _) = rewrite::apply(
         &package,
         &jobs,
         &mut out,

@@ -9,7 +9,7 @@ use crate::format::dtype::DType;
 use crate::format::package::Package;
 use crate::format::spec::proto::mil_spec::Operation;
 use crate::format_err;
-use crate::kernels::{pack, quantize};
+use crate::kernels::{lut, pack, quantize};
 use crate::mil::ops::{op_name, param, Param};
 use crate::mil::program::Graph;
 use crate::mil::tensor::{read_tensor, TensorInfo};
@@ -223,10 +223,8 @@ impl<'a> Materializer<'a> {
                         };
                         let count = shape.iter().product();
                         let idx = pack::unpack_unsigned(packed, nbits, count)?;
-                        let lut_shape = [1usize, k, 1];
                         let info = TensorInfo::new(lut.info.dtype, &shape);
-                        let flat = vec![count];
-                        let elements = gather_lut(&idx, &flat, &lut, &lut_shape, None, &what())?;
+                        let elements = gather_lut(&idx, &[count], &lut, &[1, k, 1], None, &what())?;
                         Ok(vec![Dense { info, elements }])
                     }
                     None => {
@@ -433,10 +431,7 @@ fn normalize_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
         .ok_or_else(|| format_err!("{what}: axis {axis} out of range"))
 }
 
-// `clone` serves the string variant of the generic expansion; the others are Copy.
-#[allow(clippy::clone_on_copy)]
-/// `lut_to_dense` for the iOS18 LUT layout `[B_0..B_{r-1}, 2^n, VS]`: each index selects a LUT
-/// row of its block; with VS > 1 the VS entries are laid out consecutively along `vector_axis`.
+/// `lut_to_dense` (iOS18 LUT layout `[B_0..B_{r-1}, 2^n, VS]`) on whatever element type the LUT has.
 fn gather_lut(
     idx: &[u8],
     idx_shape: &[usize],
@@ -445,70 +440,19 @@ fn gather_lut(
     vector_axis: Option<i64>,
     what: &str,
 ) -> Result<Elements> {
-    let rank = idx_shape.len();
-    if lut_shape.len() != rank + 2 || idx.len() != idx_shape.iter().product::<usize>() {
-        return Err(format_err!(
-            "{what}: LUT shape {lut_shape:?} does not fit indices of shape {idx_shape:?}"
-        ));
+    macro_rules! expand {
+        ($variant:ident, $table:expr) => {
+            Elements::$variant(lut::lut_to_dense(idx, idx_shape, $table, lut_shape, vector_axis)?.0)
+        };
     }
-    let (entries, vs) = (lut_shape[rank], lut_shape[rank + 1]);
-    let block: Vec<usize> = idx_shape
-        .iter()
-        .zip(lut_shape)
-        .map(|(&d, &b)| if b == 0 || d % b != 0 { 0 } else { d / b })
-        .collect();
-    if block.contains(&0) && !idx.is_empty() {
-        return Err(format_err!(
-            "{what}: indices shape {idx_shape:?} is not divisible by LUT blocks {lut_shape:?}"
-        ));
-    }
-    let axis = match vector_axis {
-        Some(a) => Some(normalize_axis(a, rank, what)?),
-        None if vs == 1 => None,
-        None => return Err(format_err!("{what}: vector LUT without vector_axis")),
-    };
-    let mut out_shape = idx_shape.to_vec();
-    if let Some(a) = axis {
-        out_shape[a] *= vs;
-    }
-    if let Some(&bad) = idx.iter().find(|&&i| i as usize >= entries) {
-        return Err(format_err!(
-            "{what}: index {bad} is outside the LUT of {entries} entries"
-        ));
-    }
-    // Row-major strides of the indices, the LUT blocks and the output.
-    let strides = |shape: &[usize]| {
-        let mut s = vec![1usize; shape.len()];
-        for i in (0..shape.len().saturating_sub(1)).rev() {
-            s[i] = s[i + 1] * shape[i + 1];
-        }
-        s
-    };
-    let (idx_strides, out_strides) = (strides(idx_shape), strides(&out_shape));
-    let lut_strides = strides(lut_shape);
-    let positions: Vec<(usize, usize)> = (0..idx.len())
-        .map(|flat| {
-            let (mut lut_base, mut out_base) = (0, 0);
-            for d in 0..rank {
-                let k = flat / idx_strides[d] % idx_shape[d];
-                lut_base += k / block[d] * lut_strides[d];
-                let ko = if Some(d) == axis { k * vs } else { k };
-                out_base += ko * out_strides[d];
-            }
-            (lut_base + idx[flat] as usize * lut_strides[rank], out_base)
-        })
-        .collect();
-    let step = axis.map(|a| out_strides[a]).unwrap_or(0);
-    let n_out = out_shape.iter().product();
-    Ok(map_elements!(&lut.elements, table => {
-        let mut out = vec![Default::default(); n_out];
-        for &(src, dst) in &positions {
-            for v in 0..vs {
-                out[dst + v * step] = table[src + v].clone();
-            }
-        }
-        out
-    }))
+    Ok(match &lut.elements {
+        Elements::F16(t) => expand!(F16, t),
+        Elements::F32(t) => expand!(F32, t),
+        Elements::I8(t) => expand!(I8, t),
+        Elements::U8(t) => expand!(U8, t),
+        Elements::I32(t) => expand!(I32, t),
+        Elements::Str(_) => return Err(format_err!("{what}: a LUT cannot hold strings")),
+    })
 }
 
 /// Repeats each element of a mask `times` times along `axis` (the mask of a vector LUT).

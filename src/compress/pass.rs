@@ -6,16 +6,21 @@ use std::path::{Path, PathBuf};
 use half::f16;
 
 use crate::compress::config::{Granularity, OpConfig, OptimizationConfig};
+use crate::compress::joint;
+use crate::compress::materialize::Materializer;
+use crate::compress::palettize::{self, LutFunction};
 use crate::compress::rewrite::{self, Job, Replacement};
-use crate::compress::select::{candidates, Candidate};
+use crate::compress::select::{candidates, joint_candidates, Candidate, Site};
 use crate::compress::{prune, quantize};
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::format::package::{Package, PackageWriter};
 use crate::format::spec;
-use crate::kernels::quantize::WeightFloat;
+use crate::kernels::fp16::WeightElement;
+use crate::mil::program::Graph;
 use crate::mil::tensor::read_tensor;
 use crate::{config_err, format_err};
+use std::collections::BTreeMap;
 
 /// The compression passes, by their coremltools function names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,20 +101,6 @@ pub fn read_weights(package: &Package, c: &Candidate) -> Result<Option<Weights>>
     })
 }
 
-/// Little-endian bytes of float weights.
-pub fn float_bytes<T: WeightFloat>(values: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        let x = v.to_f32();
-        if T::NAME == "float16" {
-            out.extend_from_slice(&f16::from_f32(x).to_le_bytes());
-        } else {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    out
-}
-
 /// coremltools' `infer_block_sizes` (reference §1.8): block size per axis, 0 = whole axis.
 /// None when the consumers do not agree on the channel axes.
 pub fn block_sizes(
@@ -159,15 +150,37 @@ pub fn block_sizes(
     Ok(Some(sizes))
 }
 
-/// Runs one compression pass from `input` to `output`.
+/// Signal and noise energy of a reconstruction `approx` of `w`: (Σw², Σ(w−ŵ)²) in f64.
+pub fn error_energy<T: WeightElement>(w: &[T], approx: &[T]) -> (f64, f64) {
+    w.iter().zip(approx).fold((0.0, 0.0), |(s, n), (&a, &b)| {
+        let (a, b) = (a.to_f64(), b.to_f64());
+        (s + a * a, n + (a - b) * (a - b))
+    })
+}
+
+/// What a pass did to one weight.
+#[derive(Clone, Debug)]
+pub struct WeightStats {
+    pub function: String,
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Signal-to-noise ratio of the compressed weight in dB (infinite when exact).
+    pub snr_db: f64,
+}
+
+/// Runs one compression pass from `input` to `output`; returns the written path and one record
+/// per compressed weight.
 pub fn run(
     kind: PassKind,
     input: &Path,
     output: &Path,
     config: &OptimizationConfig,
     joint_compression: bool,
+    custom: Option<&LutFunction<'_>>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Vec<WeightStats>)> {
     let package = Package::open(input)?;
     let has_functions = package
         .model
@@ -183,15 +196,10 @@ pub fn run(
     let target = Target {
         spec_version: package.model.specification_version.max(7),
     };
-    if joint_compression {
-        if !target.ios18() {
-            return Err(config_err!(
-                "Joint compression is only supported since iOS18. Please re-convert your model with \
-                 minimum_deployment_target set to at least ct.target.iOS18."
-            ));
-        }
-        return Err(crate::unsupported!(
-            "joint_compression=True is not supported by this version of coreml-compress yet"
+    if joint_compression && !target.ios18() {
+        return Err(config_err!(
+            "Joint compression is only supported since iOS18. Please re-convert your model with \
+             minimum_deployment_target set to at least ct.target.iOS18."
         ));
     }
     if let Some(bad) = config.all().find(|c| !kind.accepts(c)) {
@@ -200,7 +208,29 @@ pub fn run(
             kind.name()
         ));
     }
-    let selected = candidates(&package.model, config, |c| kind.accepts(c))?;
+    // Joint pruning works on constexpr chains only; the other passes also take plain consts.
+    let mut selected = if joint_compression && kind == PassKind::Prune {
+        Vec::new()
+    } else {
+        candidates(&package.model, config, |c| kind.accepts(c))?
+    };
+    if joint_compression {
+        selected.extend(joint_candidates(&package.model, config, kind.name())?);
+    }
+    let graphs: BTreeMap<&str, Graph<'_>> = if joint_compression {
+        spec::program(&package.model)?
+            .functions
+            .iter()
+            .filter_map(|(name, f)| {
+                f.block_specializations
+                    .values()
+                    .next()
+                    .map(|b| (name.as_str(), Graph::new(b)))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let jobs: Vec<Job<Candidate>> = selected
         .into_iter()
         .map(|c| Job {
@@ -216,21 +246,25 @@ pub fn run(
             (PassKind::LinearQuantize, OpConfig::LinearQuantize(q)) => {
                 quantize::check_target(q, target)?
             }
-            (PassKind::Palettize, OpConfig::Palettize(_)) => {
-                return Err(crate::unsupported!(
-                    "palettize_weights is not available in this build yet"
-                ))
-            }
+            (PassKind::Palettize, OpConfig::Palettize(p)) => palettize::check_target(p, target)?,
             _ => {}
         }
     }
     let mut out = PackageWriter::create(output, Some(&package))?;
-    let mut model = rewrite::apply(
+    let (mut model, replaced) = rewrite::apply(
         &package,
         &jobs,
         &mut out,
         |job| {
             let c = &job.task;
+            if !matches!(c.site, Site::Const) {
+                let mut r = Replacement::new(target.spec_version);
+                let graph = graphs
+                    .get(c.function.as_str())
+                    .ok_or_else(|| crate::format_err!("function {} has no block", c.function))?;
+                let m = Materializer::new(&package, graph);
+                return Ok(joint::emit(c, &m, target, custom, &mut r)?.then_some(r));
+            }
             let Some(weights) = read_weights(&package, c)? else {
                 return Ok(None);
             };
@@ -240,14 +274,33 @@ pub fn run(
                 OpConfig::MagnitudePrune(_) | OpConfig::ThresholdPrune(_) => {
                     prune::emit(c, &c.config, &weights, target, &mut r)?
                 }
-                OpConfig::Palettize(_) => false,
+                OpConfig::Palettize(p) => palettize::emit(c, p, &weights, target, custom, &mut r)?,
             };
             Ok(done.then_some(r))
         },
         progress,
     )?;
     upgrade_spec(&mut model, target)?;
-    rewrite::finish(&package, model, out)
+    let stats = replaced
+        .into_iter()
+        .map(|r| {
+            let c = &jobs[r.job].task;
+            let (signal, noise) = r.error.unwrap_or((f64::NAN, f64::NAN));
+            WeightStats {
+                function: c.function.clone(),
+                name: c.name.clone(),
+                shape: c.info.shape.clone(),
+                bytes_before: jobs[r.job].input_bytes as u64,
+                bytes_after: r.bytes,
+                snr_db: if noise == 0.0 {
+                    f64::INFINITY
+                } else {
+                    10.0 * (signal / noise).log10()
+                },
+            }
+        })
+        .collect();
+    Ok((rewrite::finish(&package, model, out)?, stats))
 }
 
 /// coremltools writes every compressed model at spec 7 or later: an iOS15 (spec 6, opset

@@ -2,14 +2,14 @@
 //! (iOS16/17: packed uint8 mask and shape as attributes; iOS18+: uint1 mask as inputs).
 
 use crate::compress::config::OpConfig;
-use crate::compress::pass::{float_bytes, Target, Weights};
+use crate::compress::pass::{error_energy, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
 use crate::error::Result;
 use crate::format::dtype::DType;
+use crate::kernels::fp16::WeightElement;
 use crate::kernels::pack;
 use crate::kernels::prune::{self as kernel, PruneOutcome, Pruned};
-use crate::kernels::quantize::WeightFloat;
 use crate::mil::ops::{build_op, NewParam, ParamStyle};
 use crate::mil::tensor::TensorInfo;
 
@@ -27,7 +27,12 @@ pub fn emit(
     }
 }
 
-fn prune<T: WeightFloat>(c: &Candidate, config: &OpConfig, w: &[T]) -> Result<Option<Pruned<T>>> {
+/// coremltools' pruning of one weight (of `c.info.shape`), or None where it skips it.
+pub fn prune_weight<T: WeightElement>(
+    c: &Candidate,
+    config: &OpConfig,
+    w: &[T],
+) -> Result<Option<Pruned<T>>> {
     let outcome = match config {
         OpConfig::ThresholdPrune(t) => {
             kernel::prune_threshold(w, t.threshold, t.minimum_sparsity_percentile)
@@ -63,7 +68,7 @@ fn prune<T: WeightFloat>(c: &Candidate, config: &OpConfig, w: &[T]) -> Result<Op
     })
 }
 
-fn emit_typed<T: WeightFloat>(
+fn emit_typed<T: WeightElement>(
     c: &Candidate,
     config: &OpConfig,
     w: &[T],
@@ -71,13 +76,19 @@ fn emit_typed<T: WeightFloat>(
     target: Target,
     r: &mut Replacement,
 ) -> Result<bool> {
-    let Some(pruned) = prune(c, config, w)? else {
+    let Some(pruned) = prune_weight(c, config, w)? else {
         return Ok(false);
     };
+    let kept: Vec<T> = w
+        .iter()
+        .zip(&pruned.mask)
+        .map(|(&v, &m)| if m { v } else { T::zero() })
+        .collect();
+    r.error = Some(error_energy(w, &kept));
     let name = format!("{}_sparsified", c.name);
     let nonzero = r.value(NewTensor {
         info: TensorInfo::new(float, &[pruned.nonzero.len()]),
-        bytes: float_bytes(&pruned.nonzero),
+        bytes: T::slice_to_le_bytes(&pruned.nonzero),
     });
     let packed = pack::pack_mask(&pruned.mask);
     let op = if target.ios18() {

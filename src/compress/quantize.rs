@@ -3,14 +3,15 @@
 //! (iOS18+, inputs).
 
 use crate::compress::config::{Granularity, QuantizeConfig, QuantizeMode};
-use crate::compress::pass::{block_sizes, float_bytes, Target, Weights};
+use crate::compress::pass::{block_sizes, error_energy, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
+use crate::kernels::fp16::WeightElement;
 use crate::kernels::quantize::{
-    self as kernel, Codes, QuantDtype, QuantMode, QuantizeOutcome, WeightFloat,
+    self as kernel, Codes, QuantDtype, QuantMode, QuantizeOutcome, Quantized,
 };
 use crate::mil::ops::{build_op, NewParam, ParamStyle};
 use crate::mil::tensor::TensorInfo;
@@ -47,7 +48,7 @@ pub fn check_target(q: &QuantizeConfig, target: Target) -> Result<()> {
     ))
 }
 
-fn codes_dtype(d: QuantDtype) -> DType {
+pub fn codes_dtype(d: QuantDtype) -> DType {
     match d {
         QuantDtype::Int8 => DType::I8,
         QuantDtype::UInt8 => DType::U8,
@@ -56,12 +57,28 @@ fn codes_dtype(d: QuantDtype) -> DType {
     }
 }
 
-fn codes_bytes(codes: &Codes, dtype: DType) -> Result<Vec<u8>> {
+pub fn codes_bytes(codes: &Codes, dtype: DType) -> Result<Vec<u8>> {
     let bits = dtype.bits().expect("integer types have a width");
     if bits < 8 {
         codes.pack(bits)
     } else {
         Ok(codes.to_bytes())
+    }
+}
+
+/// The weight as the model will see it: `scale · (codes − offset)`, blockwise.
+pub fn dequantized<T: WeightElement>(q: &kernel::Quantized<T>, shape: &[usize]) -> Result<Vec<T>> {
+    let offset = q.zero_point.as_ref().map(|z| match z {
+        Codes::Signed(v) => kernel::Offset::Int8(v),
+        Codes::Unsigned(v) => kernel::Offset::UInt8(v),
+    });
+    match &q.codes {
+        Codes::Signed(v) => {
+            kernel::blockwise_shift_scale(v, shape, &q.scale, &q.scale_shape, offset)
+        }
+        Codes::Unsigned(v) => {
+            kernel::blockwise_shift_scale(v, shape, &q.scale, &q.scale_shape, offset)
+        }
     }
 }
 
@@ -79,7 +96,31 @@ pub fn emit(
     }
 }
 
-fn emit_typed<T: WeightFloat>(
+/// coremltools' quantization of one weight (of `c.info.shape`), or None where it skips it.
+pub fn quantize_weight<T: WeightElement>(
+    c: &Candidate,
+    q: &QuantizeConfig,
+    w: &[T],
+) -> Result<Option<Quantized<T>>> {
+    if kernel::has_inf(w) {
+        return Ok(None);
+    }
+    let Some(blocks) = block_sizes(c, q.granularity, 0, None, &q.block_size)? else {
+        return Ok(None);
+    };
+    let mode = match q.mode {
+        QuantizeMode::Linear => QuantMode::Linear,
+        QuantizeMode::LinearSymmetric => QuantMode::LinearSymmetric,
+    };
+    Ok(
+        match kernel::quantize(w, &c.info.shape, &blocks, dtype_of(&q.dtype)?, mode)? {
+            QuantizeOutcome::Quantized(x) => Some(x),
+            QuantizeOutcome::Skipped(_) => None,
+        },
+    )
+}
+
+fn emit_typed<T: WeightElement>(
     c: &Candidate,
     q: &QuantizeConfig,
     w: &[T],
@@ -87,28 +128,17 @@ fn emit_typed<T: WeightFloat>(
     target: Target,
     r: &mut Replacement,
 ) -> Result<bool> {
-    if kernel::has_inf(w) {
-        return Ok(false);
-    }
-    let Some(blocks) = block_sizes(c, q.granularity, 0, None, &q.block_size)? else {
+    let Some(quantized) = quantize_weight(c, q, w)? else {
         return Ok(false);
     };
-    let mode = match q.mode {
-        QuantizeMode::Linear => QuantMode::Linear,
-        QuantizeMode::LinearSymmetric => QuantMode::LinearSymmetric,
-    };
-    let dtype = dtype_of(&q.dtype)?;
-    let quantized = match kernel::quantize(w, &c.info.shape, &blocks, dtype, mode)? {
-        QuantizeOutcome::Quantized(x) => x,
-        QuantizeOutcome::Skipped(_) => return Ok(false),
-    };
-    let codes_type = codes_dtype(dtype);
+    r.error = Some(error_energy(w, &dequantized(&quantized, &c.info.shape)?));
+    let codes_type = codes_dtype(quantized.dtype);
     let name = format!("{}_quantized", c.name);
     let data = r.value(NewTensor {
         info: TensorInfo::new(codes_type, &c.info.shape),
         bytes: codes_bytes(&quantized.codes, codes_type)?,
     });
-    let scale_bytes = float_bytes(&quantized.scale);
+    let scale_bytes = T::slice_to_le_bytes(&quantized.scale);
     let op = if target.ios18() {
         let mut params = vec![
             ("data", NewParam::Value(data)),

@@ -33,8 +33,21 @@ pub struct Replacement {
     pub ops: Vec<Operation>,
     /// Variables whose uses must point elsewhere (old name → new name).
     pub renames: Vec<(String, String)>,
+    /// Signal and noise energy (Σw², Σ(w−ŵ)²) of the compressed weight, for reports.
+    pub error: Option<(f64, f64)>,
     tensors: Vec<NewTensor>,
+    /// Bytes of the tensors the new ops hold (inline and in the weight file).
+    bytes: u64,
     spec_version: i32,
+}
+
+/// What one job changed, for reports.
+#[derive(Clone, Debug)]
+pub struct Replaced {
+    /// Index of the job in the list given to [`apply`].
+    pub job: usize,
+    pub bytes: u64,
+    pub error: Option<(f64, f64)>,
 }
 
 impl Replacement {
@@ -47,6 +60,7 @@ impl Replacement {
 
     /// A value holding `tensor`: inline or in the weight file, by coremltools' rule.
     pub fn value(&mut self, tensor: NewTensor) -> Value {
+        self.bytes += tensor.bytes.len() as u64;
         if goes_to_blob(&tensor.info, self.spec_version) {
             let v = blob_value(&tensor.info, PENDING, self.tensors.len() as u64);
             self.tensors.push(tensor);
@@ -109,8 +123,9 @@ pub fn apply<T: Sync>(
     out: &mut PackageWriter,
     compute: impl Fn(&Job<T>) -> Result<Option<Replacement>> + Sync,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Model> {
+) -> Result<(Model, Vec<Replaced>)> {
     let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
+    let mut report = Vec::new();
     let mut start = 0;
     while start < jobs.len() {
         let mut end = start;
@@ -124,8 +139,13 @@ pub fn apply<T: Sync>(
         }
         let results: Vec<Result<Option<Replacement>>> =
             jobs[start..end].par_iter().map(&compute).collect();
-        for (job, result) in jobs[start..end].iter().zip(results) {
+        for (index, (job, result)) in jobs[start..end].iter().zip(results).enumerate() {
             if let Some(mut r) = result? {
+                report.push(Replaced {
+                    job: start + index,
+                    bytes: r.bytes,
+                    error: r.error,
+                });
                 r.emit(out.weights())?;
                 replaced
                     .entry(&job.function)
@@ -156,7 +176,7 @@ pub fn apply<T: Sync>(
             rename_uses(block, &renames);
         }
     }
-    Ok(model)
+    Ok((model, report))
 }
 
 /// Copies into the output weight file every input blob `model` still refers to (each distinct

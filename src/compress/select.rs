@@ -29,6 +29,20 @@ pub struct Candidate {
     pub conv_groups: usize,
     /// Whether the user named this const explicitly in `op_name_configs`.
     pub named: bool,
+    /// Where the weight lives: a `const` op, or (joint compression) inside a constexpr chain.
+    pub site: Site,
+}
+
+/// Where a candidate weight lives.
+#[derive(Clone, Debug)]
+pub enum Site {
+    /// A `const` op (its value is `Candidate::value`).
+    Const,
+    /// A parameter held by a constexpr op, which coremltools sees as a const named
+    /// `<op>_<param>_0` (e.g. the nonzero data of a `constexpr_sparse_to_dense`).
+    Param { op: Operation, param: String },
+    /// A constexpr op whose dense output is compressed again (joint pruning).
+    Op { op: Operation },
 }
 
 fn is_constexpr(op_type: &str) -> bool {
@@ -125,26 +139,7 @@ fn resolve<'c>(
             "const ops cannot be set by the `set_op_type` function. Please use `set_global`"
         ));
     }
-    let Some(first) = uses.first() else {
-        return Ok(None);
-    };
-    let first_config = config.for_consumer(op_name(first.op), &first.op.r#type);
-    for u in &uses[1..] {
-        let c = config.for_consumer(op_name(u.op), &u.op.r#type);
-        if c != first_config {
-            return Err(config_err!(
-                "compression config conflict detected between ops {} ({}) and {} ({}). {} has config \
-                 {first_config:?} while {} has {c:?}.",
-                op_name(first.op),
-                first.op.r#type,
-                op_name(u.op),
-                u.op.r#type,
-                op_name(first.op),
-                op_name(u.op)
-            ));
-        }
-    }
-    Ok(first_config)
+    resolve_uses(config, uses)
 }
 
 /// The value of a `const` op.
@@ -233,7 +228,202 @@ pub fn candidates(
                     input_axis,
                     consumer_types: uses.iter().map(|u| u.op.r#type.clone()).collect(),
                     conv_groups,
+                    site: Site::Const,
                 });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which constexpr sites a joint pass compresses (reference §2.6): (op type, parameter), where a
+/// parameter of None means the op's own dense output.
+pub fn joint_sites(kind: &str) -> &'static [(&'static str, Option<&'static str>)] {
+    match kind {
+        "palettize_weights" => &[
+            ("constexpr_sparse_to_dense", Some("nonzero_data")),
+            ("constexpr_blockwise_shift_scale", Some("data")),
+        ],
+        "linear_quantize_weights" => &[
+            ("constexpr_lut_to_dense", Some("lut")),
+            ("constexpr_lut_to_sparse", Some("lut")),
+            ("constexpr_sparse_to_dense", Some("nonzero_data")),
+        ],
+        "prune_weights" => &[
+            ("constexpr_blockwise_shift_scale", None),
+            ("constexpr_lut_to_dense", None),
+        ],
+        _ => &[],
+    }
+}
+
+/// The first non-constexpr consumers at the end of a constexpr chain starting at `op`, and the
+/// op whose first output they read (coremltools follows the first constexpr child).
+fn chain_end<'a>(graph: &Graph<'a>, mut op: &'a Operation) -> (Vec<Use<'a>>, &'a Operation) {
+    loop {
+        let uses: Vec<Use<'a>> = op
+            .outputs
+            .iter()
+            .flat_map(|o| graph.consumers_of(&o.name).iter().copied())
+            .collect();
+        match uses.first() {
+            Some(first) if uses.iter().all(|u| is_constexpr(&u.op.r#type)) => op = first.op,
+            _ => return (uses, op),
+        }
+    }
+}
+
+/// coremltools' config resolution for a weight inside a constexpr chain: its own name, then each
+/// constexpr op's name along the chain, then the real consumers' configs.
+fn resolve_joint<'c, 'g>(
+    config: &'c OptimizationConfig,
+    graph: &Graph<'g>,
+    name: &str,
+    mut op: &'g Operation,
+) -> Result<Option<&'c OpConfig>> {
+    if let Some(c) = config.op_name.get(name) {
+        return Ok(c.as_ref());
+    }
+    loop {
+        if let Some(c) = config.op_name.get(op_name(op)) {
+            return Ok(c.as_ref());
+        }
+        if config.op_type.contains_key(&op.r#type) {
+            return Err(config_err!(
+                "const ops cannot be set by the `set_op_type` function. Please use `set_global`"
+            ));
+        }
+        let uses: Vec<Use<'g>> = op
+            .outputs
+            .iter()
+            .flat_map(|o| graph.consumers_of(&o.name).iter().copied())
+            .collect();
+        match uses.first() {
+            None => return Ok(None),
+            Some(first) if uses.iter().all(|u| is_constexpr(&u.op.r#type)) => op = first.op,
+            Some(_) => return resolve_uses(config, &uses),
+        }
+    }
+}
+
+/// The common config of the consumers (by op name, op type, global), which must agree.
+fn resolve_uses<'c>(
+    config: &'c OptimizationConfig,
+    uses: &[Use<'_>],
+) -> Result<Option<&'c OpConfig>> {
+    let Some(first) = uses.first() else {
+        return Ok(None);
+    };
+    let first_config = config.for_consumer(op_name(first.op), &first.op.r#type);
+    for u in &uses[1..] {
+        let c = config.for_consumer(op_name(u.op), &u.op.r#type);
+        if c != first_config {
+            return Err(config_err!(
+                "compression config conflict detected between ops {} ({}) and {} ({}). {} has config \
+                 {first_config:?} while {} has {c:?}.",
+                op_name(first.op),
+                first.op.r#type,
+                op_name(u.op),
+                u.op.r#type,
+                op_name(first.op),
+                op_name(u.op)
+            ));
+        }
+    }
+    Ok(first_config)
+}
+
+/// The constexpr sites a joint pass compresses, in program order (reference §2.6).
+pub fn joint_candidates(
+    model: &Model,
+    config: &OptimizationConfig,
+    kind: &str,
+) -> Result<Vec<Candidate>> {
+    let sites = joint_sites(kind);
+    let mut out = Vec::new();
+    for (function_name, function) in &spec::program(model)?.functions {
+        for block in function.block_specializations.values() {
+            let graph = Graph::new(block);
+            for op in &graph.ops {
+                for &(op_type, param_name) in sites {
+                    if op.r#type != op_type {
+                        continue;
+                    }
+                    let (value, name) = match param_name {
+                        Some(p) => match param(op, p) {
+                            Some(Param::Value(v)) => (v.clone(), format!("{}_{p}_0", op_name(op))),
+                            _ => continue,
+                        },
+                        None => (Value::default(), op_name(op).to_string()),
+                    };
+                    let (uses, end) = chain_end(&graph, op);
+                    let Some(dense) = end
+                        .outputs
+                        .first()
+                        .and_then(|o| tensor_info(o.r#type.as_ref()))
+                    else {
+                        continue;
+                    };
+                    let info = match param_name {
+                        // The LUT itself is quantized; sparse data is restored to its dense shape.
+                        Some("lut") => match tensor_info(value.r#type.as_ref()) {
+                            Some(i) => i,
+                            None => continue,
+                        },
+                        _ => match op
+                            .outputs
+                            .first()
+                            .and_then(|o| tensor_info(o.r#type.as_ref()))
+                        {
+                            Some(i) => i,
+                            None => continue,
+                        },
+                    };
+                    if param_name.is_some()
+                        && !tensor_info(value.r#type.as_ref())
+                            .is_some_and(|i| weight_file_eligible(&i))
+                    {
+                        continue;
+                    }
+                    let Some(op_config) = resolve_joint(config, &graph, &name, op)? else {
+                        continue;
+                    };
+                    let threshold = op_config
+                        .weight_threshold()
+                        .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
+                    if uses.is_empty() || dense.count() as u64 <= threshold {
+                        continue;
+                    }
+                    let (output_axis, input_axis) = channel_axes(&graph, &uses, info.shape.len());
+                    let conv_groups = uses
+                        .iter()
+                        .filter(|u| matches!(u.op.r#type.as_str(), "conv" | "conv_transpose"))
+                        .filter_map(|u| int_param(&graph, u.op, "groups"))
+                        .max()
+                        .unwrap_or(1)
+                        .max(1) as usize;
+                    let site = match param_name {
+                        Some(p) => Site::Param {
+                            op: (*op).clone(),
+                            param: p.to_string(),
+                        },
+                        None => Site::Op { op: (*op).clone() },
+                    };
+                    out.push(Candidate {
+                        function: function_name.clone(),
+                        named: config.op_name.contains_key(&name),
+                        name,
+                        output: output_name(op).to_string(),
+                        value,
+                        info,
+                        config: op_config.clone(),
+                        output_axis,
+                        input_axis,
+                        consumer_types: uses.iter().map(|u| u.op.r#type.clone()).collect(),
+                        conv_groups,
+                        site,
+                    });
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::blob::{Blob, BlobFile, BlobWriter};
+use crate::format::dtype::DType;
 use crate::format::manifest::{safe_relative, Manifest};
 use crate::format::spec::{self, proto::mil_spec::value::BlobFileValue, Model};
 use crate::format_err;
@@ -51,19 +52,44 @@ impl Package {
             Some(dir) => data_dir(&root).join(dir),
             None => model_path.parent().unwrap_or(&root).join("weights"),
         };
-        let mut names = Vec::new();
+        // Every blob reference: (file name, offset, the value's declared tensor type).
+        let mut refs = Vec::new();
         spec::for_each_value_mut(spec::program_mut(&mut model)?, &mut |v| {
             if let Some(spec::proto::mil_spec::value::Value::BlobFileValue(b)) = &v.value {
-                names.push(b.file_name.clone());
+                let declared = match v.r#type.as_ref().and_then(|t| t.r#type.as_ref()) {
+                    Some(spec::proto::mil_spec::value_type::Type::TensorType(t)) => {
+                        DType::from_proto(t.data_type)
+                    }
+                    _ => None,
+                };
+                refs.push((b.file_name.clone(), b.offset, declared));
             }
         });
-        names.sort();
-        names.dedup();
         let mut weights = BTreeMap::new();
-        for name in names {
+        for (name, _, _) in &refs {
+            if weights.contains_key(name) {
+                continue;
+            }
             let base = name.rsplit('/').next().unwrap_or_default();
             let rel = safe_relative(base, &format!("{}: weight file", model_path.display()))?;
-            weights.insert(name, BlobFile::open(&weights_dir.join(rel))?);
+            weights.insert(name.clone(), BlobFile::open(&weights_dir.join(rel))?);
+        }
+        // Check every referenced blob up front (bounds, sentinel, and that it holds the type the
+        // value declares; bool tensors are stored as uint8), so that no door — not even a plain
+        // copy — passes a malformed blob on.
+        for (name, offset, declared) in &refs {
+            let file = &weights[name];
+            let blob = file.blob(*offset)?;
+            if let Some(want) = declared {
+                if blob.dtype != *want && !(blob.dtype == DType::U8 && *want == DType::Bool) {
+                    return Err(format_err!(
+                        "{}: blob at offset {offset} holds {} data but the value is {}",
+                        file.path().display(),
+                        blob.dtype.name(),
+                        want.name()
+                    ));
+                }
+            }
         }
         Ok(Package {
             root,

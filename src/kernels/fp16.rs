@@ -81,6 +81,25 @@ pub trait WeightElement:
     fn zero() -> Self {
         Self::from_f32(0.0)
     }
+    /// `Self(f(a, b))` with f evaluated in f32: one numpy binary op on arrays of this dtype.
+    #[inline(always)]
+    fn op(self, other: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        Self::from_f32(f(self.to_f32(), other.to_f32()))
+    }
+    /// A Python scalar converted to this dtype (NEP 50 weak promotion: one correct rounding).
+    #[inline(always)]
+    fn lit(x: f64) -> Self {
+        Self::from_f64(x)
+    }
+    /// Little-endian bytes of a slice of elements (blob layout).
+    fn slice_to_le_bytes(values: &[Self]) -> Vec<u8> {
+        let width = if Self::IS_HALF { 2 } else { 4 };
+        let mut out = Vec::with_capacity(values.len() * width);
+        for v in values {
+            out.extend_from_slice(&v.to_bits_u32().to_le_bytes()[..width]);
+        }
+        out
+    }
 }
 
 impl WeightElement for f16 {

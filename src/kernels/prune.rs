@@ -25,7 +25,7 @@
 
 use rayon::prelude::*;
 
-use super::quantize::WeightFloat;
+use super::fp16::WeightElement;
 use crate::config_err;
 use crate::error::Result;
 use crate::format_err;
@@ -107,7 +107,7 @@ pub fn py_float_repr(x: f64) -> String {
 /// Builds the sparse representation from per-element decisions: pruned elements become
 /// `T(0 · v)` (`by_multiply`, as `0 * val` / `val * (1 - mask)` in coremltools) or an exact 0
 /// (`np.where(..., 0, val)`), kept ones stay `v`; `mask = result != 0`.
-fn collect<T: WeightFloat>(
+fn collect<T: WeightElement>(
     weight: &[T],
     by_multiply: bool,
     pruned: impl Fn(usize) -> bool + Sync,
@@ -152,7 +152,7 @@ fn collect<T: WeightFloat>(
 /// Threshold pruning: zero every `|w| <= threshold` (the threshold first cast to the weight dtype,
 /// so fp16 turns the default `1e-12` into 0). Skipped, with coremltools' warning, when the
 /// resulting fraction of zeros is below `minimum_sparsity_percentile`.
-pub fn prune_threshold<T: WeightFloat>(
+pub fn prune_threshold<T: WeightElement>(
     weight: &[T],
     threshold: f64,
     minimum_sparsity_percentile: f64,
@@ -178,7 +178,7 @@ pub fn prune_threshold<T: WeightFloat>(
 
 /// Sort key for non-negative magnitudes (abs values): the bit pattern, NaN greatest.
 #[inline(always)]
-fn mag_key<T: WeightFloat>(x: T) -> u32 {
+fn mag_key<T: WeightElement>(x: T) -> u32 {
     let f = x.to_f32();
     if f.is_nan() {
         u32::MAX
@@ -190,7 +190,7 @@ fn mag_key<T: WeightFloat>(x: T) -> u32 {
 /// `np.percentile(values, 100·target)` with method "linear", computed exactly as numpy 2.x does
 /// for a Python-float `q` on an array of dtype `T` (`q` itself is `target_sparsity * 100`).
 /// `values` must be non-negative or NaN (magnitudes); returns NaN when any value is NaN.
-pub fn percentile_linear<T: WeightFloat>(values: &[T], q: f64) -> Result<T> {
+pub fn percentile_linear<T: WeightElement>(values: &[T], q: f64) -> Result<T> {
     let n = values.len();
     if n == 0 {
         return Err(format_err!("percentile of an empty tensor"));
@@ -224,7 +224,7 @@ pub fn percentile_linear<T: WeightFloat>(values: &[T], q: f64) -> Result<T> {
 }
 
 /// Prunes where `map <= percentile(map, q)`, with coremltools' q == 0 / q == 100 special cases.
-fn prune_by_map<T: WeightFloat>(
+fn prune_by_map<T: WeightElement>(
     weight: &[T],
     map: &[T],
     target_sparsity: f64,
@@ -252,7 +252,7 @@ fn check_sparsity(target_sparsity: f64) -> Result<()> {
 
 /// Unstructured magnitude pruning: zero every element with `|w| <= percentile(|w|, 100·target)`
 /// (ties at the threshold are all pruned, so the sparsity can exceed the target slightly).
-pub fn prune_magnitude<T: WeightFloat>(weight: &[T], target_sparsity: f64) -> Result<Pruned<T>> {
+pub fn prune_magnitude<T: WeightElement>(weight: &[T], target_sparsity: f64) -> Result<Pruned<T>> {
     check_sparsity(target_sparsity)?;
     let map: Vec<T> = weight
         .par_iter()
@@ -320,7 +320,7 @@ fn pairwise_sum(n: usize, x: &impl Fn(usize) -> f32, offset: usize) -> f32 {
 /// blocks of `block_size` consecutive channels along `dim` (0 or 1; the axis zero-padded to a
 /// multiple of the block) are scored by their L2 norm, and every element whose block norm is
 /// `<= percentile(norm map, 100·target)` is pruned. Skipped when `block_size > C/2`.
-pub fn prune_block<T: WeightFloat>(
+pub fn prune_block<T: WeightElement>(
     weight: &[T],
     shape: &[usize],
     target_sparsity: f64,
@@ -395,7 +395,7 @@ pub fn prune_block<T: WeightFloat>(
 /// `m` consecutive elements (the last group zero-padded) loses its `n` smallest-magnitude entries;
 /// padding counts as the smallest. Skipped when `m > C/2`. Ties are broken stably (see the module
 /// notes).
-pub fn prune_n_m<T: WeightFloat>(
+pub fn prune_n_m<T: WeightElement>(
     weight: &[T],
     shape: &[usize],
     n: usize,
@@ -689,7 +689,7 @@ mod tests {
         sparse_to_dense(&p.nonzero, &pack_mask(&p.mask), p.mask.len()).unwrap()
     }
 
-    fn check<T: WeightFloat>(w: &[T], case: usize) {
+    fn check<T: WeightElement>(w: &[T], case: usize) {
         let (_, algo, a, b, dim, want) = PCASES[case];
         let p = match algo {
             "thr" => pruned(prune_threshold(w, a, 0.1)),

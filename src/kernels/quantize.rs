@@ -5,7 +5,7 @@
 //!
 //! Numerics: numpy evaluates every elementwise op on an fp16 array in f32 and rounds the result
 //! back to fp16 (round half to even), and Python scalars (`0.0`, `qmax - qmin`, `qmin`) are cast to
-//! the array dtype first (NEP 50). [`WeightFloat::op`] reproduces exactly that, one op at a time, so
+//! the array dtype first (NEP 50). [`WeightElement::op`] reproduces exactly that, one op at a time, so
 //! codes, scales and zero points match bit for bit for fp16 and fp32 weights.
 //!
 //! Degenerate inputs, as coremltools behaves on x86-64 (where a NaN cast to an integer gives 0):
@@ -22,7 +22,7 @@
 //! `minimum`/`maximum` pick either zero); we canonicalize both to `+0.0`, which is what coremltools
 //! produces on x86-64 and only affects the sign of the scale of an all-zero block.
 //!
-//! TODO(unify): [`WeightFloat`] duplicates the fp16 op-emulation that `kernels::fp16` will provide;
+//! TODO(unify): [`WeightElement`] duplicates the fp16 op-emulation that `kernels::fp16` will provide;
 //! merge once that module lands.
 
 use std::fmt::Debug;
@@ -33,57 +33,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::{config_err, format_err};
 
-/// A weight element type: fp16 or fp32. All arithmetic is done as numpy does it on arrays of this
-/// dtype: exact f32 compute, then one rounding back to `Self`.
-pub trait WeightFloat:
-    Copy + Send + Sync + PartialEq + PartialOrd + Default + Debug + 'static
-{
-    /// The numpy dtype name ("float16" / "float32").
-    const NAME: &'static str;
-    /// Exact widening.
-    fn to_f32(self) -> f32;
-    /// Round to this type (round half to even; identity for f32).
-    fn from_f32(x: f32) -> Self;
-    /// `Self(f(a, b))` with f evaluated in f32: one numpy binary op on arrays of this dtype.
-    #[inline(always)]
-    fn op(self, other: Self, f: impl Fn(f32, f32) -> f32) -> Self {
-        Self::from_f32(f(self.to_f32(), other.to_f32()))
-    }
-    /// A Python scalar converted to this dtype (NEP 50 weak promotion).
-    #[inline(always)]
-    fn lit(x: f64) -> Self {
-        Self::from_f32(x as f32)
-    }
-}
-
-impl WeightFloat for f32 {
-    const NAME: &'static str = "float32";
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        x
-    }
-}
-
-impl WeightFloat for f16 {
-    const NAME: &'static str = "float16";
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    #[inline(always)]
-    fn lit(x: f64) -> Self {
-        // numpy converts a Python float to float16 directly from double (one rounding).
-        f16::from_f64(x)
-    }
-}
+use crate::kernels::fp16::WeightElement;
 
 /// The integer storage type of the codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,7 +167,7 @@ pub enum QuantizeOutcome<T> {
 
 /// Whether any element is ±inf (coremltools skips such weights with the warning
 /// "The const {op} has inf/-inf, which is not supported by quantization. Skipped.").
-pub fn has_inf<T: WeightFloat>(weight: &[T]) -> bool {
+pub fn has_inf<T: WeightElement>(weight: &[T]) -> bool {
     weight.par_iter().any(|v| v.to_f32().is_infinite())
 }
 
@@ -347,7 +297,7 @@ fn check_blocks(shape: &[usize], block_sizes: &[usize]) -> Result<Option<String>
 
 /// Per-block `(min, max, has_nan)`, in block row-major order, reduced in row-major element order
 /// (deterministic for any thread count).
-fn block_min_max<T: WeightFloat>(weight: &[T], t: &Tiling) -> Vec<(f32, f32, bool)> {
+fn block_min_max<T: WeightElement>(weight: &[T], t: &Tiling) -> Vec<(f32, f32, bool)> {
     let (start, order) = t.rows_by_block_row();
     let bl = t.last_block_len();
     let mut stats = vec![(f32::INFINITY, f32::NEG_INFINITY, false); t.block_rows * t.last_blocks];
@@ -392,7 +342,7 @@ struct BlockParams<T> {
     zp_code: i32,
 }
 
-fn nan_to_code<T: WeightFloat>(x: T) -> i32 {
+fn nan_to_code<T: WeightElement>(x: T) -> i32 {
     let f = x.to_f32();
     if f.is_nan() {
         0
@@ -403,7 +353,7 @@ fn nan_to_code<T: WeightFloat>(x: T) -> i32 {
 
 /// numpy `clip(x, lo, hi)` in the weight dtype: NaN stays NaN.
 #[inline(always)]
-fn clip<T: WeightFloat>(x: T, lo: T, hi: T) -> T {
+fn clip<T: WeightElement>(x: T, lo: T, hi: T) -> T {
     let f = x.to_f32();
     if f.is_nan() {
         x
@@ -417,11 +367,11 @@ fn clip<T: WeightFloat>(x: T, lo: T, hi: T) -> T {
 }
 
 #[inline(always)]
-fn rint<T: WeightFloat>(x: T) -> T {
+fn rint<T: WeightElement>(x: T) -> T {
     T::from_f32(x.to_f32().round_ties_even())
 }
 
-fn block_params<T: WeightFloat>(
+fn block_params<T: WeightElement>(
     (mn, mx, nan): (f32, f32, bool),
     dtype: QuantDtype,
     mode: QuantMode,
@@ -502,7 +452,7 @@ impl Code for u8 {
 }
 
 #[inline(always)]
-fn quantize_one<T: WeightFloat>(w: T, p: &BlockParams<T>, qlo: T, qhi: T) -> i32 {
+fn quantize_one<T: WeightElement>(w: T, p: &BlockParams<T>, qlo: T, qhi: T) -> i32 {
     let mut q = rint(w.op(p.scale, |a, b| a / b));
     if let Some(zp) = p.zp {
         q = q.op(zp, |a, b| a + b);
@@ -510,7 +460,7 @@ fn quantize_one<T: WeightFloat>(w: T, p: &BlockParams<T>, qlo: T, qhi: T) -> i32
     nan_to_code(clip(q, qlo, qhi))
 }
 
-fn quantize_codes<T: WeightFloat, C: Code>(
+fn quantize_codes<T: WeightElement, C: Code>(
     weight: &[T],
     t: &Tiling,
     params: &[BlockParams<T>],
@@ -552,7 +502,7 @@ fn quantize_codes<T: WeightFloat, C: Code>(
 /// coremltools' `compute_qparams_by_dtype`. Returns `Skipped` with coremltools' warning when a dim
 /// is not divisible by its block size, and an error when `block_sizes` does not have one entry per
 /// axis or `weight` does not match `shape`.
-pub fn quantize<T: WeightFloat>(
+pub fn quantize<T: WeightElement>(
     weight: &[T],
     shape: &[usize],
     block_sizes: &[usize],
@@ -648,7 +598,7 @@ pub enum Offset<'a, T> {
     Float32(&'a [f32]),
 }
 
-impl<T: WeightFloat> Offset<'_, T> {
+impl<T: WeightElement> Offset<'_, T> {
     fn len(&self) -> usize {
         match self {
             Offset::Int8(v) => v.len(),
@@ -669,7 +619,7 @@ impl<T: WeightFloat> Offset<'_, T> {
 }
 
 /// Applies `f(element_index_in_row, block_index) -> T` over a tensor tiled like `scale_shape`.
-fn blockwise_map<T: WeightFloat>(
+fn blockwise_map<T: WeightElement>(
     shape: &[usize],
     scale_shape: &[usize],
     f: impl Fn(usize, usize) -> T + Sync,
@@ -722,7 +672,7 @@ fn blockwise_map<T: WeightFloat>(
 /// `constexpr_blockwise_shift_scale` (iOS18) value: `scale * (T(data) - offset)` with scale and
 /// offset repeated blockwise (`block = data_dim / scale_dim` per axis), each op in the scale dtype
 /// `T` as coremltools' `decompress` does (`data.astype(T)`, `data - offset`, `scale * data`).
-pub fn blockwise_shift_scale<T: WeightFloat, D: DequantSource>(
+pub fn blockwise_shift_scale<T: WeightElement, D: DequantSource>(
     data: &[D],
     shape: &[usize],
     scale: &[T],
@@ -769,7 +719,7 @@ pub fn blockwise_shift_scale<T: WeightFloat, D: DequantSource>(
 /// computed in f32 and rounded once to the scale dtype (coremltools'
 /// `dequantize_by_scale_and_zp`). `scale` and `zero_point` are scalars (length 1) or vectors of
 /// length `shape[axis]`; `axis` may be negative.
-pub fn affine_dequantize<T: WeightFloat, D: DequantSource>(
+pub fn affine_dequantize<T: WeightElement, D: DequantSource>(
     quantized: &[D],
     shape: &[usize],
     scale: &[T],
@@ -1163,7 +1113,7 @@ mod tests {
     fn f32s(bits: &[u32]) -> Vec<f32> {
         bits.iter().map(|&b| f32::from_bits(b)).collect()
     }
-    fn q<T: WeightFloat>(
+    fn q<T: WeightElement>(
         w: &[T],
         shape: &[usize],
         bs: &[usize],
@@ -1178,7 +1128,7 @@ mod tests {
     fn codes(c: &Codes) -> Vec<i32> {
         (0..c.len()).map(|i| c.get(i)).collect()
     }
-    fn dequant<T: WeightFloat>(q: &Quantized<T>, shape: &[usize]) -> Vec<T> {
+    fn dequant<T: WeightElement>(q: &Quantized<T>, shape: &[usize]) -> Vec<T> {
         fn off<T>(z: &Option<Codes>) -> Option<Offset<'_, T>> {
             match z {
                 None => None,
@@ -1197,7 +1147,7 @@ mod tests {
         .unwrap()
     }
 
-    fn check_case<T: WeightFloat>(w: &[T], case: usize, to_bits: impl Fn(T) -> u32) {
+    fn check_case<T: WeightElement>(w: &[T], case: usize, to_bits: impl Fn(T) -> u32) {
         let (_, nbits, signed, linear, bs, want_codes, want_scale, want_shape, want_off) =
             QCASES[case];
         let mode = if linear {

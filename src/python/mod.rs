@@ -4,10 +4,15 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
 
 mod inspect;
+mod kernels;
+mod multifunction;
+mod torch_kernels;
 
 use crate::compress::config::OptimizationConfig;
+use crate::compress::palettize::{GroupData, LutFunction};
 use crate::compress::{decompress as decompress_pass, example, pass, roundtrip};
 use crate::error::Error;
 
@@ -76,26 +81,75 @@ fn compress(
     output: PathBuf,
     config_json: &str,
     joint_compression: bool,
-    lut_functions: Option<Py<PyAny>>,
+    lut_functions: Option<Py<PyDict>>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<PathBuf> {
-    // CUSTOM palettization functions are not callable from the engine yet; `pass::run` refuses
-    // palettization with a clear error, so they are not needed.
-    let _ = lut_functions;
+) -> PyResult<(PathBuf, Vec<Py<PyAny>>)> {
     let kind = pass::PassKind::from_name(kind).map_err(to_py)?;
     let config = OptimizationConfig::from_json(config_json).map_err(to_py)?;
     let mut report = progress_fn(progress);
-    py.detach(|| {
-        pass::run(
-            kind,
-            &input,
-            &output,
-            &config,
-            joint_compression,
-            &mut report,
-        )
+    let custom = lut_functions.map(|functions| {
+        move |id: u64,
+              group: GroupData<'_>,
+              shape: &[usize]|
+              -> crate::Result<(Vec<f64>, Vec<u8>)> {
+            call_lut_function(&functions, id, group, shape)
+                .map_err(|e| Error::Config(format!("lut_function failed: {e}")))
+        }
+    });
+    let custom_ref = custom.as_ref().map(|f| f as &LutFunction<'_>);
+    let (path, stats) = py
+        .detach(|| {
+            pass::run(
+                kind,
+                &input,
+                &output,
+                &config,
+                joint_compression,
+                custom_ref,
+                &mut report,
+            )
+        })
+        .map_err(to_py)?;
+    let records = stats
+        .into_iter()
+        .map(|s| {
+            let d = PyDict::new(py);
+            d.set_item("function", s.function)?;
+            d.set_item("name", s.name)?;
+            d.set_item("shape", s.shape)?;
+            d.set_item("bytes_before", s.bytes_before)?;
+            d.set_item("bytes_after", s.bytes_after)?;
+            d.set_item("snr_db", s.snr_db)?;
+            Ok(d.into_any().unbind())
+        })
+        .collect::<PyResult<Vec<Py<PyAny>>>>()?;
+    Ok((path, records))
+}
+
+/// Calls the Python wrapper `functions[id](raw_bytes, dtype, shape) -> (lut_f64_bytes, index_bytes)`
+/// that `coreml_compress.optimize` builds around a user's `lut_function`.
+fn call_lut_function(
+    functions: &Py<PyDict>,
+    id: u64,
+    group: GroupData<'_>,
+    shape: &[usize],
+) -> PyResult<(Vec<f64>, Vec<u8>)> {
+    Python::attach(|py| {
+        let f = functions.bind(py).get_item(id)?.ok_or_else(|| {
+            pyo3::exceptions::PyKeyError::new_err(format!("no lut_function {id}"))
+        })?;
+        let (raw, dtype): (Vec<u8>, &str) = match group {
+            GroupData::F16(v) => (v.iter().flat_map(|x| x.to_le_bytes()).collect(), "<f2"),
+            GroupData::F32(v) => (v.iter().flat_map(|x| x.to_le_bytes()).collect(), "<f4"),
+        };
+        let result = f.call1((PyBytes::new(py, &raw), dtype, shape.to_vec()))?;
+        let (lut, indices): (Vec<u8>, Vec<u8>) = result.extract()?;
+        let lut = lut
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok((lut, indices))
     })
-    .map_err(to_py)
 }
 
 #[pyfunction]
@@ -110,5 +164,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect, m)?)?;
     m.add_function(wrap_pyfunction!(compress, m)?)?;
+    torch_kernels::register(m)?;
+    kernels::register(m)?;
+    multifunction::register(m)?;
     Ok(())
 }

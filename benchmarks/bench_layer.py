@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Per-layer benchmark: one 4096x4096 fp16 ``linear`` (iOS18), coremltools 9.0 vs ours.
+
+The package is built once with coremltools' MIL builder (``ct.convert(...,
+minimum_deployment_target=iOS18, compute_precision=FLOAT16)``) into ``benchmarks/.cache/``;
+weights are N(0, 0.02). Each case runs the public API of both projects on that saved package
+in fresh processes (see ``harness.py``, ``jobs.py``).
+
+    python3 benchmarks/bench_layer.py            # 3 repeats, prints a markdown table
+    python3 benchmarks/bench_layer.py --quick    # 1024x1024 layer, 1 repeat (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+from harness import CACHE_DIR, Case, Job
+
+# Targets from the issue: (case name, minimum coremltools/ours op-time ratio).
+TARGETS = {
+    "palettize kmeans 4-bit per_grouped_channel g16": 100.0,
+    "prune magnitude 50%": 20.0,
+    "prune 2:4": 20.0,
+}
+
+
+def layer_path(n: int) -> Path:
+    return CACHE_DIR / f"linear{n}-fp16-ios18.mlpackage"
+
+
+def int4_path(n: int) -> Path:
+    return CACHE_DIR / f"linear{n}-fp16-ios18-int4pb32.mlpackage"
+
+
+def _build_layer(n: int, dest: Path) -> None:
+    import logging
+
+    import numpy as np
+
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    w = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32) * 0.02
+
+    @mb.program(input_specs=[mb.TensorSpec((1, n))], opset_version=ct.target.iOS18)
+    def prog(x: Any) -> Any:
+        return mb.linear(x=x, weight=w, name="linear")
+
+    model = ct.convert(
+        prog,
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS18,
+        compute_precision=ct.precision.FLOAT16,
+        skip_model_load=True,
+    )
+    tmp = dest.with_name(".tmp-" + dest.name)
+    model.save(str(tmp))
+    tmp.rename(dest)
+
+
+def _build_int4(n: int) -> None:
+    from coreml_compress import optimize
+    from coreml_compress.config import OpLinearQuantizerConfig, OptimizationConfig
+
+    cfg = OptimizationConfig(
+        global_config=OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32)
+    )
+    dest = int4_path(n)
+    optimize.linear_quantize_weights(layer_path(n), cfg, output_path=dest)
+
+
+def ensure_inputs(n: int) -> tuple[Path, Path]:
+    """Build (in a subprocess, once) the fp16 layer and its int4 per_block 32 version."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    if not (layer_path(n) / "Manifest.json").is_file():
+        print(f"building {layer_path(n)}", file=sys.stderr)
+        subprocess.run([sys.executable, __file__, "--build", str(n)], check=True)
+    if not (int4_path(n) / "Manifest.json").is_file():
+        subprocess.run([sys.executable, __file__, "--build-int4", str(n)], check=True)
+    return layer_path(n), int4_path(n)
+
+
+def pair(name: str, src: Path, kind: str, op: dict[str, Any] | None = None, **kw: Any) -> Case:
+    args = {"src": str(src), "kind": kind, "op": op}
+    return Case(
+        name,
+        ct=Job("jobs", "ct_run", args),
+        ours=Job("jobs", "ours_run", args, block_coremltools=True),
+        **kw,
+    )
+
+
+def cases_for(n: int) -> list[Case]:
+    src, int4 = ensure_inputs(n)
+    pal = "palettize_weights"
+    lq = "linear_quantize_weights"
+    prune = "prune_weights"
+    return [
+        Case(
+            "Python start-up + import only",
+            ct=Job("jobs", "import_coremltools"),
+            ours=Job("jobs", "import_ours", block_coremltools=True),
+            compare_outputs=False,
+            note="`import coremltools.optimize.coreml` vs `import coreml_compress.optimize`; "
+            "a fixed cost inside every wall time below",
+        ),
+        pair("palettize kmeans 4-bit per_tensor", src, pal, {"mode": "kmeans", "nbits": 4}),
+        pair(
+            "palettize kmeans 4-bit per_grouped_channel g16",
+            src,
+            pal,
+            {"mode": "kmeans", "nbits": 4, "granularity": "per_grouped_channel", "group_size": 16},
+        ),
+        pair("palettize uniform 4-bit per_tensor", src, pal, {"mode": "uniform", "nbits": 4}),
+        pair(
+            "linear_quantize int4 per_block 32",
+            src,
+            lq,
+            {"dtype": "int4", "granularity": "per_block", "block_size": 32},
+        ),
+        pair("linear_quantize int8 per_channel", src, lq, {"dtype": "int8"}),
+        pair("prune magnitude 50%", src, prune, {"target_sparsity": 0.5}),
+        pair("prune 2:4", src, prune, {"n_m_ratio": [2, 4]}),
+        pair(
+            "round trip (no compression)",
+            src,
+            "roundtrip",
+            note="coremltools: `linear_quantize_weights(model, OptimizationConfig())` + "
+            "`.save()` (full milproto→pymil→mlprogram path, nothing compressed); ours: "
+            "`_native.save_unchanged(src, dst)`",
+        ),
+        pair("decompress the int4 per_block 32 result", int4, "decompress_weights"),
+    ]
+
+
+def check_targets(cases: list[Case]) -> None:
+    for case in cases:
+        goal = TARGETS.get(case.name)
+        if goal is None or case.ct_result is None or case.ours_result is None:
+            continue
+        a, b = case.ct_result.median("op_s"), case.ours_result.median("op_s")
+        if a and b:
+            verdict = "met" if a / b >= goal else "NOT met"
+            case.note = (case.note + "; " if case.note else "") + (
+                f"target ≥{goal:.0f}× op time: {verdict} ({a / b:.0f}×)"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    harness.common_args(parser)
+    parser.add_argument("--size", type=int, help="layer is size x size (default 4096)")
+    parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build-int4", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.build:
+        _build_layer(args.build, layer_path(args.build))
+        return 0
+    if args.build_int4:
+        _build_int4(args.build_int4)
+        return 0
+    n = args.size or (1024 if args.quick else 4096)
+    print(f"bench_layer: {n}x{n} fp16 linear", file=sys.stderr)
+    cases = harness.run_cases(
+        cases_for(n), harness.repeats_for(args), mem_limit_gb=args.mem_limit_gb
+    )
+    check_targets(cases)
+    md = (
+        f"### One {n}×{n} fp16 linear (iOS18), {n * n / 1e6:.1f} M parameters, "
+        f"{harness.fmt_bytes(2 * n * n)} weight.bin\n\n" + harness.markdown_table(cases)
+    )
+    harness.save_results(f"bench_layer{'-quick' if args.quick else ''}", cases, md)
+    if args.md_out:
+        args.md_out.write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""Sensitive k-means (coremltools' ``SKMPalettizer``) and data-free ``PostTrainingPalettizer`` on
+the native exact weighted 1-D k-means.
+
+Supported modules: ``nn.Linear``, ``nn.Embedding``, ``nn.Conv2d`` (weight). A weight is viewed as
+a matrix (Conv2d: ``[C_out, C_in·kh·kw]`` for ``channel_axis=0``, ``[C_out·kh·kw, C_in]`` for
+``channel_axis=1``), cut into LUT groups of ``group_size`` channels along the axis (or one group),
+optionally divided by a per-output-channel abs-max scale, and each group is clustered by the
+exact weighted k-means (weights: the normalised Fisher information for SKM, ones for PTP). The
+module keeps the palettized dense weight and gets ``compression_type=[2]``, ``lut`` (weight rank
++ 2) and optionally ``palettization_scale``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import kernels
+from ._config import PostTrainingPalettizerConfig, SKMPalettizerConfig
+from ._metadata import register_metadata, register_metadata_version
+
+_log = logging.getLogger(__name__)
+_SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv2d)
+
+
+def _to_matrix(w: torch.Tensor, axis: int) -> torch.Tensor:
+    if w.dim() == 2:
+        return w
+    if axis == 0:
+        return w.reshape(w.shape[0], -1)
+    return w.transpose(0, 1).flatten(1).transpose(0, 1)
+
+
+def _from_matrix(m: torch.Tensor, shape: torch.Size, axis: int) -> torch.Tensor:
+    if len(shape) == 2:
+        return m.reshape(shape)
+    if axis == 0:
+        return m.reshape(shape)
+    c_out, c_in = shape[0], shape[1]
+    return m.transpose(0, 1).reshape((c_in, c_out) + tuple(shape[2:])).transpose(0, 1)
+
+
+def palettize_weight(
+    weight: torch.Tensor, cfg: Any, importance: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """Palettizes one weight; returns ``(dense, metadata fields)`` or ``None`` when the config
+    does not fit the shape (coremltools skips such weights with a warning)."""
+    shape = weight.shape
+    axis = cfg.channel_axis
+    k = 2**cfg.n_bits
+    w = weight.detach().float().cpu()
+    scale = None
+    if cfg.enable_per_channel_scale:
+        flat = w.reshape(shape[0], -1)
+        scale = flat.abs().amax(dim=1)
+        scale[scale == 0] = 1.0
+        w = w / scale.reshape([-1] + [1] * (w.dim() - 1))
+    m = _to_matrix(w, axis)
+    imp = None if importance is None else _to_matrix(importance.detach().float().cpu(), axis)
+    n_ch = m.shape[axis]
+    if cfg.granularity == "per_grouped_channel":
+        gs = cfg.group_size
+        if n_ch % gs:
+            return None
+        groups = n_ch // gs
+    else:
+        groups = 1
+    if axis == 1:
+        m = m.t()
+        imp = None if imp is None else imp.t()
+    m = m.contiguous()
+    dense, luts, _ = kernels.weighted_kmeans(
+        m, None if imp is None else imp.contiguous(), groups, k
+    )
+    d = torch.from_numpy(dense).reshape(m.shape)
+    if axis == 1:
+        d = d.t()
+    d = _from_matrix(d, shape, axis)
+    lut = torch.from_numpy(luts)  # [G, K]
+    lut = lut.unsqueeze(1 - axis).unsqueeze(-1)  # [G,1,K,1] or [1,G,K,1]
+    for _ in range(len(shape) - 2):
+        lut = lut.unsqueeze(2)
+    fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut}
+    if scale is not None:
+        d = d * scale.reshape([-1] + [1] * (d.dim() - 1))
+        fields["palettization_scale"] = scale.reshape([-1] + [1] * (len(shape) - 1))
+    return d.to(weight.dtype), fields
+
+
+def normalized_sensitivity(fisher: torch.Tensor) -> torch.Tensor:
+    """coremltools' post-processing of the summed squared gradients of one tensor."""
+    v = 100.0 * fisher.detach().float()
+    if not torch.any(v != 0):
+        return torch.ones_like(v)
+    v = v / v.max()
+    nonzero = v[v != 0]
+    v[v == 0] = nonzero.min()
+    return v.clamp_min(1e-12)
+
+
+def fisher_information(
+    model: nn.Module, dataloader: Iterable, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    nsamples: int, only: set[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``{param name: Σ_items (∂loss/∂θ)²}`` over the first ``nsamples`` items (the model's
+    state is restored afterwards). With ``only``, gradients of other parameters are not
+    computed at all."""
+    params = {
+        n: p for n, p in model.named_parameters()
+        if p.requires_grad and (only is None or n in only)
+    }
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in params]
+    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    saved = copy.deepcopy(model.state_dict())
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for i, item in enumerate(dataloader):
+            if i >= nsamples:
+                break
+            model.zero_grad(set_to_none=True)
+            loss = loss_fn(model, item)
+            loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    acc[n] += p.grad.detach().float() ** 2
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(saved)
+    return acc
+
+
+class _Palettizer:
+    _config_cls: Any = None
+
+    def __init__(self, model: nn.Module, config: Any = None):
+        self._model = model
+        self._config = self._config_cls.coerce(config)
+
+    def _run(self, model: nn.Module, sensitivity: dict[str, torch.Tensor] | None) -> nn.Module:
+        for name, module in model.named_modules():
+            if not isinstance(module, _SUPPORTED):
+                continue
+            cfg = self._config.module_config(name, module)
+            if cfg is None:
+                continue
+            imp = None
+            if sensitivity is not None:
+                key = f"{name}.weight" if name else "weight"
+                if key not in sensitivity:
+                    continue
+                imp = sensitivity[key]
+            out = palettize_weight(module.weight, cfg, imp)
+            if out is None:
+                _log.warning("skipping %s: group_size does not divide the channel axis", name)
+                continue
+            dense, fields = out
+            with torch.no_grad():
+                module.weight.data = dense.to(module.weight.device)
+            register_metadata(module, "weight", fields)
+        register_metadata_version(model)
+        return model
+
+
+class PostTrainingPalettizer(_Palettizer):
+    """Data-free palettization (coremltools' ``PostTrainingPalettizer``), exact k-means."""
+
+    _config_cls = PostTrainingPalettizerConfig
+
+    def compress(self, num_kmeans_workers: int = 1, inplace: bool = False) -> nn.Module:
+        model = self._model if inplace else copy.deepcopy(self._model)
+        with torch.no_grad():
+            return self._run(model, None)
+
+
+class SKMPalettizer(_Palettizer):
+    """Sensitive k-means (coremltools' ``SKMPalettizer``): Fisher information from calibration
+    data weights an exact 1-D k-means per LUT group."""
+
+    _config_cls = SKMPalettizerConfig
+
+    def compute_sensitivity(
+        self, dataloader: Iterable, loss_fn: Callable[[nn.Module, Any], torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        needed = {
+            f"{name}.weight" if name else "weight"
+            for name, module in self._model.named_modules()
+            if isinstance(module, _SUPPORTED) and self._config.module_config(name, module) is not None
+        }
+        fisher = fisher_information(
+            self._model, dataloader, loss_fn, self._config.calibration_nsamples, needed
+        )
+        return {n: normalized_sensitivity(v) for n, v in fisher.items()}
+
+    def compress(
+        self,
+        dataloader: Iterable | None = None,
+        loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+        sensitivity_path: str | None = None,
+        num_kmeans_workers: int = 1,
+        num_sensitivity_workers: int = 1,
+        inplace: bool = False,
+        sensitivity: dict[str, torch.Tensor] | None = None,
+    ) -> nn.Module:
+        if sensitivity is None:
+            if sensitivity_path is not None:  # coremltools: a given path is read, not written
+                sensitivity = torch.load(sensitivity_path)
+            elif dataloader is not None and loss_fn is not None:
+                sensitivity = self.compute_sensitivity(dataloader, loss_fn)
+            else:
+                raise ValueError("SKMPalettizer needs dataloader and loss_fn, or sensitivity_path")
+        model = self._model if inplace else copy.deepcopy(self._model)
+        with torch.no_grad():
+            return self._run(model, sensitivity)

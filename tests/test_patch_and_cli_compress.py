@@ -1,0 +1,89 @@
+"""patch_coremltools routes coremltools' own functions to this engine; the CLI's compression
+commands write the same packages as the Python API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import coreml_compress
+import coremltools as ct
+import coremltools.optimize.coreml as cto
+import models
+from coreml_compress import patch
+from test_quantize_prune import assert_same_compression
+
+
+def test_patch_and_unpatch(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
+    src = models.build("minilm", model_dir, "iOS18", "fp16")
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=4))
+    theirs = models.compress_with_coremltools(src, "palettize", config, oracle_dir)
+    original = cto.palettize_weights
+    coreml_compress.patch_coremltools()
+    try:
+        assert patch.is_patched() and cto.palettize_weights is not original
+        model = ct.models.MLModel(str(src), skip_model_load=True)
+        result = cto.palettize_weights(model, config)
+        assert isinstance(result, ct.models.MLModel)
+        result.save(str(tmp_path / "patched.mlpackage"))
+        dense = cto.decompress_weights(result)
+        assert isinstance(dense, ct.models.MLModel)
+    finally:
+        coreml_compress.unpatch_coremltools()
+    assert cto.palettize_weights is original and not patch.is_patched()
+    assert_same_compression(tmp_path / "patched.mlpackage", theirs)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "coreml_compress.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_commands_match_the_api(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
+    src = models.build("minilm", model_dir, "iOS18", "fp16")
+    cases = [
+        (
+            ["palettize", "--nbits", "4", "--granularity", "per-grouped-channel", "--group-size", "32"],
+            "palettize",
+            cto.OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=32),
+        ),
+        (
+            ["quantize", "--dtype", "int4", "--granularity", "per-block", "--block-size", "32"],
+            "quantize",
+            cto.OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32),
+        ),
+        (["prune", "--n-m", "2:4"], "prune", cto.OpMagnitudePrunerConfig(n_m_ratio=(2, 4))),
+    ]
+    for i, (argv, kind, op_config) in enumerate(cases):
+        out = tmp_path / f"cli{i}.mlpackage"
+        run = cli(argv[0], str(src), str(out), *argv[1:])
+        assert run.returncode == 0, run.stderr
+        assert "SNR dB" in run.stdout and "bits per weight" in run.stdout
+        assert "weights" in run.stderr  # the progress bar
+        theirs = models.compress_with_coremltools(src, kind, cto.OptimizationConfig(global_config=op_config), oracle_dir)
+        assert_same_compression(out, theirs)
+
+
+def test_cli_config_file_and_errors(model_dir: Path, tmp_path: Path) -> None:
+    src = models.build("linear", model_dir, "iOS16", "fp16")
+    yaml_path = tmp_path / "cfg.yaml"
+    yaml_path.write_text(
+        "config_type: OptimizationConfig\nglobal_config:\n  mode: uniform\n  nbits: 2\n"
+        "  config_type: OpPalettizerConfig\n"
+    )
+    run = cli("palettize", str(src), str(tmp_path / "y.mlpackage"), "--config", str(yaml_path))
+    assert run.returncode == 0, run.stderr
+    assert "constexpr_lut_to_dense" in models.op_types(tmp_path / "y.mlpackage")
+    run = cli("palettize", str(src), str(tmp_path / "z.mlpackage"), "--granularity", "per-grouped-channel")
+    assert run.returncode == 2 and "supported since iOS18" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_demo_palettizes(tmp_path: Path) -> None:
+    run = cli("demo", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "palettized" in run.stdout and "SNR dB" in run.stdout
+    assert (tmp_path / "example.palettized.mlpackage").is_dir()
+    ct.models.MLModel(str(tmp_path / "example.palettized.mlpackage"), skip_model_load=True)
