@@ -90,6 +90,8 @@ class Run:
     wall_s: float
     op_s: float | None = None
     rss_bytes: int | None = None
+    #: Peak anonymous RSS (heap, not file-backed pages), sampled every 0.2 s by the guard.
+    anon_bytes: int | None = None
     user_s: float | None = None
     sys_s: float | None = None
     cpu_percent: float | None = None
@@ -207,8 +209,9 @@ def machine_markdown(info: dict[str, Any]) -> str:
 # running jobs
 
 
-def _pgroup_rss_bytes(pgid: int) -> int:
-    total = 0
+def _pgroup_rss_bytes(pgid: int) -> tuple[int, int]:
+    """(RSS, anonymous RSS) summed over the processes of group ``pgid``."""
+    total = anon = 0
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -219,9 +222,14 @@ def _pgroup_rss_bytes(pgid: int) -> int:
             if int(fields[2]) != pgid:  # pgrp
                 continue
             total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss (pages)
+            with open(f"/proc/{d}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        anon += int(line.split()[1]) * 1024
+                        break
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    return total, anon
 
 
 class _MemoryGuard(threading.Thread):
@@ -230,10 +238,12 @@ class _MemoryGuard(threading.Thread):
         self.pgid, self.limit = pgid, limit_bytes
         self.stop = threading.Event()
         self.killed_at: int | None = None
+        self.peak_anon = 0
 
     def run(self) -> None:
-        while not self.stop.wait(0.25):
-            rss = _pgroup_rss_bytes(self.pgid)
+        while not self.stop.wait(0.2):
+            rss, anon = _pgroup_rss_bytes(self.pgid)
+            self.peak_anon = max(self.peak_anon, anon)
             if rss > self.limit:
                 self.killed_at = rss
                 with contextlib.suppress(ProcessLookupError):
@@ -372,6 +382,7 @@ def run_once(job: Job, *, mem_limit_gb: float, hashes: bool = False, log: Any = 
         ok=False,
         wall_s=wall,
         rss_bytes=tv.get("rss_bytes"),
+        anon_bytes=guard.peak_anon or None,
         user_s=tv.get("user_s"),
         sys_s=tv.get("sys_s"),
         cpu_percent=tv.get("cpu_percent"),
@@ -486,18 +497,28 @@ def _side(case: Case, side: str) -> dict[str, Any]:
             "wall": ref.wall_s,
             "op": ref.op_s,
             "rss": ref.rss_bytes,
+            "anon": None,
             "wbytes": ref.weight_bytes,
             "mark": "†",
             "err": None,
         }
     res: JobResult | None = getattr(case, f"{side}_result")
     if res is None:
-        return {"wall": None, "op": None, "rss": None, "wbytes": None, "mark": "", "err": None}
+        return {
+            "wall": None,
+            "op": None,
+            "rss": None,
+            "anon": None,
+            "wbytes": None,
+            "mark": "",
+            "err": None,
+        }
     last = res.last
     return {
         "wall": res.median("wall_s"),
         "op": res.median("op_s"),
         "rss": res.median("rss_bytes"),
+        "anon": res.median("anon_bytes"),
         "wbytes": last.weight_bytes if last else None,
         "mark": "",
         "err": res.error,
@@ -531,6 +552,7 @@ def markdown_table(cases: list[Case], *, same_column: bool = True) -> str:
         "coremltools peak RSS",
         "ours peak RSS",
         "RSS ×",
+        "anon RSS coremltools / ours",
         "weight.bin coremltools / ours",
     ]
     if same_column:
@@ -557,6 +579,7 @@ def markdown_table(cases: list[Case], *, same_column: bool = True) -> str:
             cell(ct["rss"], fmt_bytes, ct, m),
             cell(ours["rss"], fmt_bytes, ours),
             fmt_ratio(ct["rss"], ours["rss"]),
+            f"{fmt_bytes(ct['anon'])} / {fmt_bytes(ours['anon'])}",
             f"{fmt_bytes(ct['wbytes'])}{m if ct['wbytes'] else ''} / {fmt_bytes(ours['wbytes'])}",
         ]
         if same_column:

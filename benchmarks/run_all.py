@@ -74,7 +74,17 @@ def run_script(script: str, quick: bool, repeats: int | None) -> str:
     md_path.unlink(missing_ok=True)
     if proc.returncode != 0 or not text:
         text += f"\n**{script} failed (exit {proc.returncode}); see its stderr.**\n"
-    return text + f"\n({script}: {elapsed / 60:.1f} min)\n"
+    return text + _footer(script, elapsed)
+
+
+def _footer(script: str, elapsed: float) -> str:
+    end = time.strftime("%Y-%m-%d %H:%M")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"\n({script}: {elapsed / 60:.1f} min, finished {end}, load average {load})\n"
+
+
+def _section_path(script: str, quick: bool) -> Path:
+    return harness.RESULTS_DIR / f"section-{Path(script).stem}{'-quick' if quick else ''}.md"
 
 
 def run_torch(quick: bool) -> str:
@@ -87,14 +97,19 @@ def run_torch(quick: bool) -> str:
     text = proc.stdout.strip() + "\n"
     if proc.returncode != 0:
         text += f"\n**{TORCH_SCRIPT} failed (exit {proc.returncode}); see its stderr.**\n"
-    return text + f"\n({TORCH_SCRIPT}: {elapsed / 60:.1f} min)\n"
+    return text + _footer(TORCH_SCRIPT, elapsed)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run of every script")
     parser.add_argument("--repeats", type=int, help="runs per job (default 3; 1 with --quick)")
-    parser.add_argument("--only", nargs="*", help="run only these scripts (file names)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="run only these scripts (file names); the other sections are reused from their "
+        "last run (benchmarks/.cache/results/section-*.md) where present",
+    )
     parser.add_argument("--out", type=Path, help="output markdown file")
     args = parser.parse_args(argv)
     out = args.out or (
@@ -103,17 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     scripts = list(SCRIPTS)
     if (HERE / TORCH_SCRIPT).is_file():
         scripts.append(TORCH_SCRIPT)
-    if args.only:
-        scripts = [s for s in scripts if s in args.only]
 
     start_info = harness.machine_info()
     t0 = time.perf_counter()
     sections = []
+    harness.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for script in scripts:
+        saved = _section_path(script, args.quick)
+        if args.only and script not in args.only:
+            if saved.is_file():
+                print(f"== {script}: reusing {saved}", file=sys.stderr)
+                sections.append(saved.read_text() + "(section reused from that earlier run)\n")
+            continue
         if script == TORCH_SCRIPT:
-            sections.append(run_torch(args.quick))
+            text = run_torch(args.quick)
         else:
-            sections.append(run_script(script, args.quick, args.repeats))
+            text = run_script(script, args.quick, args.repeats)
+        saved.write_text(text)
+        sections.append(text)
     total = time.perf_counter() - t0
     end_load = [round(x, 2) for x in os.getloadavg()]
 

@@ -20,9 +20,18 @@ from test_quantize_prune import assert_same_compression, constexpr_params, const
 P = cto.OpPalettizerConfig
 
 
-def run_both(kind: str, target: str, precision: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+# Slow configs skip MiniLM's 30522x384 word embedding (coremltools needs minutes for it).
+SLOW = {"op_type_configs": {"gather": None}}
+
+
+def run_both(
+    kind: str, target: str, precision: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path
+) -> tuple[Path, Path, Path]:
     src = models.build(kind, model_dir, target, precision)
-    config = cto.OptimizationConfig(global_config=op_config)
+    slow = kind == "minilm" and (
+        op_config.granularity.name == "PER_GROUPED_CHANNEL" or (op_config.nbits or 0) >= 6
+    )
+    config = cto.OptimizationConfig(global_config=op_config, **(SLOW if slow else {}))
     theirs = models.compress_with_coremltools(src, "palettize", config, oracle_dir)
     ours = tmp_path / "ours.mlpackage"
     optimize.palettize_weights(ct.models.MLModel(str(src), skip_model_load=True), config, output_path=ours)
@@ -34,7 +43,7 @@ EXACT = [
     ("minilm", "iOS18", P(nbits=2)),
     ("minilm", "iOS18", P(nbits=8)),
     ("minilm", "iOS18", P(nbits=3)),
-    ("minilm", "iOS18", P(nbits=6, granularity="per_grouped_channel", group_size=32)),
+    ("minilm", "iOS18", P(nbits=6, granularity="per_grouped_channel", group_size=128)),
     ("minilm", "iOS18", P(nbits=4, enable_per_channel_scale=True)),
     ("minilm", "iOS16", P(nbits=4)),
     ("minilm", "iOS17", P(nbits=1)),
@@ -66,7 +75,7 @@ QUALITY = [
     ("linear", "iOS18", "fp32", P(nbits=4)),
     ("conv", "iOS18", "fp32", P(nbits=2, granularity="per_grouped_channel", group_size=8)),
     ("linear", "iOS18", "fp16", P(nbits=4, cluster_dim=2)),
-    ("minilm", "iOS18", "fp16", P(nbits=4, granularity="per_grouped_channel", group_size=16)),
+    ("conv", "iOS18", "fp16", P(nbits=4, granularity="per_grouped_channel", group_size=16)),
 ]
 
 

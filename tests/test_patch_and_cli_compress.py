@@ -45,9 +45,9 @@ def test_cli_commands_match_the_api(model_dir: Path, oracle_dir: Path, tmp_path:
     src = models.build("minilm", model_dir, "iOS18", "fp16")
     cases = [
         (
-            ["palettize", "--nbits", "4", "--granularity", "per-grouped-channel", "--group-size", "32"],
+            ["palettize", "--nbits", "4"],
             "palettize",
-            cto.OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=32),
+            cto.OpPalettizerConfig(nbits=4),
         ),
         (
             ["quantize", "--dtype", "int4", "--granularity", "per-block", "--block-size", "32"],
@@ -56,13 +56,17 @@ def test_cli_commands_match_the_api(model_dir: Path, oracle_dir: Path, tmp_path:
         ),
         (["prune", "--n-m", "2:4"], "prune", cto.OpMagnitudePrunerConfig(n_m_ratio=(2, 4))),
     ]
+    conv = models.build("conv", model_dir, "iOS18", "fp16")
+    grouped = ["palettize", "--mode", "uniform", "--nbits", "4", "--granularity", "per-grouped-channel", "--group-size", "8"]
+    cases.append((grouped, "palettize", cto.OpPalettizerConfig(mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=8)))
     for i, (argv, kind, op_config) in enumerate(cases):
         out = tmp_path / f"cli{i}.mlpackage"
-        run = cli(argv[0], str(src), str(out), *argv[1:])
+        model = conv if "--mode" in argv else src
+        run = cli(argv[0], str(model), str(out), *argv[1:])
         assert run.returncode == 0, run.stderr
         assert "SNR dB" in run.stdout and "bits per weight" in run.stdout
         assert "weights" in run.stderr  # the progress bar
-        theirs = models.compress_with_coremltools(src, kind, cto.OptimizationConfig(global_config=op_config), oracle_dir)
+        theirs = models.compress_with_coremltools(model, kind, cto.OptimizationConfig(global_config=op_config), oracle_dir)
         assert_same_compression(out, theirs)
 
 
@@ -87,3 +91,32 @@ def test_demo_palettizes(tmp_path: Path) -> None:
     assert "palettized" in run.stdout and "SNR dB" in run.stdout
     assert (tmp_path / "example.palettized.mlpackage").is_dir()
     ct.models.MLModel(str(tmp_path / "example.palettized.mlpackage"), skip_model_load=True)
+
+
+def test_cli_recipe_matches_joint_steps(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
+    src = models.build("minilm", model_dir, "iOS18", "fp16")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "steps:\n"
+        "  - prune: {config_type: OpMagnitudePrunerConfig, target_sparsity: 0.5}\n"
+        "  - quantize: {config_type: OpLinearQuantizerConfig, dtype: int8}\n"
+    )
+    out = tmp_path / "recipe.mlpackage"
+    run = cli("compress", str(src), str(out), "--recipe", str(recipe))
+    assert run.returncode == 0, run.stderr
+    assert "Step 2: quantize" in run.stdout
+    pruned = models.compress_with_coremltools(
+        src, "prune", cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5)), oracle_dir
+    )
+    theirs = models.compress_with_coremltools(
+        pruned, "quantize", cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig()), oracle_dir,
+        joint_compression=True,
+    )
+    a, b = models.dense_weights(out), models.dense_weights(theirs)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] == b[k]).all(), k
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [{squash: {}}]\n")
+    run = cli("compress", str(src), str(tmp_path / "x.mlpackage"), "--recipe", str(bad))
+    assert run.returncode == 2 and "must be one of" in run.stderr

@@ -1,4 +1,5 @@
-"""The compression subcommands of ``coreml-compress``: palettize, quantize, prune.
+"""The compression subcommands of ``coreml-compress``: palettize, quantize, prune, and compress
+(a recipe of several steps; every step after the first uses joint compression).
 
 Each writes a new package, shows a progress bar on stderr and closes with a table: per weight its
 bits per weight, size before and after, and signal-to-noise ratio of the compressed weight.
@@ -134,6 +135,70 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-threshold", type=int, default=2048, help="compress weights larger than this")
 
 
+_STEPS: dict[str, Callable[..., Any]] = {
+    "palettize": optimize.palettize_weights,
+    "quantize": optimize.linear_quantize_weights,
+    "prune": optimize.prune_weights,
+}
+
+
+def load_recipe(path: str) -> list[tuple[str, Any]]:
+    """A recipe file: ``steps:``, a list of one-key mappings ``{palettize|quantize|prune: config}``
+    where the config is an op config mapping (``config_type: OpPalettizerConfig, nbits: 4``, used
+    as the global config) or a whole ``OptimizationConfig`` mapping."""
+    import yaml
+
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    steps = doc.get("steps") if isinstance(doc, dict) else None
+    if not isinstance(steps, list) or not steps:
+        raise ValueError(f"{path}: a recipe needs a non-empty 'steps' list")
+    out = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in _STEPS:
+            raise ValueError(f"{path}: step {i + 1} must be one of {sorted(_STEPS)} with its config")
+        kind, body = next(iter(step.items()))
+        body = dict(body or {})
+        if body.get("config_type", "OptimizationConfig") == "OptimizationConfig":
+            body.setdefault("config_type", "OptimizationConfig")
+            config = cfg.OptimizationConfig.from_dict(body)
+        else:
+            config = cfg.OptimizationConfig.from_dict(
+                {"config_type": "OptimizationConfig", "global_config": body}
+            )
+        out.append((kind, config))
+    return out
+
+
+def _compress(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    steps = load_recipe(args.recipe)
+    work = Path(tempfile.mkdtemp(prefix="coreml_compress_recipe_"))
+    try:
+        current = Path(args.input)
+        for i, (kind, config) in enumerate(steps):
+            last = i == len(steps) - 1
+            dest = Path(args.output) if last else work / f"step{i}.mlpackage"
+            _, report = _STEPS[kind](
+                current,
+                config,
+                joint_compression=i > 0,
+                output_path=dest,
+                progress=_progress(f"{i + 1}/{len(steps)} {kind}"),
+                with_report=True,
+            )
+            print(f"Step {i + 1}: {kind}")
+            print(format_compression_report(report) + "\n")
+            current = dest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"Written to {args.output}")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Adds palettize, quantize and prune to the CLI's subparsers."""
     p = sub.add_parser("palettize", help="palettize weights (k-means, uniform or unique LUTs)")
@@ -165,3 +230,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--dim", type=int, default=None, help="axis of blocks or n:m groups")
     p.add_argument("--min-sparsity", type=float, default=0.5, help="with --threshold: skip sparser-than")
     p.set_defaults(run=lambda a: _run(a, "prune", _pruner, optimize.prune_weights))
+
+    p = sub.add_parser("compress", help="run a recipe of steps, e.g. prune 50% then palettize 4 bits")
+    p.add_argument("input", help="the .mlpackage to read")
+    p.add_argument("output", help="the .mlpackage to write")
+    p.add_argument("--recipe", required=True, help="YAML: steps: [{prune: {...}}, {palettize: {...}}]")
+    p.set_defaults(run=_compress)

@@ -245,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except CoreMLCompressError as e:
+    except (CoreMLCompressError, ValueError, TypeError, OSError) as e:
+        # Bad input of any kind (our errors, invalid configs, missing files): one line, no trace.
         print(f"coreml-compress: error: {e}", file=sys.stderr)
         return EXIT_ERROR
 
