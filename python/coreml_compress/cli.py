@@ -17,6 +17,7 @@ with status 2. coremltools is not needed.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # coremltools (imported to hand back MLModels) logs its missing macOS runtime on Linux.
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

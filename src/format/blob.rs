@@ -91,6 +91,17 @@ impl BlobFile {
         Ok(())
     }
 
+    /// Drops this process's mapping of the pages read so far (they stay in the page cache), so
+    /// that reading a large weight file does not pile up resident memory. Later reads fault the
+    /// pages back in.
+    pub fn release_pages(&self) {
+        if let Some(map) = &self.map {
+            // SAFETY: the map is private and read-only and the file is not modified while it is
+            // open, so discarding pages only means they are read again from the file on access.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     /// The number of blobs the header declares.
     pub fn declared_count(&self) -> u32 {
         read_u32(self.bytes(), 0)

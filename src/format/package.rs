@@ -111,6 +111,11 @@ impl Package {
         file.blob(value.offset)
     }
 
+    /// Releases the resident pages of every weight file (see [`BlobFile::release_pages`]).
+    pub fn release_pages(&self) {
+        self.weights.values().for_each(BlobFile::release_pages);
+    }
+
     pub fn weight_files(&self) -> impl Iterator<Item = &BlobFile> {
         self.weights.values()
     }

@@ -23,38 +23,30 @@ pub struct Clusters1d {
     pub centroids: Vec<f64>,
 }
 
-/// Prefix sums of w, w·x and w·x·x, accumulated in the same order as kmeans1d's.
+/// Prefix sums of w, w·x and w·x·x, accumulated in the same order as kmeans1d's. Stored
+/// interleaved, so that a cost (two prefix entries) touches two cache lines instead of six.
 struct Prefix {
-    w: Vec<f64>,
-    s: Vec<f64>,
-    s2: Vec<f64>,
+    /// `[Σw, Σw·x, Σw·x·x]` of the first `i` values, for `i` in `0..=n`.
+    sums: Vec<[f64; 3]>,
 }
 
 impl Prefix {
     fn new(x: &[f64], wt: &[f64]) -> Self {
-        let n = x.len();
-        let (mut w, mut s, mut s2) = (
-            Vec::with_capacity(n + 1),
-            Vec::with_capacity(n + 1),
-            Vec::with_capacity(n + 1),
-        );
-        w.push(0.0);
-        s.push(0.0);
-        s2.push(0.0);
-        for i in 0..n {
-            let (xi, wi) = (x[i], wt[i]);
-            w.push(wi + w[i]);
-            s.push(wi * xi + s[i]);
-            s2.push(wi * xi * xi + s2[i]);
+        let mut sums = Vec::with_capacity(x.len() + 1);
+        let mut acc = [0.0f64; 3];
+        sums.push(acc);
+        for (&xi, &wi) in x.iter().zip(wt) {
+            acc = [wi + acc[0], wi * xi + acc[1], wi * xi * xi + acc[2]];
+            sums.push(acc);
         }
-        Prefix { w, s, s2 }
+        Prefix { sums }
     }
 
     /// Total weight of values `i..=j` (0 when empty).
     #[inline]
     fn weight(&self, i: usize, j: usize) -> f64 {
         if i <= j {
-            self.w[j + 1] - self.w[i]
+            self.sums[j + 1][0] - self.sums[i][0]
         } else {
             0.0
         }
@@ -66,10 +58,11 @@ impl Prefix {
         if j < i {
             return 0.0;
         }
-        let w = self.w[j + 1] - self.w[i];
-        let sum = self.s[j + 1] - self.s[i];
+        let (hi, lo) = (&self.sums[j + 1], &self.sums[i]);
+        let w = hi[0] - lo[0];
+        let sum = hi[1] - lo[1];
         let mu = sum / w;
-        let mut r = self.s2[j + 1] - self.s2[i];
+        let mut r = hi[2] - lo[2];
         r += w * (mu * mu);
         r -= (2.0 * mu) * sum;
         r

@@ -1,7 +1,9 @@
 """PyTorch-side compression on the native engine (``pip install "coreml-compress[torch]"``).
 
 Calibration: :class:`LayerwiseCompressor` (GPTQ, SparseGPT), :class:`SKMPalettizer` (sensitive
-k-means); data-free: :class:`PostTrainingPalettizer`, :class:`PostTrainingQuantizer`. Every
+k-means); data-free: :class:`PostTrainingPalettizer`, :class:`PostTrainingQuantizer`; inside a
+training loop: :class:`TrainingPalettizer` (learned LUT, native k-means) and
+:class:`MagnitudePruner` (coremltools' schedules), each with ``prepare``/``step``/``finalize``. Every
 compressed module keeps dense weights that sit exactly on the compressed grid and carries the
 ``_COREML_`` buffers that ``ct.convert(..., minimum_deployment_target=ct.target.iOS18)`` turns into
 ``constexpr_*`` ops. Configs are coremltools' (objects, dicts or YAML).
@@ -29,19 +31,47 @@ from ._metadata import clear_metadata, metadata_of, register_metadata, register_
 from .kernels import Hessian, gptq, sparsegpt, weighted_kmeans
 from .layerwise import LayerwiseCompressor
 from .palettization import PostTrainingPalettizer, SKMPalettizer
+from .pruning import (
+    ConstantSparsityScheduler,
+    MagnitudePruner,
+    MagnitudePrunerConfig,
+    ModuleMagnitudePrunerConfig,
+    PolynomialDecayScheduler,
+)
+from .quantization import (
+    ModulePostTrainingQuantizerConfig,
+    PostTrainingQuantizer,
+    PostTrainingQuantizerConfig,
+)
+from .training_palettization import (
+    ModuleTrainingPalettizerConfig,
+    TrainingPalettizer,
+    TrainingPalettizerConfig,
+)
 
 __all__ = [
+    "ConstantSparsityScheduler",
     "Hessian",
     "LayerwiseCompressor",
     "LayerwiseCompressorConfig",
+    "MagnitudePruner",
+    "MagnitudePrunerConfig",
     "ModuleGPTQConfig",
+    "ModuleMagnitudePrunerConfig",
     "ModulePostTrainingPalettizerConfig",
+    "ModulePostTrainingQuantizerConfig",
     "ModuleSKMPalettizerConfig",
     "ModuleSparseGPTConfig",
+    "ModuleTrainingPalettizerConfig",
+    "PolynomialDecayScheduler",
     "PostTrainingPalettizer",
     "PostTrainingPalettizerConfig",
+    "PostTrainingQuantizer",
+    "PostTrainingQuantizerConfig",
     "SKMPalettizer",
     "SKMPalettizerConfig",
+    "TrainingPalettizer",
+    "TrainingPalettizerConfig",
     "clear_metadata",
     "gptq",
     "metadata_of",
