@@ -196,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             "coremltools columns marked † are **reference figures, measured earlier on the same "
             f"machine class** (`{REF_FILE}`: coremltools 9.0, 2 cores, 24 GB, one job at a time, "
             "`/usr/bin/time -v`), not in this run; their wall times include ~1.5–2 s of import. "
-            "Ratios against † figures are indicative. The weight.bin size of every ours output "
-            "equals the reference output's where one is given.\n\n"
+            "Ratios against † figures are indicative.\n\n"
             + harness.markdown_table(cases, same_column=False)
             + "\n"
         )
@@ -205,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             ref, last = c.ct_reference, c.ours_result.last if c.ours_result else None
             if ref and ref.weight_bytes and last and last.weight_bytes != ref.weight_bytes:
                 md += (
-                    f"- **{c.name}: ours wrote weight.bin of {last.weight_bytes:,} B, "
-                    f"the reference output has {ref.weight_bytes:,} B**\n"
+                    f"- {c.name}: ours wrote weight.bin of {last.weight_bytes:,} B, the "
+                    f"reference output has {ref.weight_bytes:,} B. Expected where the size "
+                    "depends on the values: the reference model is the same shape but a "
+                    "different random draw of the weights (magnitude pruning zeroes every value "
+                    "tied with the threshold, so the non-zero count varies with the data); "
+                    "byte parity with coremltools is checked on the 4096×4096 layer above.\n"
                 )
     if not args.skip_side:
         side = ensure_llm(side_scale)

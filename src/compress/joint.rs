@@ -156,6 +156,31 @@ fn no_vector_or_scale(c: &Candidate, p: &PaletteConfig, what: &str) -> Result<()
     Ok(())
 }
 
+/// A quantization result with the scale already in blob layout, whatever the weight's float type.
+struct QuantizedAny {
+    codes: Codes,
+    scale_bytes: Vec<u8>,
+    scale_shape: Vec<usize>,
+    zero_point: Option<Codes>,
+    dtype: crate::kernels::quantize::QuantDtype,
+}
+
+fn quantize_any(c: &Candidate, q: &QuantizeConfig, w: &Weights) -> Result<Option<QuantizedAny>> {
+    fn erase<T: WeightElement>(x: crate::kernels::quantize::Quantized<T>) -> QuantizedAny {
+        QuantizedAny {
+            scale_bytes: T::slice_to_le_bytes(&x.scale),
+            codes: x.codes,
+            scale_shape: x.scale_shape,
+            zero_point: x.zero_point,
+            dtype: x.dtype,
+        }
+    }
+    Ok(match w {
+        Weights::F16(v) => quantize_weight(c, q, v)?.map(erase),
+        Weights::F32(v) => quantize_weight(c, q, v)?.map(erase),
+    })
+}
+
 /// prune → palettize: the dense weight (zeros included) is palettized; `constexpr_lut_to_sparse`
 /// holds the indices of the kept values and feeds a recreated `constexpr_sparse_to_dense`.
 fn sparse_then_palettize(
@@ -230,27 +255,14 @@ fn sparse_then_quantize(
         .ok_or_else(|| config_err!("{}: no mask", c.name))?;
     let mask_bits = mask_bits(&mask)?.to_vec();
     let (w, float) = float_weights(dense)?;
-    let quantized = match &w {
-        Weights::F16(v) => quantize_weight(c, q, v)?.map(|x| {
-            (
-                x.codes,
-                f16::slice_to_le_bytes(&x.scale),
-                x.scale_shape,
-                x.zero_point,
-                x.dtype,
-            )
-        }),
-        Weights::F32(v) => quantize_weight(c, q, v)?.map(|x| {
-            (
-                x.codes,
-                f32::slice_to_le_bytes(&x.scale),
-                x.scale_shape,
-                x.zero_point,
-                x.dtype,
-            )
-        }),
-    };
-    let Some((codes, scale_bytes, scale_shape, zero_point, dtype)) = quantized else {
+    let Some(QuantizedAny {
+        codes,
+        scale_bytes,
+        scale_shape,
+        zero_point,
+        dtype,
+    }) = quantize_any(c, q, &w)?
+    else {
         return Ok(false);
     };
     let codes_type = codes_dtype(dtype);
@@ -337,27 +349,14 @@ fn quantize_lut(
         .param(op, "lut")?
         .ok_or_else(|| config_err!("{}: no lut", c.name))?;
     let (w, float) = float_weights(lut)?;
-    let quantized = match &w {
-        Weights::F16(v) => quantize_weight(c, q, v)?.map(|x| {
-            (
-                x.codes,
-                f16::slice_to_le_bytes(&x.scale),
-                x.scale_shape,
-                x.zero_point,
-                x.dtype,
-            )
-        }),
-        Weights::F32(v) => quantize_weight(c, q, v)?.map(|x| {
-            (
-                x.codes,
-                f32::slice_to_le_bytes(&x.scale),
-                x.scale_shape,
-                x.zero_point,
-                x.dtype,
-            )
-        }),
-    };
-    let Some((codes, scale_bytes, scale_shape, zero_point, dtype)) = quantized else {
+    let Some(QuantizedAny {
+        codes,
+        scale_bytes,
+        scale_shape,
+        zero_point,
+        dtype,
+    }) = quantize_any(c, q, &w)?
+    else {
         return Ok(false);
     };
     let codes_type = codes_dtype(dtype);

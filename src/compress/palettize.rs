@@ -298,16 +298,7 @@ fn emit_ios16<T: WeightElement>(
         info: TensorInfo::new(float, &[entries]),
         bytes: T::slice_to_le_bytes(&x.lut),
     });
-    let shape_bytes = c
-        .info
-        .shape
-        .iter()
-        .flat_map(|&d| (d as u32).to_le_bytes())
-        .collect();
-    let shape = r.value(NewTensor {
-        info: TensorInfo::new(DType::U32, &[c.info.shape.len()]),
-        bytes: shape_bytes,
-    });
+    let shape = r.value(NewTensor::uint32_shape(&c.info.shape));
     r.ops.push(build_op(
         "constexpr_lut_to_dense",
         name,
@@ -358,29 +349,13 @@ fn emit_ios18<T: WeightElement>(
             ("vector_axis", NewParam::Value(r.value(axis)))
         })
     };
-    let Some(pcs) = &x.per_channel_scale else {
-        let lut = r.value(NewTensor {
-            info: TensorInfo::new(float, &x.lut_shape),
-            bytes: T::slice_to_le_bytes(&x.lut),
-        });
-        let mut params = vec![
-            ("indices", NewParam::Value(indices)),
-            ("lut", NewParam::Value(lut)),
-        ];
-        params.extend(vector_axis(r));
-        r.ops.push(build_op(
-            "constexpr_lut_to_dense",
-            name,
-            params,
-            vec![(name.to_string(), c.info.clone())],
-            ParamStyle::Inputs,
-        ));
-        return Ok(name.to_string());
-    };
     let pcs_name = format!("{name}_pcs");
-    let scale_bytes = T::slice_to_le_bytes(&pcs.values);
-    if target.spec_version >= 10 {
-        // iOS26+: LUT first, then the scale on the dense weight.
+    let below_ios26_scale = x
+        .per_channel_scale
+        .as_ref()
+        .filter(|_| target.spec_version < 10);
+    let Some(pcs) = below_ios26_scale else {
+        // The LUT op first; from iOS26 on, a per-channel scale then applies to the dense weight.
         let lut = r.value(NewTensor {
             info: TensorInfo::new(float, &x.lut_shape),
             bytes: T::slice_to_le_bytes(&x.lut),
@@ -397,9 +372,12 @@ fn emit_ios18<T: WeightElement>(
             vec![(name.to_string(), c.info.clone())],
             ParamStyle::Inputs,
         ));
+        let Some(pcs) = &x.per_channel_scale else {
+            return Ok(name.to_string());
+        };
         let scale = r.value(NewTensor {
             info: TensorInfo::new(float, &pcs.shape),
-            bytes: scale_bytes,
+            bytes: T::slice_to_le_bytes(&pcs.values),
         });
         r.ops.push(build_op(
             "constexpr_blockwise_shift_scale",
@@ -412,7 +390,8 @@ fn emit_ios18<T: WeightElement>(
             ParamStyle::Inputs,
         ));
         return Ok(pcs_name);
-    }
+    };
+    let scale_bytes = T::slice_to_le_bytes(&pcs.values);
     // Below iOS26 coremltools moves the scale onto the LUT: scale shape + [1, 1], and the LUT
     // repeated along every axis where the scale is larger.
     let rank = c.info.shape.len();

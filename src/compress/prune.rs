@@ -111,16 +111,7 @@ fn emit_typed<T: WeightElement>(
             info: TensorInfo::new(DType::U8, &[packed.len()]),
             bytes: packed,
         });
-        let shape_bytes = c
-            .info
-            .shape
-            .iter()
-            .flat_map(|&d| (d as u32).to_le_bytes())
-            .collect();
-        let shape = r.value(NewTensor {
-            info: TensorInfo::new(DType::U32, &[c.info.shape.len()]),
-            bytes: shape_bytes,
-        });
+        let shape = r.value(NewTensor::uint32_shape(&c.info.shape));
         build_op(
             "constexpr_sparse_to_dense",
             &name,

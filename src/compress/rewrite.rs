@@ -27,6 +27,19 @@ pub struct NewTensor {
     pub bytes: Vec<u8>,
 }
 
+impl NewTensor {
+    /// The `shape` parameter of iOS16/17 constexpr ops: uint32 dimensions.
+    pub fn uint32_shape(shape: &[usize]) -> Self {
+        NewTensor {
+            info: TensorInfo::new(crate::format::dtype::DType::U32, &[shape.len()]),
+            bytes: shape
+                .iter()
+                .flat_map(|&d| (d as u32).to_le_bytes())
+                .collect(),
+        }
+    }
+}
+
 /// The ops that take the place of one op, with the tensors they hold.
 #[derive(Default)]
 pub struct Replacement {

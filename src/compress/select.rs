@@ -142,6 +142,16 @@ fn resolve<'c>(
     resolve_uses(config, uses)
 }
 
+/// The largest `groups` of the convolutions among `uses` (1 when there are none).
+fn max_conv_groups(graph: &Graph<'_>, uses: &[Use<'_>]) -> usize {
+    uses.iter()
+        .filter(|u| matches!(u.op.r#type.as_str(), "conv" | "conv_transpose"))
+        .filter_map(|u| int_param(graph, u.op, "groups"))
+        .max()
+        .unwrap_or(1)
+        .max(1) as usize
+}
+
 /// The value of a `const` op.
 pub fn const_value(op: &Operation) -> Option<&Value> {
     (op.r#type == "const")
@@ -203,13 +213,7 @@ pub fn candidates(
                     continue;
                 }
                 let (output_axis, input_axis) = channel_axes(&graph, uses, info.shape.len());
-                let conv_groups = uses
-                    .iter()
-                    .filter(|u| matches!(u.op.r#type.as_str(), "conv" | "conv_transpose"))
-                    .filter_map(|u| int_param(&graph, u.op, "groups"))
-                    .max()
-                    .unwrap_or(1)
-                    .max(1) as usize;
+                let conv_groups = max_conv_groups(&graph, uses);
                 let name = op
                     .attributes
                     .get("name")
@@ -395,13 +399,7 @@ pub fn joint_candidates(
                         continue;
                     }
                     let (output_axis, input_axis) = channel_axes(&graph, &uses, info.shape.len());
-                    let conv_groups = uses
-                        .iter()
-                        .filter(|u| matches!(u.op.r#type.as_str(), "conv" | "conv_transpose"))
-                        .filter_map(|u| int_param(&graph, u.op, "groups"))
-                        .max()
-                        .unwrap_or(1)
-                        .max(1) as usize;
+                    let conv_groups = max_conv_groups(&graph, &uses);
                     let site = match param_name {
                         Some(p) => Site::Param {
                             op: (*op).clone(),
