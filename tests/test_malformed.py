@@ -494,3 +494,20 @@ def test_cli_reports_one_line(pkg: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert cli_main(["info", str(pkg)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.mlmodel" in err
+
+
+def test_failure_leaves_no_temporary_output(tmp_path: Path) -> None:
+    import glob
+    import tempfile
+
+    from coreml_compress import optimize
+
+    pattern = str(Path(tempfile.gettempdir()) / "coreml_compress_*")
+    before = set(glob.glob(pattern))
+    with pytest.raises(CoreMLCompressError):
+        optimize.decompress_weights(tmp_path / "missing.mlpackage")
+    with pytest.raises(CoreMLCompressError):
+        optimize.linear_quantize_weights(
+            tmp_path / "missing.mlpackage", {"config_type": "OptimizationConfig"}
+        )
+    assert set(glob.glob(pattern)) == before

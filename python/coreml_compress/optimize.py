@@ -11,9 +11,11 @@ shape, bytes_before, bytes_after, snr_db).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,17 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temporary: Path | None) -> Iterator[None]:
+    """Removes the temporary directory made for an output when writing it fails."""
+    try:
+        yield
+    except BaseException:
+        if temporary is not None:
+            shutil.rmtree(temporary.parent, ignore_errors=True)
+        raise
 
 
 def _engine_lut_function(fn: Callable) -> Callable[[bytes, str, list[int]], tuple[bytes, bytes]]:
@@ -115,9 +128,10 @@ def _run(
     config_json, functions = _native_config(config, kind, accepted)
     source = package_path(model)
     dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
-    written, report = _native.compress(
-        kind, str(source), str(dest), config_json, joint_compression, functions or None, progress
-    )
+    with _removed_on_failure(dest if output_path is None else None):
+        written, report = _native.compress(
+            kind, str(source), str(dest), config_json, joint_compression, functions or None, progress
+        )
     result = wrap_output(Path(written), model, temporary=output_path is None)
     return (result, report) if with_report else result
 
@@ -167,5 +181,6 @@ def decompress_weights(
     """Materialize every ``constexpr_*`` op into a dense ``const``, bit-identical to coremltools."""
     source = package_path(mlmodel)
     dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
-    written = _native.decompress(str(source), str(dest))
+    with _removed_on_failure(dest if output_path is None else None):
+        written = _native.decompress(str(source), str(dest))
     return wrap_output(Path(written), mlmodel, temporary=output_path is None)
