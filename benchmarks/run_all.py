@@ -77,10 +77,26 @@ def run_script(script: str, quick: bool, repeats: int | None) -> str:
     return text + _footer(script, elapsed)
 
 
+def _engine_build() -> str:
+    """Which engine build ran: the mtime of the installed extension (others rebuild it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("coreml_compress")
+    if spec is None or not spec.submodule_search_locations:
+        return "engine not found"
+    sos = sorted(Path(next(iter(spec.submodule_search_locations))).glob("_native*.so"))
+    if not sos:
+        return "engine not found"
+    return "engine built " + time.strftime("%Y-%m-%d %H:%M", time.localtime(sos[0].stat().st_mtime))
+
+
 def _footer(script: str, elapsed: float) -> str:
     end = time.strftime("%Y-%m-%d %H:%M")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"\n({script}: {elapsed / 60:.1f} min, finished {end}, load average {load})\n"
+    return (
+        f"\n({script}: {elapsed / 60:.1f} min, finished {end}, load average {load}; "
+        f"{_engine_build()})\n"
+    )
 
 
 def _section_path(script: str, quick: bool) -> Path:
