@@ -277,8 +277,8 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
+        // No fsync: like coremltools, leave write-back to the OS (it dominated large writes).
         file.write_all(&self.count.to_le_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
         Ok(())
     }
 }
