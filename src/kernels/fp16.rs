@@ -102,12 +102,17 @@ pub trait WeightElement:
     }
 }
 
+/// Every f16 bit pattern widened to f32: a 256 KB table that keeps the widening inlinable (the
+/// `half` crate checks for F16C at run time on every call).
+static F16_TO_F32: std::sync::LazyLock<Box<[f32]>> =
+    std::sync::LazyLock::new(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect());
+
 impl WeightElement for f16 {
     const IS_HALF: bool = true;
     const NAME: &'static str = "float16";
     #[inline]
     fn to_f32(self) -> f32 {
-        f16::to_f32(self)
+        F16_TO_F32[self.to_bits() as usize]
     }
     #[inline]
     fn from_f32(x: f32) -> Self {
@@ -240,6 +245,7 @@ pub fn trunc_to_i32_x86(x: f32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use proptest::prelude::*;
 
     #[test]
