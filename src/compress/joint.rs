@@ -11,7 +11,7 @@ use crate::compress::materialize::{Dense, Elements, Materializer};
 use crate::compress::palettize::{self, index_dtype, repeat_axis, LutFunction};
 use crate::compress::pass::{Target, Weights};
 use crate::compress::prune::prune_weight;
-use crate::compress::quantize::{codes_bytes, codes_dtype, quantize_weight};
+use crate::compress::quantize::{codes_bytes, codes_dtype, quantize_weight, scale_offset_params};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::{Candidate, Site};
 use crate::config_err;
@@ -281,24 +281,15 @@ fn sparse_then_quantize(
                 bytes: codes_bytes(&kept, codes_type)?,
             })),
         ),
-        (
-            "scale",
-            NewParam::Value(r.value(NewTensor {
-                info: TensorInfo::new(float, &scale_shape),
-                bytes: scale_bytes,
-            })),
-        ),
     ];
-    if let Some(zp) = &zero_point {
-        let info = TensorInfo::new(codes_type, &scale_shape);
-        params.push((
-            "offset",
-            NewParam::Value(r.value(NewTensor {
-                info,
-                bytes: codes_bytes(zp, codes_type)?,
-            })),
-        ));
-    }
+    params.extend(scale_offset_params(
+        r,
+        float,
+        &scale_shape,
+        scale_bytes,
+        zero_point.as_ref(),
+        codes_type,
+    )?);
     r.ops.push(build_op(
         "constexpr_sparse_blockwise_shift_scale",
         &name,
@@ -403,26 +394,15 @@ fn quantize_lut(
             vec![(name.clone(), int_info)],
             ParamStyle::Inputs,
         ));
-        let mut params = vec![
-            ("data", NewParam::Var(name.clone())),
-            (
-                "scale",
-                NewParam::Value(r.value(NewTensor {
-                    info: TensorInfo::new(float, &new_shape),
-                    bytes: scale_bytes,
-                })),
-            ),
-        ];
-        if let Some(zp) = &zero_point {
-            let info = TensorInfo::new(codes_type, &new_shape);
-            params.push((
-                "offset",
-                NewParam::Value(r.value(NewTensor {
-                    info,
-                    bytes: codes_bytes(zp, codes_type)?,
-                })),
-            ));
-        }
+        let mut params = vec![("data", NewParam::Var(name.clone()))];
+        params.extend(scale_offset_params(
+            r,
+            float,
+            &new_shape,
+            scale_bytes,
+            zero_point.as_ref(),
+            codes_type,
+        )?);
         r.ops.push(build_op(
             "constexpr_blockwise_shift_scale",
             op_name(op),
@@ -432,26 +412,15 @@ fn quantize_lut(
         ));
         return Ok(true);
     }
-    let mut params = vec![
-        ("data", NewParam::Value(data)),
-        (
-            "scale",
-            NewParam::Value(r.value(NewTensor {
-                info: TensorInfo::new(float, &scale_shape),
-                bytes: scale_bytes,
-            })),
-        ),
-    ];
-    if let Some(zp) = &zero_point {
-        let info = TensorInfo::new(codes_type, &scale_shape);
-        params.push((
-            "offset",
-            NewParam::Value(r.value(NewTensor {
-                info,
-                bytes: codes_bytes(zp, codes_type)?,
-            })),
-        ));
-    }
+    let mut params = vec![("data", NewParam::Value(data))];
+    params.extend(scale_offset_params(
+        r,
+        float,
+        &scale_shape,
+        scale_bytes,
+        zero_point.as_ref(),
+        codes_type,
+    )?);
     r.ops.push(build_op(
         "constexpr_blockwise_shift_scale",
         &name,

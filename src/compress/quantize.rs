@@ -96,6 +96,32 @@ pub fn emit(
     }
 }
 
+/// The `scale` (float) and optional `offset` (codes' type) parameters of a shift-scale op, both
+/// of `shape`.
+pub fn scale_offset_params(
+    r: &mut Replacement,
+    float: DType,
+    shape: &[usize],
+    scale_bytes: Vec<u8>,
+    zero_point: Option<&Codes>,
+    codes_type: DType,
+) -> Result<Vec<(&'static str, NewParam)>> {
+    let scale = r.value(NewTensor {
+        info: TensorInfo::new(float, shape),
+        bytes: scale_bytes,
+    });
+    let mut params = vec![("scale", NewParam::Value(scale))];
+    if let Some(zp) = zero_point {
+        let info = TensorInfo::new(codes_type, shape);
+        let offset = r.value(NewTensor {
+            info,
+            bytes: codes_bytes(zp, codes_type)?,
+        });
+        params.push(("offset", NewParam::Value(offset)));
+    }
+    Ok(params)
+}
+
 /// coremltools' quantization of one weight (of `c.info.shape`), or None where it skips it.
 pub fn quantize_weight<T: WeightElement>(
     c: &Candidate,
@@ -140,24 +166,15 @@ fn emit_typed<T: WeightElement>(
     });
     let scale_bytes = T::slice_to_le_bytes(&quantized.scale);
     let op = if target.ios18() {
-        let mut params = vec![
-            ("data", NewParam::Value(data)),
-            (
-                "scale",
-                NewParam::Value(r.value(NewTensor {
-                    info: TensorInfo::new(float, &quantized.scale_shape),
-                    bytes: scale_bytes,
-                })),
-            ),
-        ];
-        if let Some(zp) = &quantized.zero_point {
-            let bytes = codes_bytes(zp, codes_type)?;
-            let info = TensorInfo::new(codes_type, &quantized.scale_shape);
-            params.push((
-                "offset",
-                NewParam::Value(r.value(NewTensor { info, bytes })),
-            ));
-        }
+        let mut params = vec![("data", NewParam::Value(data))];
+        params.extend(scale_offset_params(
+            r,
+            float,
+            &quantized.scale_shape,
+            scale_bytes,
+            quantized.zero_point.as_ref(),
+            codes_type,
+        )?);
         build_op(
             "constexpr_blockwise_shift_scale",
             &name,
