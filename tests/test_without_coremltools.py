@@ -32,7 +32,7 @@ print("ok")
 
 def test_api_without_coremltools(model_dir: Path, tmp_path: Path) -> None:
     src = models.build("linear", model_dir, "iOS18", "fp16")
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(src), str(tmp_path)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(src), str(tmp_path)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
     # The packages written without coremltools load in coremltools and compress the same weights.
@@ -47,6 +47,7 @@ def test_cli_without_coremltools(model_dir: Path, tmp_path: Path) -> None:
         [sys.executable, "-c", code, "palettize", str(src), str(tmp_path / "o.mlpackage"), "--nbits", "4"],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     assert "bits per weight" in run.stdout
