@@ -2,26 +2,24 @@
 //! at the blob level, and single functions extracted back out.
 //!
 //! No tensor is decoded. Each function is copied as it is — its inputs, its opset label and
-//! block, its ops in their own version and parameter style — and only blob offsets change. Every
-//! blob the chosen functions use, in every input, is hashed (blake3 over its element type,
-//! padding, length and bytes) and, on a hash match, confirmed equal by a byte comparison before it
-//! is shared; compressed parts (indices, LUTs, scales, offsets, masks) are blobs like any other,
-//! so separately compressed copies of one base share it.
+//! block, its ops in their own version and parameter style — and only blob offsets change. Blobs
+//! are deduplicated by full content across all inputs: a cheap digest (element type, padding,
+//! length, first and last 4 KiB) pairs each blob with the first that may equal it, and a byte
+//! comparison decides; compressed parts (indices, LUTs, scales, offsets, masks) are blobs like
+//! any other, so separately compressed copies of one base share it. Reading only what a
+//! comparison needs (no hash of every byte) keeps a merge close to the cost of writing its output.
 //!
-//! Memory: blobs are read with positioned reads (not through the memory map, whose touched pages
-//! would count against the process), hashed and compared through buffers of at most
-//! [`CHUNK`] bytes, and copied one at a time; the peak is the largest single blob plus a few
-//! buffers, whatever the number or size of the inputs.
+//! Memory: blobs are read through the inputs' memory maps and the pages read are dropped as
+//! soon as a comparison piece or a copied blob is done, so the peak is the largest single blob
+//! plus a few pieces, whatever the number or size of the inputs.
 
 use std::collections::{hash_map::Entry, HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::format::blob::{ALIGNMENT, HEADER_SIZE, METADATA_SIZE};
-use crate::format::dtype::DType;
+use crate::error::Result;
+use crate::format::blob::{Blob, BlobFile, ALIGNMENT, HEADER_SIZE, METADATA_SIZE};
 use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};
 use crate::format::spec::proto::array_feature_type::ArrayDataType;
 use crate::format::spec::proto::mil_spec::{
@@ -36,9 +34,6 @@ use crate::{config_err, format_err};
 
 /// The first specification version with multifunction models (iOS18).
 pub const MULTIFUNCTION_SPEC_VERSION: i32 = 9;
-
-/// Largest buffer used to hash or compare blobs.
-const CHUNK: usize = 4 << 20;
 
 /// One function of a merged package: function `source` of the package at `package`, stored
 /// under the name `target`.
@@ -319,203 +314,109 @@ fn for_each_function_value(function: &mut Function, f: &mut impl FnMut(&mut Valu
     }
 }
 
-/// Where a blob's data lies, for positioned reads.
-#[derive(Clone, Copy, Debug)]
-struct BlobLoc {
-    file: usize,
-    data_offset: u64,
-    len: u64,
-    dtype: DType,
-    padding_bits: u64,
+/// A blob the selected functions use, where it lies in its input's memory map.
+struct Stored<'a> {
+    file: &'a BlobFile,
+    blob: Blob<'a>,
 }
 
-impl BlobLoc {
-    fn element_count(&self) -> u64 {
-        let bits = self.dtype.bits().expect("blob types have a width") as u64;
-        (self.len * 8 - self.padding_bits) / bits
-    }
-
+impl Stored<'_> {
     /// Bytes the blob takes in a weight file: its metadata and its data, padded to alignment.
     fn stored_bytes(&self) -> u64 {
-        METADATA_SIZE + self.len.next_multiple_of(ALIGNMENT)
-    }
-}
-
-/// The weight files of the inputs, opened for positioned reads.
-struct Files {
-    files: Vec<(PathBuf, File)>,
-}
-
-impl Files {
-    fn read_at(&self, file: usize, buf: &mut [u8], offset: u64) -> Result<()> {
-        let (path, f) = &self.files[file];
-        read_exact_at(f, buf, offset).map_err(|e| Error::io(path, e))
+        METADATA_SIZE + (self.blob.data.len() as u64).next_multiple_of(ALIGNMENT)
     }
 
-    /// Streams a blob's data through `f` in chunks of at most [`CHUNK`] bytes.
-    fn for_each_chunk(&self, loc: &BlobLoc, f: &mut impl FnMut(&[u8])) -> Result<()> {
-        let mut buf = vec![0u8; (loc.len as usize).min(CHUNK)];
-        let mut done = 0u64;
-        while done < loc.len {
-            let n = ((loc.len - done) as usize).min(CHUNK);
-            self.read_at(loc.file, &mut buf[..n], loc.data_offset + done)?;
-            f(&buf[..n]);
-            done += n as u64;
-        }
-        Ok(())
-    }
-
-    fn hash(&self, loc: &BlobLoc) -> Result<[u8; 32]> {
+    /// A digest of everything that must match for two blobs to be equal except the bytes between
+    /// the first and last [`PROBE`] bytes: cheap (at most two pages read), and equal for equal
+    /// blobs.
+    fn probe(&self) -> [u8; 32] {
+        let b = &self.blob;
         let mut h = blake3::Hasher::new();
-        h.update(&loc.dtype.blob_code().unwrap_or(0).to_le_bytes());
-        h.update(&loc.padding_bits.to_le_bytes());
-        h.update(&loc.len.to_le_bytes());
-        self.for_each_chunk(loc, &mut |chunk| {
-            h.update(chunk);
-        })?;
-        Ok(*h.finalize().as_bytes())
+        h.update(&b.dtype.blob_code().unwrap_or(0).to_le_bytes());
+        h.update(&b.padding_bits.to_le_bytes());
+        h.update(&(b.data.len() as u64).to_le_bytes());
+        let n = b.data.len();
+        h.update(&b.data[..n.min(PROBE)]);
+        h.update(&b.data[n - n.min(PROBE)..]);
+        *h.finalize().as_bytes()
     }
 
-    /// Whether two blobs hold the same element type, padding and bytes.
-    fn same(&self, a: &BlobLoc, b: &BlobLoc) -> Result<bool> {
-        if (a.dtype, a.padding_bits, a.len) != (b.dtype, b.padding_bits, b.len) {
-            return Ok(false);
-        }
-        let size = (a.len as usize).min(CHUNK);
-        let (mut x, mut y) = (vec![0u8; size], vec![0u8; size]);
-        let mut done = 0u64;
-        while done < a.len {
-            let n = ((a.len - done) as usize).min(CHUNK);
-            self.read_at(a.file, &mut x[..n], a.data_offset + done)?;
-            self.read_at(b.file, &mut y[..n], b.data_offset + done)?;
-            if x[..n] != y[..n] {
-                return Ok(false);
-            }
-            done += n as u64;
-        }
-        Ok(true)
-    }
-
-    fn read(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let mut data = vec![0u8; loc.len as usize];
-        self.read_at(loc.file, &mut data, loc.data_offset)?;
-        Ok(data)
+    /// Whether two blobs hold the same element type, padding and bytes. Compares piece by piece
+    /// and drops the pages it read, so memory stays bounded whatever the blob sizes.
+    fn same(&self, other: &Stored<'_>) -> bool {
+        let (a, b) = (&self.blob, &other.blob);
+        (a.dtype, a.padding_bits, a.data.len()) == (b.dtype, b.padding_bits, b.data.len())
+            && a.data
+                .chunks(PIECE)
+                .zip(b.data.chunks(PIECE))
+                .all(|(x, y)| {
+                    let equal = x == y;
+                    self.file.release(x);
+                    other.file.release(y);
+                    equal
+                })
     }
 }
 
-#[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
-}
-
-#[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match f.seek_read(buf, offset)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-        }
-    }
-    Ok(())
-}
+/// Bytes at each end of a blob that go into its probe digest.
+const PROBE: usize = 4096;
+/// Bytes compared before the pages read are dropped.
+const PIECE: usize = 8 << 20;
 
 /// A blob as a model refers to it: package index, weight file name, metadata offset.
 type BlobKey = (usize, String, u64);
 
-/// Opens the weight files of `packages` for positioned reads and finds every blob in `refs`.
-fn locate(packages: &[Package], refs: &[BlobKey]) -> Result<(Files, Vec<BlobLoc>)> {
-    let mut files = Vec::new();
-    // Per package: the address range of each mapped weight file and its index in `files`.
-    let mut ranges: Vec<Vec<(usize, usize, usize)>> = Vec::new();
-    for p in packages {
-        let mut r = Vec::new();
-        for bf in p.weight_files() {
-            let path = bf.path().to_path_buf();
-            let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-            let bytes = bf.bytes().as_ptr_range();
-            r.push((bytes.start as usize, bytes.end as usize, files.len()));
-            files.push((path, f));
-        }
-        ranges.push(r);
-    }
-    let locs = refs
-        .iter()
+/// Finds every blob in `refs` in the memory maps of `packages` (bounds-checked by the reader).
+fn locate<'a>(packages: &'a [Package], refs: &[BlobKey]) -> Result<Vec<Stored<'a>>> {
+    refs.iter()
         .map(|(pkg, file_name, offset)| {
             let v = value::BlobFileValue {
                 file_name: file_name.clone(),
                 offset: *offset,
             };
             let blob = packages[*pkg].blob(&v)?;
-            let at = blob.data.as_ptr() as usize;
-            let &(start, _, file) = ranges[*pkg]
-                .iter()
-                .find(|&&(start, end, _)| start <= at && at <= end)
-                .ok_or_else(|| {
-                    format_err!("internal: blob at offset {offset} is in no weight file")
-                })?;
-            Ok(BlobLoc {
-                file,
-                data_offset: (at - start) as u64,
-                len: blob.data.len() as u64,
-                dtype: blob.dtype,
-                padding_bits: blob.padding_bits,
-            })
+            let file = packages[*pkg]
+                .weight_file(file_name)
+                .expect("the blob was found in this file");
+            Ok(Stored { file, blob })
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((Files { files }, locs))
+        .collect()
 }
 
 /// For each blob, the index of the first blob with the same content (itself when it is the
-/// first): hashes group candidates, byte comparisons confirm them.
-fn deduplicate(files: &Files, locs: &[BlobLoc]) -> Result<Vec<usize>> {
-    let hashes = locs
-        .par_iter()
-        .map(|l| files.hash(l))
-        .collect::<Result<Vec<_>>>()?;
-    let mut first_with_hash: HashMap<[u8; 32], usize> = HashMap::new();
-    let candidate: Vec<usize> = hashes
+/// first). Probe digests pair each blob with the first one that may equal it; a full byte
+/// comparison decides, and a blob that differs from that candidate is compared with every
+/// earlier distinct blob of the same digest.
+fn deduplicate(blobs: &[Stored<'_>]) -> Vec<usize> {
+    let probes: Vec<[u8; 32]> = blobs.par_iter().map(Stored::probe).collect();
+    let mut first_with_probe: HashMap<[u8; 32], usize> = HashMap::new();
+    let candidate: Vec<usize> = probes
         .iter()
         .enumerate()
-        .map(|(i, h)| *first_with_hash.entry(*h).or_insert(i))
+        .map(|(i, p)| *first_with_probe.entry(*p).or_insert(i))
         .collect();
-    let confirmed = candidate
+    let confirmed: Vec<bool> = candidate
         .par_iter()
         .enumerate()
-        .map(|(i, &c)| {
-            if c == i {
-                Ok(true)
-            } else {
-                files.same(&locs[i], &locs[c])
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // A hash collision (never seen in practice): fall back to comparing with every earlier
-    // distinct blob of the same hash.
+        .map(|(i, &c)| c == i || blobs[i].same(&blobs[c]))
+        .collect();
     let mut unique_of = candidate;
-    let mut distinct_by_hash: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
-    for i in 0..locs.len() {
-        let group = distinct_by_hash.entry(hashes[i]).or_default();
+    let mut distinct_by_probe: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    for i in 0..blobs.len() {
+        let group = distinct_by_probe.entry(probes[i]).or_default();
         if unique_of[i] == i {
             group.push(i);
         } else if !confirmed[i] {
-            let mut found = None;
-            for &u in group.iter() {
-                if files.same(&locs[i], &locs[u])? {
-                    found = Some(u);
-                    break;
+            match group.iter().find(|&&u| blobs[i].same(&blobs[u])) {
+                Some(&u) => unique_of[i] = u,
+                None => {
+                    unique_of[i] = i;
+                    group.push(i);
                 }
-            }
-            unique_of[i] = found.unwrap_or(i);
-            if found.is_none() {
-                group.push(i);
             }
         }
     }
-    Ok(unique_of)
+    unique_of
 }
 
 fn write_package(
@@ -544,22 +445,19 @@ fn write_package(
         });
         used_by.push(used);
     }
-    let (files, locs) = locate(packages, &refs)?;
-    let unique_of = deduplicate(&files, &locs)?;
+    let blobs = locate(packages, &refs)?;
+    let unique_of = deduplicate(&blobs);
 
     let mut out = PackageWriter::create(dest, None)?;
     let distinct: Vec<usize> = (0..refs.len()).filter(|&i| unique_of[i] == i).collect();
     let mut new_offset: HashMap<usize, u64> = HashMap::new();
     let mut file_end = 0u64;
     for (n, &u) in distinct.iter().enumerate() {
-        let loc = &locs[u];
-        let data = files.read(loc)?;
-        let offset = out
-            .weights()
-            .append(loc.dtype, loc.element_count(), &data)?;
-        drop(data);
+        let Stored { file, blob } = &blobs[u];
+        let offset = out.weights().copy(blob)?;
+        file.release(blob.data);
         new_offset.insert(u, offset);
-        file_end = offset + METADATA_SIZE + loc.len;
+        file_end = offset + METADATA_SIZE + blob.data.len() as u64;
         progress(n + 1, distinct.len());
     }
 
@@ -575,12 +473,12 @@ fn write_package(
         mine.dedup();
         stats.blob_references += mine.len();
         if !mine.is_empty() {
-            let blobs: u64 = mine.iter().map(|&u| locs[u].stored_bytes()).sum();
+            let blobs: u64 = mine.iter().map(|&u| blobs[u].stored_bytes()).sum();
             // The last blob of a file is not padded; count it as written here.
             stats.separate_bytes += HEADER_SIZE + blobs;
         }
     }
-    let written: u64 = distinct.iter().map(|&u| locs[u].stored_bytes()).sum();
+    let written: u64 = distinct.iter().map(|&u| blobs[u].stored_bytes()).sum();
     stats.saved_bytes = stats.separate_bytes.saturating_sub(if distinct.is_empty() {
         0
     } else {
@@ -668,6 +566,7 @@ fn write_package(
 mod tests {
     use super::*;
     use crate::compress::example::write_example;
+    use crate::format::dtype::DType;
     use crate::mil::tensor::is_blob;
 
     fn function_source(package: &Path, source: &str, target: &str) -> FunctionSource {
@@ -704,6 +603,36 @@ mod tests {
     fn blob_count(path: &Path) -> usize {
         let p = Package::open(path).unwrap();
         p.weight_files().map(|f| f.offsets().unwrap().len()).sum()
+    }
+
+    #[test]
+    fn blobs_with_equal_probes_are_compared_in_full() {
+        use crate::format::blob::BlobWriter;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weight.bin");
+        let n = 3 * PROBE;
+        let base = vec![7u8; n];
+        let mut middle = base.clone();
+        middle[n / 2] = 8;
+        // a, a', m, m', a'', m'' and one of another type with a's bytes
+        let contents = [&base, &base, &middle, &middle, &base, &middle];
+        let mut w = BlobWriter::create(&path).unwrap();
+        let mut offsets: Vec<u64> = contents
+            .iter()
+            .map(|c| w.append(DType::U8, n as u64, c).unwrap())
+            .collect();
+        offsets.push(w.append(DType::I8, n as u64, &base).unwrap());
+        w.finish().unwrap();
+        let file = BlobFile::open(&path).unwrap();
+        let blobs: Vec<Stored<'_>> = offsets
+            .iter()
+            .map(|&o| Stored {
+                file: &file,
+                blob: file.blob(o).unwrap(),
+            })
+            .collect();
+        assert_eq!(blobs[0].probe(), blobs[2].probe());
+        assert_eq!(deduplicate(&blobs), vec![0, 0, 2, 2, 0, 2, 6]);
     }
 
     #[test]

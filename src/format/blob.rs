@@ -63,7 +63,7 @@ impl BlobFile {
         Ok(blobs)
     }
 
-    /// Wraps bytes already in memory (used by tests).
+    /// The whole file, as mapped.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
@@ -100,6 +100,27 @@ impl BlobFile {
             // open, so discarding pages only means they are read again from the file on access.
             let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         }
+    }
+
+    /// Like [`BlobFile::release_pages`], for the pages under `part`, a slice of this file's
+    /// bytes (for example a blob's data); parts outside the mapping are ignored.
+    pub fn release(&self, part: &[u8]) {
+        let Some(map) = &self.map else { return };
+        let start = map.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        if part.is_empty() || at < start || at + part.len() > start + map.len() {
+            return;
+        }
+        // Round outwards to a multiple of every page size in use (4, 16 or 64 KiB).
+        const GRAIN: usize = 64 << 10;
+        let from = (at - start) / GRAIN * GRAIN;
+        let to = (at - start + part.len())
+            .next_multiple_of(GRAIN)
+            .min(map.len());
+        // SAFETY: as in `release_pages`.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+        };
     }
 
     /// The number of blobs the header declares.

@@ -116,6 +116,11 @@ impl Package {
         self.weights.values().for_each(BlobFile::release_pages);
     }
 
+    /// The weight file a `BlobFileValue` names, if the package has it.
+    pub fn weight_file(&self, file_name: &str) -> Option<&BlobFile> {
+        self.weights.get(file_name)
+    }
+
     pub fn weight_files(&self) -> impl Iterator<Item = &BlobFile> {
         self.weights.values()
     }
