@@ -7,6 +7,10 @@
 //! - [`compress`]: the passes (select weights, run kernels, emit ops, write the package);
 //! - `python` (feature `python`): PyO3 bindings that only convert.
 
+// Tensors are stored little-endian and handled as native slices (`bytemuck` casts).
+#[cfg(target_endian = "big")]
+compile_error!("coreml-compress supports little-endian hosts only");
+
 pub mod compress;
 pub mod error;
 pub mod format;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::compress::materialize::Materializer;
-use crate::compress::rewrite::{self, Job, NewTensor, Replacement};
+use crate::compress::rewrite::{self, Job, Replacement};
 use crate::error::Result;
 use crate::format::package::{Package, PackageWriter};
 use crate::format::spec;
@@ -114,11 +114,7 @@ pub fn decompress(
                     if !used_outside(graph, &out_var.name) {
                         continue;
                     }
-                    let bytes = dense.to_bytes()?;
-                    let value = r.value(NewTensor {
-                        info: dense.info,
-                        bytes,
-                    });
+                    let value = r.dense_value(dense)?;
                     r.ops.push(const_op(&out_var.name, &out_var.name, value));
                 }
             }

@@ -540,7 +540,7 @@ fn quantized_then_palettize(
                 "scale",
                 NewParam::Value(r.value(NewTensor {
                     info: TensorInfo::new(scale.info.dtype, &scale_shape),
-                    bytes: scale.to_bytes()?,
+                    bytes: scale.to_bytes()?.into_owned(),
                 })),
             ),
         ];
@@ -550,7 +550,7 @@ fn quantized_then_palettize(
                 "offset",
                 NewParam::Value(r.value(NewTensor {
                     info,
-                    bytes: o.to_bytes()?,
+                    bytes: o.to_bytes()?.into_owned(),
                 })),
             ));
         }

@@ -2,6 +2,8 @@
 //! coremltools' value inference does: the basis of decompression, inspection and joint
 //! compression (which needs the dense value behind an already-compressed weight).
 
+use std::borrow::Cow;
+
 use half::f16;
 
 use crate::error::Result;
@@ -47,21 +49,22 @@ macro_rules! map_elements {
 }
 
 impl Dense {
-    /// The tensor in blob layout (little-endian, sub-byte types packed), for storing it.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+    /// The tensor in blob layout (little-endian, sub-byte types packed), for storing it:
+    /// borrowed where the elements already have that layout.
+    pub fn to_bytes(&self) -> Result<Cow<'_, [u8]>> {
         let bits = self.info.dtype.bits().unwrap_or(8);
         Ok(match &self.elements {
-            Elements::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Elements::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Elements::I8(v) if bits < 8 => pack::pack(v, bits)?,
-            Elements::U8(v) if bits < 8 => pack::pack(v, bits)?,
-            Elements::I8(v) => v.iter().map(|&x| x as u8).collect(),
-            Elements::U8(v) => v.clone(),
+            Elements::F16(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+            Elements::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+            Elements::I8(v) if bits < 8 => Cow::Owned(pack::pack(v, bits)?),
+            Elements::U8(v) if bits < 8 => Cow::Owned(pack::pack(v, bits)?),
+            Elements::I8(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+            Elements::U8(v) => Cow::Borrowed(v),
             Elements::I32(v) => match self.info.dtype {
                 DType::I16 | DType::U16 => {
-                    v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect()
+                    Cow::Owned(v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect())
                 }
-                _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                _ => Cow::Borrowed(bytemuck::cast_slice(v)),
             },
             Elements::Str(_) => return Err(format_err!("string tensors have no byte layout")),
         })
@@ -102,13 +105,9 @@ pub fn decode(info: &TensorInfo, bytes: &[u8]) -> Result<Elements> {
     let n = info.count();
     let le = |k: usize| bytes.chunks_exact(k);
     Ok(match info.dtype {
-        F16 => Elements::F16(le(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        F32 => Elements::F32(
-            le(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        I8 => Elements::I8(bytes.iter().map(|&b| b as i8).collect()),
+        F16 => Elements::F16(bytemuck::pod_collect_to_vec(bytes)),
+        F32 => Elements::F32(bytemuck::pod_collect_to_vec(bytes)),
+        I8 => Elements::I8(bytemuck::pod_collect_to_vec(bytes)),
         U8 | Bool => Elements::U8(bytes.to_vec()),
         I4 => Elements::I8(pack::unpack_signed(bytes, 4, n)?),
         U1 | U2 | U3 | U4 | U6 => {
@@ -124,11 +123,7 @@ pub fn decode(info: &TensorInfo, bytes: &[u8]) -> Result<Elements> {
                 .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32)
                 .collect(),
         ),
-        I32 | U32 => Elements::I32(
-            le(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
+        I32 | U32 => Elements::I32(bytemuck::pod_collect_to_vec(bytes)),
         other => {
             return Err(format_err!(
                 "{} tensors are not supported here",

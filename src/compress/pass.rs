@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use rayon::prelude::*;
 
 use crate::compress::config::{Granularity, OpConfig, OptimizationConfig};
 use crate::compress::joint;
@@ -150,12 +151,27 @@ pub fn block_sizes(
     Ok(Some(sizes))
 }
 
-/// Signal and noise energy of a reconstruction `approx` of `w`: (Σw², Σ(w−ŵ)²) in f64.
+/// Signal and noise energy of a reconstruction `approx` of `w`: (Σw², Σ(w−ŵ)²) in f64. Summed
+/// in parallel over fixed-size pieces, added in order, so the result does not depend on the
+/// thread count.
 pub fn error_energy<T: WeightElement>(w: &[T], approx: &[T]) -> (f64, f64) {
-    w.iter().zip(approx).fold((0.0, 0.0), |(s, n), (&a, &b)| {
-        let (a, b) = (a.to_f64(), b.to_f64());
-        (s + a * a, n + (a - b) * (a - b))
-    })
+    const PIECE: usize = 1 << 14;
+    let pieces: Vec<(f64, f64)> = w
+        .par_chunks(PIECE)
+        .zip(approx.par_chunks(PIECE))
+        .map(|(w, approx)| {
+            let (mut signal, mut noise) = (0.0f64, 0.0f64);
+            for (&a, &b) in w.iter().zip(approx) {
+                let (a, b) = (a.to_f64(), b.to_f64());
+                signal += a * a;
+                noise += (a - b) * (a - b);
+            }
+            (signal, noise)
+        })
+        .collect();
+    pieces
+        .into_iter()
+        .fold((0.0, 0.0), |(s, n), (ps, pn)| (s + ps, n + pn))
 }
 
 /// What a pass did to one weight.

@@ -3,10 +3,12 @@
 //! output weight file in a fixed order, splice the new ops into the graph, then copy every blob
 //! the result still uses from the input. Output bytes do not depend on the thread count.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
+use crate::compress::materialize::Dense;
 use crate::error::Result;
 use crate::format::blob::BlobWriter;
 use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};
@@ -48,10 +50,26 @@ pub struct Replacement {
     pub renames: Vec<(String, String)>,
     /// Signal and noise energy (Σw², Σ(w−ŵ)²) of the compressed weight, for reports.
     pub error: Option<(f64, f64)>,
-    tensors: Vec<NewTensor>,
+    tensors: Vec<Held>,
     /// Bytes of the tensors the new ops hold (inline and in the weight file).
     bytes: u64,
     spec_version: i32,
+}
+
+/// A tensor a [`Replacement`] holds until it is written.
+enum Held {
+    Bytes(NewTensor),
+    /// Kept as elements, so that a large dense tensor is written without a byte copy.
+    Dense(Dense),
+}
+
+impl Held {
+    fn info(&self) -> &TensorInfo {
+        match self {
+            Held::Bytes(t) => &t.info,
+            Held::Dense(d) => &d.info,
+        }
+    }
 }
 
 /// What one job changed, for reports.
@@ -75,19 +93,40 @@ impl Replacement {
     pub fn value(&mut self, tensor: NewTensor) -> Value {
         self.bytes += tensor.bytes.len() as u64;
         if goes_to_blob(&tensor.info, self.spec_version) {
-            let v = blob_value(&tensor.info, PENDING, self.tensors.len() as u64);
-            self.tensors.push(tensor);
-            v
+            self.hold(Held::Bytes(tensor))
         } else {
             immediate_value(&tensor.info, &tensor.bytes)
         }
     }
 
+    /// [`Replacement::value`] for a dense tensor.
+    pub fn dense_value(&mut self, dense: Dense) -> Result<Value> {
+        let bytes = dense.to_bytes()?;
+        self.bytes += bytes.len() as u64;
+        Ok(if goes_to_blob(&dense.info, self.spec_version) {
+            drop(bytes);
+            self.hold(Held::Dense(dense))
+        } else {
+            immediate_value(&dense.info, &bytes)
+        })
+    }
+
+    fn hold(&mut self, tensor: Held) -> Value {
+        let v = blob_value(tensor.info(), PENDING, self.tensors.len() as u64);
+        self.tensors.push(tensor);
+        v
+    }
+
     /// Writes the held tensors and points the ops' values at them.
     fn emit(&mut self, out: &mut BlobWriter) -> Result<()> {
         let mut offsets = Vec::with_capacity(self.tensors.len());
-        for t in std::mem::take(&mut self.tensors) {
-            offsets.push(out.append(t.info.dtype, t.info.count() as u64, &t.bytes)?);
+        for held in std::mem::take(&mut self.tensors) {
+            let bytes = match &held {
+                Held::Bytes(t) => Cow::Borrowed(t.bytes.as_slice()),
+                Held::Dense(d) => d.to_bytes()?,
+            };
+            let info = held.info();
+            offsets.push(out.append(info.dtype, info.count() as u64, &bytes)?);
         }
         for op in &mut self.ops {
             for_each_op_value(op, &mut |v| {
@@ -124,12 +163,14 @@ pub struct Job<T> {
     pub task: T,
 }
 
-/// How much input a chunk of parallel jobs may read before its results are written.
-const CHUNK_BYTES: usize = 256 << 20;
+/// How much input a chunk of parallel jobs may read before its results are written. Two chunks
+/// are in flight: one being computed while the previous one is written.
+const CHUNK_BYTES: usize = 128 << 20;
 
 /// Runs `compute` over the jobs (in parallel, chunk by chunk), writes the results into the
 /// output weight file in job order and returns the package's model with the replacements made.
-/// `progress(done, total)` is called after each chunk, on the calling thread.
+/// Each chunk is written while the next one is computed. `progress(done, total)` is called after
+/// each chunk, on the calling thread.
 pub fn apply<T: Sync>(
     package: &Package,
     jobs: &[Job<T>],
@@ -139,20 +180,9 @@ pub fn apply<T: Sync>(
 ) -> Result<(Model, Vec<Replaced>)> {
     let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
     let mut report = Vec::new();
-    let mut start = 0;
-    while start < jobs.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        let min_jobs = rayon::current_num_threads();
-        while end < jobs.len()
-            && (end - start < min_jobs || bytes + jobs[end].input_bytes <= CHUNK_BYTES)
-        {
-            bytes += jobs[end].input_bytes;
-            end += 1;
-        }
-        let results: Vec<Result<Option<Replacement>>> =
-            jobs[start..end].par_iter().map(&compute).collect();
-        for (index, (job, result)) in jobs[start..end].iter().zip(results).enumerate() {
+    let mut write = |start: usize, results: Vec<Result<Option<Replacement>>>| -> Result<()> {
+        for (index, result) in results.into_iter().enumerate() {
+            let job = &jobs[start + index];
             if let Some(mut r) = result? {
                 report.push(Replaced {
                     job: start + index,
@@ -166,8 +196,37 @@ pub fn apply<T: Sync>(
                     .insert(&job.target, r);
             }
         }
-        start = end;
+        Ok(())
+    };
+    let mut computed: Option<(usize, Vec<Result<Option<Replacement>>>)> = None;
+    let mut start = 0;
+    loop {
+        let mut end = start;
+        let mut bytes = 0;
+        let min_jobs = rayon::current_num_threads();
+        while end < jobs.len()
+            && (end - start < min_jobs || bytes + jobs[end].input_bytes <= CHUNK_BYTES)
+        {
+            bytes += jobs[end].input_bytes;
+            end += 1;
+        }
+        let previous = computed.take();
+        let (results, written) = rayon::join(
+            || {
+                jobs[start..end]
+                    .par_iter()
+                    .map(&compute)
+                    .collect::<Vec<_>>()
+            },
+            || previous.map_or(Ok(()), |(at, results)| write(at, results)),
+        );
+        written?;
         package.release_pages();
+        if start == end {
+            break;
+        }
+        computed = Some((start, results));
+        start = end;
         progress(start, jobs.len());
     }
 
