@@ -9,9 +9,9 @@
 //! any other, so separately compressed copies of one base share it. Reading only what a
 //! comparison needs (no hash of every byte) keeps a merge close to the cost of writing its output.
 //!
-//! Memory: blobs are read through the inputs' memory maps and the pages read are dropped as
-//! soon as a comparison piece or a copied blob is done, so the peak is the largest single blob
-//! plus a few pieces, whatever the number or size of the inputs.
+//! Memory: blobs are compared through the inputs' memory maps, dropping the pages read after
+//! each piece, and copied file to file by the kernel, so the peak is a few pieces whatever the
+//! number or size of the inputs.
 
 use std::collections::{hash_map::Entry, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -454,8 +454,7 @@ fn write_package(
     let mut file_end = 0u64;
     for (n, &u) in distinct.iter().enumerate() {
         let Stored { file, blob } = &blobs[u];
-        let offset = out.weights().copy(blob)?;
-        file.release(blob.data);
+        let offset = out.weights().copy(file, blob)?;
         new_offset.insert(u, offset);
         file_end = offset + METADATA_SIZE + blob.data.len() as u64;
         progress(n + 1, distinct.len());

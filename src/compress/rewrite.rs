@@ -270,16 +270,13 @@ pub fn finish(
         }
     });
     let mut copied: HashMap<(String, u64), u64> = HashMap::new();
-    let mut since_release = 0usize;
     for (file_name, offset) in used {
         let source = value::BlobFileValue { file_name, offset };
         let blob = package.blob(&source)?;
-        since_release += blob.data.len();
-        let new_offset = out.weights().copy(&blob)?;
-        if since_release >= CHUNK_BYTES {
-            package.release_pages();
-            since_release = 0;
-        }
+        let file = package
+            .weight_file(&source.file_name)
+            .expect("the blob was found in this file");
+        let new_offset = out.weights().copy(file, &blob)?;
         copied.insert((source.file_name, source.offset), new_offset);
     }
     spec::for_each_value_mut(program, &mut |v| {

@@ -5,8 +5,9 @@
 //! the writer streams blobs to disk as they are produced.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use memmap2::Mmap;
 
@@ -32,6 +33,8 @@ pub struct Blob<'a> {
 pub struct BlobFile {
     path: PathBuf,
     map: Option<Mmap>,
+    /// The open file, for copying blobs kernel-side (see [`BlobWriter::copy`]).
+    file: Mutex<File>,
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -58,6 +61,7 @@ impl BlobFile {
         let blobs = BlobFile {
             path: path.to_path_buf(),
             map,
+            file: Mutex::new(file),
         };
         blobs.check_header()?;
         Ok(blobs)
@@ -246,16 +250,54 @@ impl BlobWriter {
 
     /// Appends `count` elements of `dtype` already packed in `data`; returns the metadata offset.
     pub fn append(&mut self, dtype: DType, count: u64, data: &[u8]) -> Result<u64> {
+        let meta_offset = self.start_blob(dtype, count, data.len() as u64)?;
+        self.out
+            .write_all(data)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(meta_offset)
+    }
+
+    /// Copies `blob`, read from `source`, unchanged. The data goes file to file inside the kernel
+    /// where the OS can (`copy_file_range` on Linux, through `std::io::copy`), which avoids
+    /// faulting the source pages into this process and copying them through user space.
+    pub fn copy(&mut self, source: &BlobFile, blob: &Blob<'_>) -> Result<u64> {
+        let len = blob.data.len() as u64;
+        let meta_offset = self.start_blob(blob.dtype, blob.element_count(), len)?;
+        let start = source.bytes().as_ptr() as usize;
+        let at = blob.data.as_ptr() as usize;
+        if at < start || at + blob.data.len() > start + source.bytes().len() {
+            return Err(format_err!(
+                "internal: blob to copy is not in {}",
+                source.path.display()
+            ));
+        }
+        let mut file = source.file.lock().unwrap_or_else(|e| e.into_inner());
+        let read_err = |e| Error::io(&source.path, e);
+        file.seek(SeekFrom::Start((at - start) as u64))
+            .map_err(read_err)?;
+        let copied = std::io::copy(&mut (&mut *file).take(len), &mut self.out)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if copied != len {
+            return Err(format_err!(
+                "{}: blob data ends after {copied} of {len} bytes (file changed while open?)",
+                source.path.display()
+            ));
+        }
+        Ok(meta_offset)
+    }
+
+    /// Writes the alignment gap and the metadata record of a blob of `count` elements of `dtype`
+    /// whose `len` data bytes follow; returns the metadata offset.
+    fn start_blob(&mut self, dtype: DType, count: u64, len: u64) -> Result<u64> {
         let code = dtype.blob_code().ok_or_else(|| {
             format_err!("{} tensors cannot be stored in weight.bin", dtype.name())
         })?;
         let bits = dtype.bits().expect("blob types have a width") as u64;
         let expected = (count * bits).div_ceil(8);
-        if data.len() as u64 != expected {
+        if len != expected {
             return Err(format_err!(
-                "internal: {count} {} elements need {expected} bytes, got {}",
+                "internal: {count} {} elements need {expected} bytes, got {len}",
                 dtype.name(),
-                data.len()
             ));
         }
         let padding_bits = expected * 8 - count * bits;
@@ -273,15 +315,9 @@ impl BlobWriter {
         meta[16..24].copy_from_slice(&(meta_offset + METADATA_SIZE).to_le_bytes());
         meta[24..32].copy_from_slice(&padding_bits.to_le_bytes());
         self.out.write_all(&meta).map_err(io)?;
-        self.out.write_all(data).map_err(io)?;
         self.position = meta_offset + METADATA_SIZE + expected;
         self.count += 1;
         Ok(meta_offset)
-    }
-
-    /// Copies a blob from another weight file unchanged.
-    pub fn copy(&mut self, blob: &Blob<'_>) -> Result<u64> {
-        self.append(blob.dtype, blob.element_count(), blob.data)
     }
 
     pub fn count(&self) -> u32 {
