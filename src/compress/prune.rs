@@ -2,7 +2,7 @@
 //! (iOS16/17: packed uint8 mask and shape as attributes; iOS18+: uint1 mask as inputs).
 
 use crate::compress::config::OpConfig;
-use crate::compress::pass::{error_energy, Target, Weights};
+use crate::compress::pass::{Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
 use crate::error::Result;
@@ -79,12 +79,7 @@ fn emit_typed<T: WeightElement>(
     let Some(pruned) = prune_weight(c, config, w)? else {
         return Ok(false);
     };
-    let kept: Vec<T> = w
-        .iter()
-        .zip(&pruned.mask)
-        .map(|(&v, &m)| if m { v } else { T::zero() })
-        .collect();
-    r.error = Some(error_energy(w, &kept));
+    r.error = Some(kernel::pruning_error(w, &pruned.mask));
     let name = format!("{}_sparsified", c.name);
     let nonzero = r.value(NewTensor {
         info: TensorInfo::new(float, &[pruned.nonzero.len()]),

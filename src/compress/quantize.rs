@@ -3,7 +3,7 @@
 //! (iOS18+, inputs).
 
 use crate::compress::config::{Granularity, QuantizeConfig, QuantizeMode};
-use crate::compress::pass::{block_sizes, error_energy, Target, Weights};
+use crate::compress::pass::{block_sizes, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
 use crate::config_err;
@@ -63,22 +63,6 @@ pub fn codes_bytes(codes: &Codes, dtype: DType) -> Result<Vec<u8>> {
         codes.pack(bits)
     } else {
         Ok(codes.to_bytes())
-    }
-}
-
-/// The weight as the model will see it: `scale · (codes − offset)`, blockwise.
-pub fn dequantized<T: WeightElement>(q: &kernel::Quantized<T>, shape: &[usize]) -> Result<Vec<T>> {
-    let offset = q.zero_point.as_ref().map(|z| match z {
-        Codes::Signed(v) => kernel::Offset::Int8(v),
-        Codes::Unsigned(v) => kernel::Offset::UInt8(v),
-    });
-    match &q.codes {
-        Codes::Signed(v) => {
-            kernel::blockwise_shift_scale(v, shape, &q.scale, &q.scale_shape, offset)
-        }
-        Codes::Unsigned(v) => {
-            kernel::blockwise_shift_scale(v, shape, &q.scale, &q.scale_shape, offset)
-        }
     }
 }
 
@@ -157,7 +141,7 @@ fn emit_typed<T: WeightElement>(
     let Some(quantized) = quantize_weight(c, q, w)? else {
         return Ok(false);
     };
-    r.error = Some(error_energy(w, &dequantized(&quantized, &c.info.shape)?));
+    r.error = Some(kernel::quantization_error(w, &c.info.shape, &quantized)?);
     let codes_type = codes_dtype(quantized.dtype);
     let name = format!("{}_quantized", c.name);
     let data = r.value(NewTensor {

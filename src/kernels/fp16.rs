@@ -35,6 +35,8 @@ pub trait WeightElement:
     fn from_f64(x: f64) -> Self;
     /// Raw bit pattern, zero-extended.
     fn to_bits_u32(self) -> u32;
+    /// The value of a bit pattern (the low 16 bits for f16).
+    fn from_bits_u32(bits: u32) -> Self;
 
     /// Exact widening to f64.
     #[inline]
@@ -94,12 +96,21 @@ pub trait WeightElement:
     /// Little-endian bytes of a slice of elements (blob layout).
     fn slice_to_le_bytes(values: &[Self]) -> Vec<u8> {
         let width = if Self::IS_HALF { 2 } else { 4 };
-        let mut out = Vec::with_capacity(values.len() * width);
-        for v in values {
-            out.extend_from_slice(&v.to_bits_u32().to_le_bytes()[..width]);
+        let mut out = vec![0u8; values.len() * width];
+        for (o, v) in out.chunks_exact_mut(width).zip(values) {
+            o.copy_from_slice(&v.to_bits_u32().to_le_bytes()[..width]);
         }
         out
     }
+    /// Whether the value is ±inf, from the bit pattern (vectorizes, unlike a table lookup).
+    fn is_inf_bits(self) -> bool;
+
+    /// Eight elements widened to f32.
+    fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8];
+    /// Eight f32 values rounded to this dtype (one numpy op's rounding), returned widened.
+    fn round8<H: HalfLanes>(h: H, x: [f32; 8]) -> [f32; 8];
+    /// Eight f32 values rounded to this dtype.
+    fn narrow8<H: HalfLanes>(h: H, x: [f32; 8]) -> [Self; 8];
 }
 
 /// Every f16 bit pattern widened to f32: a 256 KB table that keeps the widening inlinable (the
@@ -126,6 +137,26 @@ impl WeightElement for f16 {
     fn to_bits_u32(self) -> u32 {
         self.to_bits() as u32
     }
+    #[inline]
+    fn from_bits_u32(bits: u32) -> Self {
+        f16::from_bits(bits as u16)
+    }
+    #[inline(always)]
+    fn is_inf_bits(self) -> bool {
+        self.to_bits() & 0x7FFF == 0x7C00
+    }
+    #[inline(always)]
+    fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8] {
+        h.widen(x.map(f16::to_bits))
+    }
+    #[inline(always)]
+    fn round8<H: HalfLanes>(h: H, x: [f32; 8]) -> [f32; 8] {
+        h.widen(h.narrow(x))
+    }
+    #[inline(always)]
+    fn narrow8<H: HalfLanes>(h: H, x: [f32; 8]) -> [Self; 8] {
+        h.narrow(x).map(f16::from_bits)
+    }
 }
 
 impl WeightElement for f32 {
@@ -147,6 +178,164 @@ impl WeightElement for f32 {
     fn to_bits_u32(self) -> u32 {
         self.to_bits()
     }
+    #[inline]
+    fn from_bits_u32(bits: u32) -> Self {
+        f32::from_bits(bits)
+    }
+    #[inline(always)]
+    fn is_inf_bits(self) -> bool {
+        self.to_bits() & 0x7FFF_FFFF == 0x7F80_0000
+    }
+    #[inline(always)]
+    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
+        *x
+    }
+    #[inline(always)]
+    fn round8<H: HalfLanes>(_: H, x: [f32; 8]) -> [f32; 8] {
+        x
+    }
+    #[inline(always)]
+    fn narrow8<H: HalfLanes>(_: H, x: [f32; 8]) -> [Self; 8] {
+        x
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Eight-lane kernels
+//
+// The hot kernels process `[f32; 8]` arrays with plain loops that the compiler turns into SIMD.
+// Only the f16 <-> f32 conversions need dedicated instructions: [`dispatch`] runs a kernel body
+// with [`F16c`] (compiled for AVX2 + F16C) when the CPU has them, otherwise with the portable
+// [`SoftHalf`]. Both round to nearest even and give identical bits for every input, NaN included.
+
+/// Conversion of eight f16 bit patterns to and from f32.
+pub trait HalfLanes: Copy {
+    fn widen(self, x: [u16; 8]) -> [f32; 8];
+    fn narrow(self, x: [f32; 8]) -> [u16; 8];
+}
+
+/// Software conversion (the `half` crate's portable code).
+#[derive(Clone, Copy, Debug)]
+pub struct SoftHalf;
+
+impl HalfLanes for SoftHalf {
+    #[inline(always)]
+    fn widen(self, x: [u16; 8]) -> [f32; 8] {
+        x.map(|b| f16::from_bits(b).to_f32_const())
+    }
+    #[inline(always)]
+    fn narrow(self, x: [f32; 8]) -> [u16; 8] {
+        x.map(|v| f16::from_f32_const(v).to_bits())
+    }
+}
+
+/// The x86 F16C instructions. Only [`dispatch`] creates one, after checking the CPU.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub struct F16c(());
+
+#[cfg(target_arch = "x86_64")]
+impl HalfLanes for F16c {
+    #[inline(always)]
+    fn widen(self, x: [u16; 8]) -> [f32; 8] {
+        use std::arch::x86_64::*;
+        // SAFETY: an `F16c` exists only when the CPU supports F16C and AVX; the array types have
+        // the sizes of the vector types.
+        unsafe {
+            std::mem::transmute::<__m256, [f32; 8]>(_mm256_cvtph_ps(std::mem::transmute::<
+                [u16; 8],
+                __m128i,
+            >(x)))
+        }
+    }
+    #[inline(always)]
+    fn narrow(self, x: [f32; 8]) -> [u16; 8] {
+        use std::arch::x86_64::*;
+        // SAFETY: as in `widen`.
+        unsafe {
+            std::mem::transmute::<__m128i, [u16; 8]>(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                std::mem::transmute::<[f32; 8], __m256>(x),
+            ))
+        }
+    }
+}
+
+/// A kernel body generic over the f16 lane conversion, run by [`dispatch`]. `run` should be
+/// `#[inline(always)]` (as should what it calls) so that it is compiled for the chosen CPU.
+pub trait LaneKernel {
+    type Output;
+    fn run<H: HalfLanes>(self, h: H) -> Self::Output;
+}
+
+/// Runs `k` with AVX2 + F16C code when the CPU has them (detected once, then cached by std),
+/// otherwise with the portable code; the results are identical.
+pub fn dispatch<K: LaneKernel>(k: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+        #[target_feature(enable = "avx2,f16c")]
+        fn fast<K: LaneKernel>(k: K) -> K::Output {
+            k.run(F16c(()))
+        }
+        // SAFETY: the features were just detected.
+        return unsafe { fast(k) };
+    }
+    k.run(SoftHalf)
+}
+
+/// `src` widened to f32 into `dst` (`dst.len() >= src.len()`, rounded up to 8); the padding
+/// after `src.len()` is set to 0.
+#[inline(always)]
+pub fn widen_into<T: WeightElement, H: HalfLanes>(h: H, src: &[T], dst: &mut [f32]) {
+    let full = src.len() / 8 * 8;
+    for (d, s) in dst[..full]
+        .chunks_exact_mut(8)
+        .zip(src[..full].chunks_exact(8))
+    {
+        d.copy_from_slice(&T::widen8(h, s.try_into().unwrap()));
+    }
+    let padded = src.len().div_ceil(8) * 8;
+    for (i, d) in dst[full..padded].iter_mut().enumerate() {
+        *d = src.get(full + i).map_or(0.0, |v| v.to_f32());
+    }
+}
+
+/// Elements `i..i + 8` of `src` widened to f32 (zeros past the end).
+#[inline(always)]
+pub fn load8<T: WeightElement, H: HalfLanes>(h: H, src: &[T], i: usize) -> [f32; 8] {
+    match src.get(i..i + 8) {
+        Some(s) => T::widen8(h, s.try_into().unwrap()),
+        None => std::array::from_fn(|l| src.get(i + l).map_or(0.0, |v| v.to_f32())),
+    }
+}
+
+/// `src` (f32 values of `T`, at least `dst.len()`) narrowed into `dst`.
+#[inline(always)]
+pub fn narrow_into<T: WeightElement, H: HalfLanes>(h: H, src: &[f32], dst: &mut [T]) {
+    let full = dst.len() / 8 * 8;
+    for (d, s) in dst[..full].chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+        d.copy_from_slice(&T::narrow8(h, s.try_into().unwrap()));
+    }
+    for (d, &s) in dst[full..].iter_mut().zip(&src[full..]) {
+        *d = T::from_f32(s);
+    }
+}
+
+/// Adds `x²` and `(x − y)²`, in f64, lane-wise to `acc` (signal and noise energy).
+#[inline(always)]
+pub fn add_energy8(acc: &mut ([f64; 8], [f64; 8]), x: [f32; 8], y: [f32; 8]) {
+    let x: [f64; 8] = x.map(f64::from);
+    let y: [f64; 8] = y.map(f64::from);
+    for l in 0..8 {
+        let d = x[l] - y[l];
+        acc.0[l] += x[l] * x[l];
+        acc.1[l] += d * d;
+    }
+}
+
+/// The eight lanes of `x` starting at `i` (`x.len() >= i + 8`).
+#[inline(always)]
+pub fn lanes(x: &[f32], i: usize) -> [f32; 8] {
+    x[i..i + 8].try_into().unwrap()
 }
 
 /// Correctly rounded (round-half-to-even) f64 → f16, as numpy's `astype(np.float16)`.
@@ -316,6 +505,35 @@ mod tests {
         assert_eq!(h[999], 700);
         assert_eq!(h[1000], 0);
         assert_eq!(h.iter().sum::<u64>(), 700_000);
+    }
+
+    #[test]
+    fn f16c_lanes_match_software() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            let h = F16c(());
+            for b in (0..=u16::MAX).step_by(8) {
+                let x: [u16; 8] = std::array::from_fn(|l| b + l as u16);
+                let (hw, sw) = (h.widen(x), SoftHalf.widen(x));
+                assert_eq!(hw.map(f32::to_bits), sw.map(f32::to_bits));
+                assert_eq!(h.narrow(hw), SoftHalf.narrow(sw));
+            }
+            let mut r = testgen::SplitMix(7);
+            for i in 0..1_000_000u32 {
+                // Random patterns, and every f16 midpoint and its neighbours.
+                let x: [f32; 8] = std::array::from_fn(|l| {
+                    let v = r.next_u64() as u32;
+                    match l {
+                        0 => f32::from_bits(v),
+                        1..=3 => f32::from_bits((v & 0x8FFF_E000) + 0x3000_0000 + (l as u32 - 2)),
+                        _ => f32::from_bits(((i & 0xFFFF) << 13) + 0x1000 + (l as u32 - 5)),
+                    }
+                });
+                assert_eq!(h.narrow(x), SoftHalf.narrow(x), "{x:?}");
+            }
+        }
     }
 
     #[test]

@@ -161,8 +161,26 @@ fn pack_serial<T: PackElem>(values: &[T], bits: u32, out: &mut [u8]) -> bool {
     let full = values.len() / 8;
     let (out_full, out_rest) = out.split_at_mut(full * b);
     let (vals_full, vals_rest) = values.split_at(full * 8);
-    for (g, o) in vals_full.chunks_exact(8).zip(out_full.chunks_exact_mut(b)) {
-        ok &= pack_group(g, bits, o);
+    if bits == 1 {
+        // Masks: one byte per eight values, without the 64-bit accumulator.
+        for (g, o) in vals_full.chunks_exact(8).zip(out_full.iter_mut()) {
+            let mut byte = 0u8;
+            for (i, v) in g.iter().enumerate() {
+                byte |= (v.raw() & 1) << i;
+                ok &= v.fits(1);
+            }
+            *o = byte;
+        }
+    } else if bits == 4 {
+        // The common width gets a loop over byte pairs that vectorizes.
+        for (p, o) in vals_full.chunks_exact(2).zip(out_full.iter_mut()) {
+            *o = (p[0].raw() & 0xF) | (p[1].raw() << 4);
+            ok &= p[0].fits(4) & p[1].fits(4);
+        }
+    } else {
+        for (g, o) in vals_full.chunks_exact(8).zip(out_full.chunks_exact_mut(b)) {
+            ok &= pack_group(g, bits, o);
+        }
     }
     if !vals_rest.is_empty() {
         ok &= pack_group(vals_rest, bits, out_rest);
@@ -232,8 +250,15 @@ fn unpack_serial<T: PackElem>(bytes: &[u8], bits: u32, out: &mut [T]) {
     let full = out.len() / 8;
     let (out_full, out_rest) = out.split_at_mut(full * 8);
     let (in_full, in_rest) = bytes.split_at(full * b);
-    for (o, i) in out_full.chunks_exact_mut(8).zip(in_full.chunks_exact(b)) {
-        unpack_group(i, bits, o);
+    if bits == 4 {
+        for (o, &x) in out_full.chunks_exact_mut(2).zip(in_full) {
+            o[0] = T::from_field(x & 0xF, 4);
+            o[1] = T::from_field(x >> 4, 4);
+        }
+    } else {
+        for (o, i) in out_full.chunks_exact_mut(8).zip(in_full.chunks_exact(b)) {
+            unpack_group(i, bits, o);
+        }
     }
     if !out_rest.is_empty() {
         let n = packed_len(out_rest.len(), bits);

@@ -21,9 +21,6 @@
 //! The sign of a zero `vmin`/`vmax` is the one place numpy is platform-dependent (its SIMD
 //! `minimum`/`maximum` pick either zero); we canonicalize both to `+0.0`, which is what coremltools
 //! produces on x86-64 and only affects the sign of the scale of an all-zero block.
-//!
-//! TODO(unify): [`WeightElement`] duplicates the fp16 op-emulation that `kernels::fp16` will provide;
-//! merge once that module lands.
 
 use std::fmt::Debug;
 
@@ -33,7 +30,11 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::{config_err, format_err};
 
-use crate::kernels::fp16::WeightElement;
+use std::array::from_fn;
+
+use crate::kernels::fp16::{
+    add_energy8, dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement,
+};
 
 /// The integer storage type of the codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,7 +169,10 @@ pub enum QuantizeOutcome<T> {
 /// Whether any element is ±inf (coremltools skips such weights with the warning
 /// "The const {op} has inf/-inf, which is not supported by quantization. Skipped.").
 pub fn has_inf<T: WeightElement>(weight: &[T]) -> bool {
-    weight.par_iter().any(|v| v.to_f32().is_infinite())
+    // A branch-free fold per chunk vectorizes; `any` over chunks still stops early.
+    weight
+        .par_chunks(1 << 16)
+        .any(|c| c.iter().fold(false, |a, v| a | v.is_inf_bits()))
 }
 
 fn numel(shape: &[usize]) -> Result<usize> {
@@ -295,145 +299,487 @@ fn check_blocks(shape: &[usize], block_sizes: &[usize]) -> Result<Option<String>
     Ok(None)
 }
 
-/// Per-block `(min, max, has_nan)`, in block row-major order, reduced in row-major element order
-/// (deterministic for any thread count).
-fn block_min_max<T: WeightElement>(weight: &[T], t: &Tiling) -> Vec<(f32, f32, bool)> {
-    let (start, order) = t.rows_by_block_row();
-    let bl = t.last_block_len();
-    let mut stats = vec![(f32::INFINITY, f32::NEG_INFINITY, false); t.block_rows * t.last_blocks];
-    let reduce_group = |g: usize, out: &mut [(f32, f32, bool)]| {
-        for &row in &order[start[g]..start[g + 1]] {
-            let data = &weight[row * t.row_len..(row + 1) * t.row_len];
-            for (j, acc) in out.iter_mut().enumerate() {
-                let (mut mn, mut mx, mut nan) = *acc;
-                for v in &data[j * bl..(j + 1) * bl] {
-                    let x = v.to_f32();
-                    if x < mn {
-                        mn = x;
-                    }
-                    if x > mx {
-                        mx = x;
-                    }
-                    nan |= x.is_nan();
-                }
-                *acc = (mn, mx, nan);
+// ------------------------------------------------------------------------------------------------
+// Quantization
+//
+// Three steps, each over eight lanes at a time (see `fp16::dispatch`): per-block min/max, per-block
+// scale and zero point, per-element codes. When every block lies within one row (per-block and
+// per-channel quantization of a linear weight) the three are fused row by row, so the weight is
+// read once. Every step does exactly the scalar, op-by-op arithmetic described in the module notes.
+
+/// Min, max and NaN presence of one block. NaN never enters min/max; which zero an extreme keeps
+/// does not matter (it is canonicalized or its absolute value is taken).
+#[derive(Clone, Copy)]
+struct Stat {
+    mn: f32,
+    mx: f32,
+    nan: bool,
+}
+
+const NO_STAT: Stat = Stat {
+    mn: f32::INFINITY,
+    mx: f32::NEG_INFINITY,
+    nan: false,
+};
+
+#[inline(always)]
+fn lt_min(v: f32, m: f32) -> f32 {
+    if v < m {
+        v
+    } else {
+        m
+    }
+}
+
+#[inline(always)]
+fn gt_max(v: f32, m: f32) -> f32 {
+    if v > m {
+        v
+    } else {
+        m
+    }
+}
+
+/// Merges one widened row (exactly `stats.len() * bl` values) into the stats of its blocks.
+#[inline(always)]
+fn reduce_row(x: &[f32], bl: usize, stats: &mut [Stat]) {
+    for (st, blk) in stats.iter_mut().zip(x.chunks_exact(bl)) {
+        let (mut mn, mut mx, mut nan) = ([st.mn; 8], [st.mx; 8], [st.nan; 8]);
+        let mut chunks = blk.chunks_exact(8);
+        for c in &mut chunks {
+            for l in 0..8 {
+                mn[l] = lt_min(c[l], mn[l]);
+                mx[l] = gt_max(c[l], mx[l]);
+                nan[l] |= c[l].is_nan();
             }
         }
-    };
-    if weight.len() >= 1 << 15 && t.block_rows > 1 {
-        stats
-            .par_chunks_mut(t.last_blocks)
-            .enumerate()
-            .for_each(|(g, out)| reduce_group(g, out));
-    } else {
-        for (g, out) in stats.chunks_mut(t.last_blocks).enumerate() {
-            reduce_group(g, out);
+        for &v in chunks.remainder() {
+            mn[0] = lt_min(v, mn[0]);
+            mx[0] = gt_max(v, mx[0]);
+            nan[0] |= v.is_nan();
+        }
+        *st = Stat {
+            mn: mn.into_iter().fold(f32::INFINITY, lt_min),
+            mx: mx.into_iter().fold(f32::NEG_INFINITY, gt_max),
+            nan: nan.contains(&true),
+        };
+    }
+}
+
+/// The constants of one call, as f32 values of the weight dtype (Python scalars cast to it).
+#[derive(Clone, Copy)]
+struct QConsts {
+    linear: bool,
+    qlo: f32,
+    qhi: f32,
+    /// `qmax - qmin`.
+    qrange: f32,
+    /// The zero point of symmetric modes: `qmax // 2` unsigned, 0 (none) signed.
+    sym_zp: f32,
+}
+
+impl QConsts {
+    fn new<T: WeightElement>(dtype: QuantDtype, mode: QuantMode) -> Self {
+        let (qmin, qmax) = quant_range(dtype, mode);
+        let lit = |x: i32| T::lit(x as f64).to_f32();
+        QConsts {
+            linear: mode == QuantMode::Linear,
+            qlo: lit(qmin),
+            qhi: lit(qmax),
+            qrange: lit(qmax - qmin),
+            sym_zp: if dtype.signed() { 0.0 } else { lit(qmax / 2) },
         }
     }
-    stats
 }
 
-/// Per-block parameters: scale, the zero point as a float in the weight dtype (NaN possible), and
-/// the stored zero-point code.
-#[derive(Clone, Copy)]
-struct BlockParams<T> {
-    scale: T,
-    zp: Option<T>,
-    zp_code: i32,
+/// Scale and zero point of one block, as f32 values of the weight dtype. The zero point is 0
+/// where there is none: adding it changes no code.
+#[derive(Clone, Copy, Default)]
+struct Param {
+    scale: f32,
+    zp: f32,
 }
 
-fn nan_to_code<T: WeightElement>(x: T) -> i32 {
-    let f = x.to_f32();
-    if f.is_nan() {
-        0
-    } else {
-        f as i32
-    }
-}
-
-/// numpy `clip(x, lo, hi)` in the weight dtype: NaN stays NaN.
+/// numpy `clip(x, lo, hi)`: NaN stays NaN.
 #[inline(always)]
-fn clip<T: WeightElement>(x: T, lo: T, hi: T) -> T {
-    let f = x.to_f32();
-    if f.is_nan() {
-        x
-    } else if f < lo.to_f32() {
+fn clip(x: f32, lo: f32, hi: f32) -> f32 {
+    if x < lo {
         lo
-    } else if f > hi.to_f32() {
+    } else if x > hi {
         hi
     } else {
         x
     }
 }
 
+/// coremltools' `compute_qparams_by_dtype` for eight blocks.
 #[inline(always)]
-fn rint<T: WeightElement>(x: T) -> T {
-    T::from_f32(x.to_f32().round_ties_even())
+fn params8<T: WeightElement, H: HalfLanes>(h: H, k: &QConsts, s: &[Stat; 8]) -> [Param; 8] {
+    let r = |x: [f32; 8]| T::round8(h, x);
+    let or_nan = |v: [f32; 8]| from_fn(|l| if s[l].nan { f32::NAN } else { v[l] });
+    let (lo, hi) = if k.linear {
+        // minimum(0.0, vmin), maximum(0.0, vmax); zeros canonicalized to +0.0.
+        (
+            r(or_nan(s.map(|st| lt_min(st.mn, 0.0) + 0.0))),
+            r(or_nan(s.map(|st| gt_max(st.mx, 0.0) + 0.0))),
+        )
+    } else {
+        let m = or_nan(s.map(|st| gt_max(st.mn.abs(), st.mx.abs())));
+        (r(m.map(|v| -v)), r(m))
+    };
+    let range = r(from_fn(|l| hi[l] - lo[l]));
+    let scale = r(from_fn(|l| range[l] / k.qrange));
+    let zp = if k.linear {
+        let a = r(from_fn(|l| k.qlo * hi[l]));
+        let b = r(from_fn(|l| k.qhi * lo[l]));
+        let d = r(from_fn(|l| a[l] - b[l]));
+        let z = r(rint8(r(from_fn(|l| d[l] / range[l]))));
+        z.map(|v| clip(v, k.qlo, k.qhi))
+    } else {
+        [k.sym_zp; 8]
+    };
+    from_fn(|l| Param {
+        scale: scale[l],
+        zp: zp[l],
+    })
 }
 
-fn block_params<T: WeightElement>(
-    (mn, mx, nan): (f32, f32, bool),
-    dtype: QuantDtype,
-    mode: QuantMode,
-) -> BlockParams<T> {
-    let (qmin, qmax) = quant_range(dtype, mode);
-    let (vmin, vmax) = if nan {
-        (T::from_f32(f32::NAN), T::from_f32(f32::NAN))
-    } else {
-        (T::from_f32(mn), T::from_f32(mx))
-    };
-    let (lo, hi) = match mode {
-        QuantMode::LinearSymmetric => {
-            let m = if nan {
-                f32::NAN
-            } else {
-                vmin.to_f32().abs().max(vmax.to_f32().abs())
-            };
-            (T::from_f32(-m), T::from_f32(m))
+/// [`params8`] over any number of blocks.
+#[inline(always)]
+fn params_into<T: WeightElement, H: HalfLanes>(
+    h: H,
+    k: &QConsts,
+    stats: &[Stat],
+    out: &mut [Param],
+) {
+    for (s, o) in stats.chunks(8).zip(out.chunks_mut(8)) {
+        let mut s8 = [Stat {
+            mn: 0.0,
+            mx: 0.0,
+            nan: false,
+        }; 8];
+        s8[..s.len()].copy_from_slice(s);
+        let p = params8::<T, H>(h, k, &s8);
+        o.copy_from_slice(&p[..o.len()]);
+    }
+}
+
+/// `np.rint` (round half to even) of eight values. Written as a magic-number addition rather
+/// than `f32::round_ties_even`: between f16 conversions LLVM turns the latter into per-lane f16
+/// rounding calls. Adding 2^23 to |x| < 2^23 rounds to an integer (ties to even, as 2^23 is
+/// even) exactly; larger values, infinities and NaN pass through unchanged, as in `rint`.
+#[inline(always)]
+fn rint8(x: [f32; 8]) -> [f32; 8] {
+    const TWO23: f32 = 8_388_608.0;
+    let mut r = [0f32; 8];
+    for l in 0..8 {
+        let a = x[l].abs();
+        r[l] = if a < TWO23 {
+            ((a + TWO23) - TWO23).copysign(x[l])
+        } else {
+            x[l]
+        };
+    }
+    r
+}
+
+/// `clip(rint(x / scale) + zp, qmin, qmax)` cast to an integer (NaN to 0), for eight elements.
+#[inline(always)]
+fn codes8<T: WeightElement, H: HalfLanes>(
+    h: H,
+    k: &QConsts,
+    x: [f32; 8],
+    scale: [f32; 8],
+    zp: [f32; 8],
+) -> [i32; 8] {
+    let mut q = [0f32; 8];
+    for l in 0..8 {
+        q[l] = x[l] / scale[l];
+    }
+    let q = rint8(T::round8(h, q));
+    let mut z = [0f32; 8];
+    for l in 0..8 {
+        z[l] = q[l] + zp[l];
+    }
+    let q = T::round8(h, z);
+    let mut c = [0i32; 8];
+    for l in 0..8 {
+        let v = clip(q[l], k.qlo, k.qhi);
+        let v = if v.is_nan() { 0.0 } else { v };
+        // An integer in [-2^22, 2^22) plus 1.5·2^23 is exact and its low mantissa bits are the
+        // integer: a cast that vectorizes (`as i32` saturates lane by lane).
+        c[l] = (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+    }
+    c
+}
+
+/// Fills `s` and `z` with the per-element scale and zero point of a row of blocks of `bl`
+/// (the padding after the row gets scale 1 and zero point 0).
+fn expand_params(params: &[Param], bl: usize, s: &mut [f32], z: &mut [f32]) {
+    let n = params.len() * bl;
+    for (p, (sb, zb)) in params
+        .iter()
+        .zip(s[..n].chunks_exact_mut(bl).zip(z[..n].chunks_exact_mut(bl)))
+    {
+        sb.fill(p.scale);
+        zb.fill(p.zp);
+    }
+    s[n..].fill(1.0);
+    z[n..].fill(0.0);
+}
+
+/// Per-row scratch buffers, padded to whole lanes.
+struct RowBufs {
+    x: Vec<f32>,
+    s: Vec<f32>,
+    z: Vec<f32>,
+}
+
+impl RowBufs {
+    fn new(row_len: usize) -> Self {
+        let n = row_len.div_ceil(8) * 8;
+        RowBufs {
+            x: vec![0.0; n],
+            s: vec![0.0; n],
+            z: vec![0.0; n],
         }
-        QuantMode::Linear => {
-            // minimum(0.0, vmin), maximum(0.0, vmax); zeros canonicalized to +0.0.
-            let l = if nan {
-                f32::NAN
-            } else {
-                vmin.to_f32().min(0.0) + 0.0
-            };
-            let h = if nan {
-                f32::NAN
-            } else {
-                vmax.to_f32().max(0.0) + 0.0
-            };
-            (T::from_f32(l), T::from_f32(h))
-        }
-    };
-    let range = hi.op(lo, |a, b| a - b);
-    let scale = range.op(T::lit((qmax - qmin) as f64), |a, b| a / b);
-    match (mode, dtype.signed()) {
-        (QuantMode::LinearSymmetric, true) => BlockParams {
-            scale,
-            zp: None,
-            zp_code: 0,
-        },
-        (QuantMode::LinearSymmetric, false) => {
-            let z = qmax / 2;
-            BlockParams {
-                scale,
-                zp: Some(T::lit(z as f64)),
-                zp_code: z,
+    }
+}
+
+/// The codes of one widened row (`b.x`) with its blocks' parameters.
+#[inline(always)]
+fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
+    h: H,
+    k: &QConsts,
+    b: &mut RowBufs,
+    bl: usize,
+    params: &[Param],
+    out: &mut [C],
+) {
+    let mut put = |i: usize, c: [i32; 8]| match out.get_mut(i..i + 8) {
+        Some(o) => {
+            for l in 0..8 {
+                o[l] = C::from_i32(c[l]);
             }
         }
-        (QuantMode::Linear, _) => {
-            let a = T::lit(qmin as f64).op(hi, |a, b| a * b);
-            let b = T::lit(qmax as f64).op(lo, |a, b| a * b);
-            let zp = a.op(b, |a, b| a - b).op(range, |a, b| a / b);
-            let zp = clip(rint(zp), T::lit(qmin as f64), T::lit(qmax as f64));
-            BlockParams {
-                scale,
-                zp: Some(zp),
-                zp_code: nan_to_code(zp),
+        // The last, partial lane group of a row.
+        None => {
+            for (o, c) in out[i..].iter_mut().zip(c) {
+                *o = C::from_i32(c);
+            }
+        }
+    };
+    if bl % 8 == 0 {
+        for (j, p) in params.iter().enumerate() {
+            for i in (j * bl..(j + 1) * bl).step_by(8) {
+                put(
+                    i,
+                    codes8::<T, H>(h, k, lanes(&b.x, i), [p.scale; 8], [p.zp; 8]),
+                );
+            }
+        }
+    } else {
+        expand_params(params, bl, &mut b.s, &mut b.z);
+        for i in (0..b.x.len()).step_by(8) {
+            let c = codes8::<T, H>(h, k, lanes(&b.x, i), lanes(&b.s, i), lanes(&b.z, i));
+            put(i, c);
+        }
+    }
+}
+
+/// Rows per parallel task: about 32K elements (fixed, so results do not depend on threads).
+fn rows_per_task(row_len: usize) -> usize {
+    ((1usize << 15) / row_len.max(1)).max(1)
+}
+
+/// Stats, parameters and codes of whole rows whose blocks do not span rows.
+struct RowLocalTask<'a, T, C> {
+    weight: &'a [T],
+    t: &'a Tiling,
+    k: QConsts,
+    params: &'a mut [Param],
+    codes: &'a mut [C],
+}
+
+impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
+    type Output = ();
+    #[inline(always)]
+    fn run<H: HalfLanes>(self, h: H) {
+        let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
+        let mut b = RowBufs::new(row_len);
+        let mut stats = vec![NO_STAT; nb];
+        for ((w, p), c) in self
+            .weight
+            .chunks_exact(row_len)
+            .zip(self.params.chunks_exact_mut(nb))
+            .zip(self.codes.chunks_exact_mut(row_len))
+        {
+            widen_into(h, w, &mut b.x);
+            stats.fill(NO_STAT);
+            reduce_row(&b.x[..row_len], bl, &mut stats);
+            params_into::<T, H>(h, &self.k, &stats, p);
+            codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c);
+        }
+    }
+}
+
+/// The stats of block rows `first_group..`, each reduced over its rows in increasing order.
+struct StatsTask<'a, T> {
+    weight: &'a [T],
+    t: &'a Tiling,
+    /// Rows grouped by block row (see [`Tiling::rows_by_block_row`]).
+    start: &'a [usize],
+    order: &'a [usize],
+    first_group: usize,
+    stats: &'a mut [Stat],
+}
+
+impl<T: WeightElement> LaneKernel for StatsTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<H: HalfLanes>(self, h: H) {
+        let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
+        let mut x = vec![0.0; row_len.div_ceil(8) * 8];
+        for (i, out) in self.stats.chunks_exact_mut(nb).enumerate() {
+            let g = self.first_group + i;
+            out.fill(NO_STAT);
+            for &row in &self.order[self.start[g]..self.start[g + 1]] {
+                widen_into(h, &self.weight[row * row_len..][..row_len], &mut x);
+                reduce_row(&x[..row_len], bl, out);
             }
         }
     }
+}
+
+struct ParamsTask<'a, T> {
+    k: QConsts,
+    stats: &'a [Stat],
+    params: &'a mut [Param],
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: WeightElement> LaneKernel for ParamsTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<H: HalfLanes>(self, h: H) {
+        params_into::<T, H>(h, &self.k, self.stats, self.params);
+    }
+}
+
+/// The codes of rows `first_row..` given every block's parameters.
+struct CodesTask<'a, T, C> {
+    weight: &'a [T],
+    t: &'a Tiling,
+    k: QConsts,
+    params: &'a [Param],
+    first_row: usize,
+    codes: &'a mut [C],
+}
+
+impl<T: WeightElement, C: Code> LaneKernel for CodesTask<'_, T, C> {
+    type Output = ();
+    #[inline(always)]
+    fn run<H: HalfLanes>(self, h: H) {
+        let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
+        let mut b = RowBufs::new(row_len);
+        for (i, c) in self.codes.chunks_exact_mut(row_len).enumerate() {
+            let row = self.first_row + i;
+            widen_into(h, &self.weight[row * row_len..][..row_len], &mut b.x);
+            let p = &self.params[self.t.block_row_of(row) * nb..][..nb];
+            codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c);
+        }
+    }
+}
+
+/// Whether work of `n` elements is worth splitting across threads.
+fn parallel(n: usize) -> bool {
+    n >= 1 << 16
+}
+
+/// Codes and per-block parameters of `weight` (nonempty, rows of nonzero length).
+fn quantize_blocks<T: WeightElement, C: Code>(
+    weight: &[T],
+    t: &Tiling,
+    k: QConsts,
+) -> (Vec<C>, Vec<Param>) {
+    let (row_len, nb) = (t.row_len, t.last_blocks);
+    let mut codes = vec![C::default(); weight.len()];
+    let mut params = vec![Param::default(); t.block_rows * nb];
+    let rpt = rows_per_task(row_len);
+    if t.block_rows == t.rows {
+        // Every non-last axis has block size 1: block row == row.
+        let task = |((w, p), c): ((&[T], &mut [Param]), &mut [C])| {
+            dispatch(RowLocalTask {
+                weight: w,
+                t,
+                k,
+                params: p,
+                codes: c,
+            })
+        };
+        let (wc, pc, cc) = (rpt * row_len, rpt * nb, rpt * row_len);
+        if parallel(weight.len()) {
+            weight
+                .par_chunks(wc)
+                .zip(params.par_chunks_mut(pc))
+                .zip(codes.par_chunks_mut(cc))
+                .for_each(task);
+        } else {
+            task(((weight, &mut params), &mut codes));
+        }
+        return (codes, params);
+    }
+    let (start, order) = t.rows_by_block_row();
+    let mut stats = vec![NO_STAT; params.len()];
+    let groups_per_task = (rpt * t.block_rows / t.rows).max(1);
+    let stats_task = |(i, s): (usize, &mut [Stat])| {
+        dispatch(StatsTask {
+            weight,
+            t,
+            start: &start,
+            order: &order,
+            first_group: i * groups_per_task,
+            stats: s,
+        })
+    };
+    let params_task = |(s, p): (&[Stat], &mut [Param])| {
+        dispatch(ParamsTask::<T> {
+            k,
+            stats: s,
+            params: p,
+            _t: std::marker::PhantomData,
+        })
+    };
+    let sc = groups_per_task * nb;
+    if parallel(weight.len()) {
+        stats.par_chunks_mut(sc).enumerate().for_each(stats_task);
+        stats
+            .par_chunks(1 << 12)
+            .zip(params.par_chunks_mut(1 << 12))
+            .for_each(params_task);
+    } else {
+        stats_task((0, &mut stats));
+        params_task((&stats, &mut params));
+    }
+    let codes_task = |(i, c): (usize, &mut [C])| {
+        dispatch(CodesTask {
+            weight,
+            t,
+            k,
+            params: &params,
+            first_row: i * rpt,
+            codes: c,
+        })
+    };
+    if parallel(weight.len()) {
+        codes
+            .par_chunks_mut(rpt * row_len)
+            .enumerate()
+            .for_each(codes_task);
+    } else {
+        codes_task((0, &mut codes));
+    }
+    (codes, params)
 }
 
 /// A code container element.
@@ -441,60 +787,16 @@ trait Code: Copy + Default + Send + Sync {
     fn from_i32(x: i32) -> Self;
 }
 impl Code for i8 {
+    #[inline(always)]
     fn from_i32(x: i32) -> Self {
         x as i8
     }
 }
 impl Code for u8 {
+    #[inline(always)]
     fn from_i32(x: i32) -> Self {
         x as u8
     }
-}
-
-#[inline(always)]
-fn quantize_one<T: WeightElement>(w: T, p: &BlockParams<T>, qlo: T, qhi: T) -> i32 {
-    let mut q = rint(w.op(p.scale, |a, b| a / b));
-    if let Some(zp) = p.zp {
-        q = q.op(zp, |a, b| a + b);
-    }
-    nan_to_code(clip(q, qlo, qhi))
-}
-
-fn quantize_codes<T: WeightElement, C: Code>(
-    weight: &[T],
-    t: &Tiling,
-    params: &[BlockParams<T>],
-    qlo: T,
-    qhi: T,
-) -> Vec<C> {
-    let mut out = vec![C::default(); weight.len()];
-    let bl = t.last_block_len();
-    let row_len = t.row_len.max(1);
-    let do_rows = |first_row: usize, chunk: &mut [C]| {
-        for (k, orow) in chunk.chunks_mut(row_len).enumerate() {
-            let row = first_row + k;
-            let prow = &params[t.block_row_of(row) * t.last_blocks..][..t.last_blocks];
-            let wrow = &weight[row * t.row_len..(row + 1) * t.row_len];
-            for (j, p) in prow.iter().enumerate() {
-                let span = j * bl..(j + 1) * bl;
-                for (o, &w) in orow[span.clone()].iter_mut().zip(&wrow[span]) {
-                    *o = C::from_i32(quantize_one(w, p, qlo, qhi));
-                }
-            }
-        }
-    };
-    if t.row_len == 0 {
-        return out;
-    }
-    let rows_per_task = ((1usize << 14) / row_len).max(1);
-    if weight.len() >= 1 << 15 {
-        out.par_chunks_mut(rows_per_task * row_len)
-            .enumerate()
-            .for_each(|(i, chunk)| do_rows(i * rows_per_task, chunk));
-    } else {
-        do_rows(0, &mut out);
-    }
-    out
 }
 
 /// Quantizes `weight` (row-major, `shape`) with per-axis `block_sizes` (0 = whole axis; per-tensor
@@ -520,29 +822,41 @@ pub fn quantize<T: WeightElement>(
         return Ok(QuantizeOutcome::Skipped(msg));
     }
     let t = Tiling::new(shape, block_sizes);
-    let stats = if weight.is_empty() {
+    let k = QConsts::new::<T>(dtype, mode);
+    let (codes, params) = if weight.is_empty() {
         // numpy would raise on an empty reduction; define it as an all-zero block set.
-        vec![(0.0, 0.0, false); t.block_rows * t.last_blocks]
-    } else {
-        block_min_max(weight, &t)
-    };
-    let params: Vec<BlockParams<T>> = stats
-        .into_iter()
-        .map(|s| block_params::<T>(s, dtype, mode))
-        .collect();
-    let (qmin, qmax) = quant_range(dtype, mode);
-    let (qlo, qhi) = (T::lit(qmin as f64), T::lit(qmax as f64));
-    let codes = if dtype.signed() {
-        Codes::Signed(quantize_codes::<T, i8>(weight, &t, &params, qlo, qhi))
-    } else {
-        Codes::Unsigned(quantize_codes::<T, u8>(weight, &t, &params, qlo, qhi))
-    };
-    let scale = params.iter().map(|p| p.scale).collect();
-    let zero_point = params[0].zp.map(|_| {
-        if dtype.signed() {
-            Codes::Signed(params.iter().map(|p| p.zp_code as i8).collect())
+        let zero = Stat {
+            mn: 0.0,
+            mx: 0.0,
+            nan: false,
+        };
+        let mut params = vec![Param::default(); t.block_rows * t.last_blocks];
+        dispatch(ParamsTask::<T> {
+            k,
+            stats: &vec![zero; params.len()],
+            params: &mut params,
+            _t: std::marker::PhantomData,
+        });
+        let codes = if dtype.signed() {
+            Codes::Signed(vec![])
         } else {
-            Codes::Unsigned(params.iter().map(|p| p.zp_code as u8).collect())
+            Codes::Unsigned(vec![])
+        };
+        (codes, params)
+    } else if dtype.signed() {
+        let (c, p) = quantize_blocks::<T, i8>(weight, &t, k);
+        (Codes::Signed(c), p)
+    } else {
+        let (c, p) = quantize_blocks::<T, u8>(weight, &t, k);
+        (Codes::Unsigned(c), p)
+    };
+    let scale = params.iter().map(|p| T::from_f32(p.scale)).collect();
+    let zp_code = |p: &Param| if p.zp.is_nan() { 0 } else { p.zp as i32 };
+    let zero_point = (mode == QuantMode::Linear || !dtype.signed()).then(|| {
+        if dtype.signed() {
+            Codes::Signed(params.iter().map(|p| zp_code(p) as i8).collect())
+        } else {
+            Codes::Unsigned(params.iter().map(|p| zp_code(p) as u8).collect())
         }
     });
     Ok(QuantizeOutcome::Quantized(Quantized {
@@ -561,11 +875,17 @@ pub fn quantize<T: WeightElement>(
 /// A value that a dequantization op reads: integer codes or float data.
 pub trait DequantSource: Copy + Send + Sync {
     fn to_f32(self) -> f32;
+    /// Eight values widened to f32.
+    fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8];
 }
 impl DequantSource for i8 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
+    }
+    #[inline(always)]
+    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
+        x.map(|v| v as f32)
     }
 }
 impl DequantSource for u8 {
@@ -573,17 +893,29 @@ impl DequantSource for u8 {
     fn to_f32(self) -> f32 {
         self as f32
     }
+    #[inline(always)]
+    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
+        x.map(|v| v as f32)
+    }
 }
 impl DequantSource for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    #[inline(always)]
+    fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8] {
+        <f16 as WeightElement>::widen8(h, x)
+    }
 }
 impl DequantSource for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
+        *x
     }
 }
 
@@ -618,72 +950,140 @@ impl<T: WeightElement> Offset<'_, T> {
     }
 }
 
-/// Applies `f(element_index_in_row, block_index) -> T` over a tensor tiled like `scale_shape`.
-fn blockwise_map<T: WeightElement>(
-    shape: &[usize],
-    scale_shape: &[usize],
-    f: impl Fn(usize, usize) -> T + Sync,
-) -> Result<Vec<T>> {
-    if shape.len() != scale_shape.len() {
-        return Err(format_err!(
-            "scale rank {} differs from data rank {}",
-            scale_shape.len(),
-            shape.len()
-        ));
-    }
-    let mut block_sizes = Vec::with_capacity(shape.len());
-    for (axis, (&d, &s)) in shape.iter().zip(scale_shape).enumerate() {
-        if s == 0 || d % s != 0 {
-            return Err(format_err!(
-                "data dim {d} on axis {axis} is not divisible by the scale dim {s}"
-            ));
-        }
-        block_sizes.push(d / s);
-    }
-    let n = numel(shape)?;
-    let t = Tiling::new(shape, &block_sizes);
-    let mut out = vec![T::default(); n];
-    if n == 0 {
-        return Ok(out);
-    }
-    let bl = t.last_block_len().max(1);
-    let row_len = t.row_len;
-    let do_rows = |first_row: usize, chunk: &mut [T]| {
-        for (k, orow) in chunk.chunks_mut(row_len).enumerate() {
-            let row = first_row + k;
-            let b0 = t.block_row_of(row) * t.last_blocks;
-            let base = row * row_len;
-            for (i, o) in orow.iter_mut().enumerate() {
-                *o = f(base + i, b0 + i / bl);
-            }
-        }
-    };
-    let rows_per_task = ((1usize << 14) / row_len).max(1);
-    if n >= 1 << 15 {
-        out.par_chunks_mut(rows_per_task * row_len)
-            .enumerate()
-            .for_each(|(i, c)| do_rows(i * rows_per_task, c));
+/// One dequantization op's value for eight elements; `x` is the data widened to f32, `s` the
+/// scale, `o` the offset (0 when there is none, which changes nothing).
+#[inline(always)]
+fn dequant8<T: WeightElement, H: HalfLanes, const AFFINE: bool>(
+    h: H,
+    x: [f32; 8],
+    s: [f32; 8],
+    o: [f32; 8],
+) -> [f32; 8] {
+    if AFFINE {
+        // `dequantize_by_scale_and_zp`: f32 arithmetic, one rounding.
+        T::round8(h, from_fn(|l| (x[l] - o[l]) * s[l]))
     } else {
-        do_rows(0, &mut out);
+        // `data.astype(T)`, `data - offset`, `scale * data`, each rounded to T.
+        let x = T::round8(h, x);
+        let d = T::round8(h, from_fn(|l| x[l] - o[l]));
+        T::round8(h, from_fn(|l| s[l] * d[l]))
     }
-    Ok(out)
 }
 
-/// `constexpr_blockwise_shift_scale` (iOS18) value: `scale * (T(data) - offset)` with scale and
-/// offset repeated blockwise (`block = data_dim / scale_dim` per axis), each op in the scale dtype
-/// `T` as coremltools' `decompress` does (`data.astype(T)`, `data - offset`, `scale * data`).
-pub fn blockwise_shift_scale<T: WeightElement, D: DequantSource>(
+/// Dequantizes rows `first_row..first_row + rows` of `data`; writes them to `out` if given, and
+/// returns the signal and noise energy against `reference` if given (else zeros).
+struct DequantTask<'a, T, D, const AFFINE: bool> {
+    data: &'a [D],
+    t: &'a Tiling,
+    /// Per block: scale and offset.
+    params: &'a [Param],
+    first_row: usize,
+    rows: usize,
+    out: Option<&'a mut [T]>,
+    reference: Option<&'a [T]>,
+}
+
+impl<T: WeightElement, D: DequantSource, const AFFINE: bool> LaneKernel
+    for DequantTask<'_, T, D, AFFINE>
+{
+    type Output = (f64, f64);
+    #[inline(always)]
+    fn run<H: HalfLanes>(mut self, h: H) -> (f64, f64) {
+        let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
+        let mut b = RowBufs::new(row_len);
+        let (mut v, mut w) = (b.x.clone(), b.x.clone());
+        let mut energy = (0.0, 0.0);
+        for i in 0..self.rows {
+            let row = self.first_row + i;
+            let src = &self.data[row * row_len..][..row_len];
+            let full = row_len / 8 * 8;
+            for (x, s) in b.x.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+                x.copy_from_slice(&D::widen8(h, s.try_into().unwrap()));
+            }
+            for (j, x) in b.x[full..].iter_mut().enumerate() {
+                *x = src.get(full + j).map_or(0.0, |d| d.to_f32());
+            }
+            let p = &self.params[self.t.block_row_of(row) * nb..][..nb];
+            if bl % 8 == 0 {
+                for (j, p) in p.iter().enumerate() {
+                    for k in (j * bl..(j + 1) * bl).step_by(8) {
+                        let r =
+                            dequant8::<T, H, AFFINE>(h, lanes(&b.x, k), [p.scale; 8], [p.zp; 8]);
+                        v[k..k + 8].copy_from_slice(&r);
+                    }
+                }
+            } else {
+                expand_params(p, bl, &mut b.s, &mut b.z);
+                for k in (0..v.len()).step_by(8) {
+                    let r =
+                        dequant8::<T, H, AFFINE>(h, lanes(&b.x, k), lanes(&b.s, k), lanes(&b.z, k));
+                    v[k..k + 8].copy_from_slice(&r);
+                }
+            }
+            if let Some(out) = self.out.as_deref_mut() {
+                narrow_into(h, &v, &mut out[i * row_len..][..row_len]);
+            }
+            if let Some(reference) = self.reference {
+                widen_into(h, &reference[row * row_len..][..row_len], &mut w);
+                let mut acc = ([0f64; 8], [0f64; 8]);
+                for k in (0..w.len()).step_by(8) {
+                    add_energy8(&mut acc, lanes(&w, k), lanes(&v, k));
+                }
+                energy.0 += acc.0.iter().sum::<f64>();
+                energy.1 += acc.1.iter().sum::<f64>();
+            }
+        }
+        energy
+    }
+}
+
+/// Runs [`DequantTask`] over all rows in fixed chunks (the energy sums do not depend on the
+/// thread count).
+fn dequant_rows<T: WeightElement, D: DequantSource, const AFFINE: bool>(
     data: &[D],
+    t: &Tiling,
+    params: &[Param],
+    out: Option<&mut [T]>,
+    reference: Option<&[T]>,
+) -> (f64, f64) {
+    let rpt = rows_per_task(t.row_len);
+    let tasks = t.rows.div_ceil(rpt);
+    let outs: Vec<Option<&mut [T]>> = match out {
+        Some(o) => o.chunks_mut(rpt * t.row_len).map(Some).collect(),
+        None => (0..tasks).map(|_| None).collect(),
+    };
+    let task = |(i, out): (usize, Option<&mut [T]>)| {
+        dispatch(DequantTask::<T, D, AFFINE> {
+            data,
+            t,
+            params,
+            first_row: i * rpt,
+            rows: rpt.min(t.rows - i * rpt),
+            out,
+            reference,
+        })
+    };
+    let sums: Vec<(f64, f64)> = if parallel(data.len()) {
+        outs.into_par_iter().enumerate().map(task).collect()
+    } else {
+        outs.into_iter().enumerate().map(task).collect()
+    };
+    sums.iter()
+        .fold((0.0, 0.0), |(s, n), &(a, b)| (s + a, n + b))
+}
+
+/// The tiling and per-block parameters of a `constexpr_blockwise_shift_scale`, validated.
+fn shift_scale_setup<T: WeightElement>(
+    n_data: usize,
     shape: &[usize],
     scale: &[T],
     scale_shape: &[usize],
     offset: Option<Offset<'_, T>>,
-) -> Result<Vec<T>> {
+) -> Result<(Tiling, Vec<Param>)> {
     let n = numel(shape)?;
-    if data.len() != n {
+    if n_data != n {
         return Err(format_err!(
-            "data has {} elements, shape {shape:?} needs {n}",
-            data.len()
+            "data has {n_data} elements, shape {shape:?} needs {n}"
         ));
     }
     let ns = numel(scale_shape)?;
@@ -706,12 +1106,70 @@ pub fn blockwise_shift_scale<T: WeightElement, D: DequantSource>(
             ));
         }
     }
-    blockwise_map(shape, scale_shape, |i, b| {
-        let mut x = T::from_f32(data[i].to_f32());
-        if let Some(o) = &offset {
-            x = T::from_f32(x.to_f32() - o.get(b));
+    if shape.len() != scale_shape.len() {
+        return Err(format_err!(
+            "scale rank {} differs from data rank {}",
+            scale_shape.len(),
+            shape.len()
+        ));
+    }
+    let mut block_sizes = Vec::with_capacity(shape.len());
+    for (axis, (&d, &s)) in shape.iter().zip(scale_shape).enumerate() {
+        if s == 0 || d % s != 0 {
+            return Err(format_err!(
+                "data dim {d} on axis {axis} is not divisible by the scale dim {s}"
+            ));
         }
-        scale[b].op(x, |s, v| s * v)
+        block_sizes.push(d / s);
+    }
+    let params = (0..ns)
+        .map(|b| Param {
+            scale: scale[b].to_f32(),
+            zp: offset.map_or(0.0, |o| o.get(b)),
+        })
+        .collect();
+    Ok((Tiling::new(shape, &block_sizes), params))
+}
+
+/// `constexpr_blockwise_shift_scale` (iOS18) value: `scale * (T(data) - offset)` with scale and
+/// offset repeated blockwise (`block = data_dim / scale_dim` per axis), each op in the scale dtype
+/// `T` as coremltools' `decompress` does (`data.astype(T)`, `data - offset`, `scale * data`).
+pub fn blockwise_shift_scale<T: WeightElement, D: DequantSource>(
+    data: &[D],
+    shape: &[usize],
+    scale: &[T],
+    scale_shape: &[usize],
+    offset: Option<Offset<'_, T>>,
+) -> Result<Vec<T>> {
+    let (t, params) = shift_scale_setup(data.len(), shape, scale, scale_shape, offset)?;
+    let mut out = vec![T::default(); data.len()];
+    if !data.is_empty() {
+        dequant_rows::<T, D, false>(data, &t, &params, Some(&mut out), None);
+    }
+    Ok(out)
+}
+
+/// Signal and noise energy `(Σw², Σ(w−ŵ)²)` in f64 of the quantization `q` of `weight` (of
+/// `shape`), ŵ being [`blockwise_shift_scale`] of it, computed row by row without storing ŵ.
+pub fn quantization_error<T: WeightElement>(
+    weight: &[T],
+    shape: &[usize],
+    q: &Quantized<T>,
+) -> Result<(f64, f64)> {
+    let offset = q.zero_point.as_ref().map(|z| match z {
+        Codes::Signed(v) => Offset::Int8(v),
+        Codes::Unsigned(v) => Offset::UInt8(v),
+    });
+    let (t, params) = shift_scale_setup(weight.len(), shape, &q.scale, &q.scale_shape, offset)?;
+    if q.codes.len() != weight.len() {
+        return Err(format_err!("codes and weight differ in length"));
+    }
+    if weight.is_empty() {
+        return Ok((0.0, 0.0));
+    }
+    Ok(match &q.codes {
+        Codes::Signed(c) => dequant_rows::<T, i8, false>(c, &t, &params, None, Some(weight)),
+        Codes::Unsigned(c) => dequant_rows::<T, u8, false>(c, &t, &params, None, Some(weight)),
     })
 }
 
@@ -758,34 +1216,25 @@ pub fn affine_dequantize<T: WeightElement, D: DequantSource>(
             quantized.len()
         ));
     }
-    // Stride of the axis in elements and its extent: channel of element i = (i / inner) % c.
-    let inner: usize = if rank == 0 {
-        1
-    } else {
-        shape[ax + 1..].iter().product()
-    };
-    let inner = inner.max(1);
-    let (sv, zv) = (scale.len() > 1, zero_point.len() > 1);
-    let f = |i: usize| {
-        let ch = (i / inner) % c.max(1);
-        let s = scale[if sv { ch } else { 0 }].to_f32();
-        let z = zero_point.get(if zv { ch } else { 0 });
-        T::from_f32((quantized[i].to_f32() - z) * s)
-    };
     let mut out = vec![T::default(); n];
-    if n >= 1 << 15 {
-        out.par_chunks_mut(1 << 14)
-            .enumerate()
-            .for_each(|(k, chunk)| {
-                for (j, o) in chunk.iter_mut().enumerate() {
-                    *o = f(k * (1 << 14) + j);
-                }
-            });
-    } else {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = f(i);
-        }
+    if n == 0 {
+        return Ok(out);
     }
+    // One block per channel along `axis` (or a single block for scalar parameters).
+    let (sv, zv) = (scale.len() > 1, zero_point.len() > 1);
+    let channels = if sv || zv { c } else { 1 };
+    let mut block_sizes = shape.to_vec();
+    if channels > 1 {
+        block_sizes[ax] = 1;
+    }
+    let params: Vec<Param> = (0..channels)
+        .map(|ch| Param {
+            scale: scale[if sv { ch } else { 0 }].to_f32(),
+            zp: zero_point.get(if zv { ch } else { 0 }),
+        })
+        .collect();
+    let t = Tiling::new(shape, &block_sizes);
+    dequant_rows::<T, D, true>(quantized, &t, &params, Some(&mut out), None);
     Ok(out)
 }
 
