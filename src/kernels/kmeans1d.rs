@@ -14,6 +14,8 @@
 //! [`kmeans_1d_large`] handles inputs with many more distinct values (f32 weights): the exact DP on
 //! at most `max_points` equal-weight buckets, refined by Lloyd steps on all values.
 
+use std::ops::Range;
+
 /// A clustering of sorted 1-D values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clusters1d {
@@ -83,11 +85,16 @@ impl BackPtr {
             BackPtr::Wide(vec![0; k * n])
         }
     }
-    #[inline]
-    fn set(&mut self, at: usize, v: u32) {
+    /// Stores the back-pointers of one layer.
+    fn set_layer(&mut self, layer: usize, argmin: &[u32]) {
+        let n = argmin.len();
         match self {
-            BackPtr::Narrow(t) => t[at] = v as u16,
-            BackPtr::Wide(t) => t[at] = v,
+            BackPtr::Narrow(t) => {
+                for (b, &a) in t[layer * n..(layer + 1) * n].iter_mut().zip(argmin) {
+                    *b = a as u16;
+                }
+            }
+            BackPtr::Wide(t) => t[layer * n..(layer + 1) * n].copy_from_slice(argmin),
         }
     }
     #[inline]
@@ -99,49 +106,136 @@ impl BackPtr {
     }
 }
 
-/// Row minima of an implicit n×n matrix by SMAWK, with kmeans1d's exact comparison sequence.
-/// Rows of one recursion level are an arithmetic progression (`first + p·step`), so they are
-/// never materialised; `pos` maps a column to its place in the current level's column list.
-struct Smawk<'a, F: Fn(usize, usize) -> f64> {
-    f: F,
-    argmin: &'a mut [u32],
-    pos: &'a mut [u32],
+/// One layer of the DP as an implicit n×n matrix: cell (i, j) is the cost of ending the layer's
+/// cluster at value i when it starts at value j. j = 0 and j > i follow kmeans1d's unsigned
+/// arithmetic (the previous layer's column becomes i; a cluster with j > i costs 0).
+#[derive(Clone, Copy)]
+struct Layer<'a> {
+    pre: &'a Prefix,
+    /// The previous layer's row minima.
+    d: &'a [f64],
+    /// `pre.cost(i, i)`, the same in every layer.
+    diag: &'a [f64],
 }
 
-impl<F: Fn(usize, usize) -> f64> Smawk<'_, F> {
-    fn solve(&mut self, first: usize, step: usize, count: usize, cols: &[u32]) {
+impl Layer<'_> {
+    #[inline(always)]
+    fn cell(self, i: usize, j: usize) -> f64 {
+        let col = if j == 0 || j > i { i } else { j - 1 };
+        self.d[col] + self.pre.cost(j, i)
+    }
+    /// `cell(i, i)` without a division.
+    #[inline(always)]
+    fn diagonal(self, i: usize) -> f64 {
+        self.d[i.saturating_sub(1)] + self.diag[i]
+    }
+}
+
+/// Row minima of a layer by SMAWK, with kmeans1d's exact comparison sequence: the same REDUCE
+/// and INTERPOLATE order and tie rules (an earlier column wins a tie), so that the same argmins
+/// come out even where rounding makes the matrix not totally monotone. Rows of one recursion
+/// level are an arithmetic progression (`first + p·step`) and never materialised. Buffers are
+/// sized once per DP and reused by every layer and level.
+struct RowMinima {
+    /// The columns each level keeps, level after level (level t's list follows level t−1's).
+    kept: Vec<u32>,
+    /// During a REDUCE, the cell of each stack slot's row and column once computed: each is
+    /// compared many times (always, when columns are dropped for lack of rows).
+    slot_cell: Vec<f64>,
+    /// Column → its place in the current level's kept list.
+    pos: Vec<u32>,
+    /// Row → argmin column, and the minimum itself (the next layer's `d`).
+    argmin: Vec<u32>,
+    min: Vec<f64>,
+}
+
+impl RowMinima {
+    fn new(n: usize) -> Self {
+        RowMinima {
+            kept: vec![0; 2 * n + 64],
+            slot_cell: vec![0.0; n],
+            pos: vec![0; n],
+            argmin: vec![0; n],
+            min: vec![0.0; n],
+        }
+    }
+
+    /// All rows against all columns. The top level's REDUCE needs no cost: a new column c is
+    /// always past the row r = len−1 it meets, so its cell is `d[r]`, and so is the stack top's
+    /// unless the top is column r itself (its diagonal cell).
+    fn solve(&mut self, m: Layer<'_>) {
+        let n = self.pos.len();
+        let mut len = 0usize;
+        for c in 0..n {
+            while len > 0 {
+                let r = len - 1;
+                let past = m.d[r] + 0.0;
+                let top = if self.kept[r] as usize == r {
+                    m.diagonal(r)
+                } else {
+                    past
+                };
+                if past >= top {
+                    break;
+                }
+                len -= 1;
+            }
+            self.kept[len] = c as u32;
+            len += 1;
+        }
+        self.interpolate(m, 0, 1, n, 0..len);
+    }
+
+    /// Rows `first + p·step` (p < count) against the columns `kept[cols]`.
+    fn level(&mut self, m: Layer<'_>, first: usize, step: usize, count: usize, cols: Range<usize>) {
         if count == 0 {
             return;
         }
         let row = |p: usize| first + p * step;
-
-        // REDUCE: keep at most `count` candidate columns; a column is dropped only when the new
-        // one is strictly smaller in the row that pairs with the stack top.
-        let mut kept: Vec<u32> = Vec::with_capacity(count.min(cols.len()));
-        for &c in cols {
-            while let Some(&top) = kept.last() {
-                let r = row(kept.len() - 1);
-                if (self.f)(r, c as usize) >= (self.f)(r, top as usize) {
+        // REDUCE: keep at most `count` columns; the stack top is dropped only when the new column
+        // is strictly smaller in the top's row.
+        let (input, out) = self.kept.split_at_mut(cols.end);
+        let mut len = 0usize;
+        let mut top_known = false;
+        for &c in &input[cols.start..] {
+            while len > 0 {
+                let r = row(len - 1);
+                if !top_known {
+                    self.slot_cell[len - 1] = m.cell(r, out[len - 1] as usize);
+                    top_known = true;
+                }
+                if m.cell(r, c as usize) >= self.slot_cell[len - 1] {
                     break;
                 }
-                kept.pop();
+                len -= 1;
             }
-            if kept.len() < count {
-                kept.push(c);
+            if len < count {
+                out[len] = c;
+                len += 1;
+                top_known = false;
             }
         }
+        self.interpolate(m, first, step, count, cols.end..cols.end + len);
+    }
 
-        // Odd rows recursively.
-        self.solve(first + step, step * 2, count / 2, &kept);
-
+    /// Odd rows recursively on `kept[cols]`, then each even row between the argmins of its odd
+    /// neighbours (the first minimum wins).
+    fn interpolate(
+        &mut self,
+        m: Layer<'_>,
+        first: usize,
+        step: usize,
+        count: usize,
+        cols: Range<usize>,
+    ) {
+        let row = |p: usize| first + p * step;
+        self.level(m, first + step, step * 2, count / 2, cols.clone());
+        let kept = &self.kept[cols];
         for (i, &c) in kept.iter().enumerate() {
             self.pos[c as usize] = i as u32;
         }
-
-        // INTERPOLATE even rows between the argmins of their odd neighbours; first minimum wins.
         let mut start = 0usize;
-        let mut p = 0usize;
-        while p < count {
+        for p in (0..count).step_by(2) {
             let r = row(p);
             let stop = if p + 1 < count {
                 self.pos[self.argmin[row(p + 1)] as usize] as usize
@@ -149,17 +243,17 @@ impl<F: Fn(usize, usize) -> f64> Smawk<'_, F> {
                 kept.len() - 1
             };
             let mut best = kept[start];
-            let mut min = (self.f)(r, best as usize);
-            for &c in kept.iter().take(stop + 1).skip(start + 1) {
-                let v = (self.f)(r, c as usize);
+            let mut min = m.cell(r, best as usize);
+            for &c in &kept[start + 1..=stop] {
+                let v = m.cell(r, c as usize);
                 if v < min {
                     best = c;
                     min = v;
                 }
             }
             self.argmin[r] = best;
+            self.min[r] = min;
             start = stop;
-            p += 2;
         }
     }
 }
@@ -188,35 +282,19 @@ pub fn optimal_kmeans_1d(values: &[f64], weights: &[f64], k: usize) -> Clusters1
         };
     }
     let pre = Prefix::new(values, weights);
+    let diag: Vec<f64> = (0..n).map(|i| pre.cost(i, i)).collect();
 
     let mut back = BackPtr::new(k, n);
-    let mut d_prev: Vec<f64> = (0..n).map(|i| pre.cost(0, i)).collect();
-    let mut d_cur = vec![0.0f64; n];
-    let mut argmin = vec![0u32; n];
-    let mut pos = vec![0u32; n];
-    let all_cols: Vec<u32> = (0..n as u32).collect();
-
+    let mut d: Vec<f64> = (0..n).map(|i| pre.cost(0, i)).collect();
+    let mut rm = RowMinima::new(n);
     for layer in 1..k {
-        // Cost of ending cluster `layer` at value i when it starts at value j. j = 0 and j > i
-        // follow kmeans1d's unsigned arithmetic (the previous layer's column becomes i).
-        let dp = &d_prev;
-        let pr = &pre;
-        let cell = move |i: usize, j: usize| -> f64 {
-            let col = if j == 0 || j > i { i } else { j - 1 };
-            dp[col] + pr.cost(j, i)
-        };
-        let mut sm = Smawk {
-            f: cell,
-            argmin: &mut argmin,
-            pos: &mut pos,
-        };
-        sm.solve(0, 1, n, &all_cols);
-        for i in 0..n {
-            let j = argmin[i] as usize;
-            d_cur[i] = cell(i, j);
-            back.set(layer * n + i, j as u32);
-        }
-        std::mem::swap(&mut d_prev, &mut d_cur);
+        rm.solve(Layer {
+            pre: &pre,
+            d: &d,
+            diag: &diag,
+        });
+        back.set_layer(layer, &rm.argmin);
+        std::mem::swap(&mut d, &mut rm.min);
     }
 
     // Backtrack from the last value, the last cluster first.
@@ -363,6 +441,122 @@ mod tests {
             d = nd;
         }
         d[n - 1]
+    }
+
+    /// The DP as first written (a straight transcription of kmeans1d's SMAWK, allocating at every
+    /// level, every cell recomputed): the reference the optimised [`RowMinima`] must match exactly.
+    fn reference_kmeans_1d(values: &[f64], weights: &[f64], k: usize) -> Clusters1d {
+        fn smawk(
+            f: &dyn Fn(usize, usize) -> f64,
+            argmin: &mut [u32],
+            first: usize,
+            step: usize,
+            count: usize,
+            cols: &[u32],
+        ) {
+            if count == 0 {
+                return;
+            }
+            let row = |p: usize| first + p * step;
+            let mut kept: Vec<u32> = Vec::new();
+            for &c in cols {
+                while let Some(&top) = kept.last() {
+                    let r = row(kept.len() - 1);
+                    if f(r, c as usize) >= f(r, top as usize) {
+                        break;
+                    }
+                    kept.pop();
+                }
+                if kept.len() < count {
+                    kept.push(c);
+                }
+            }
+            smawk(f, argmin, first + step, step * 2, count / 2, &kept);
+            let mut pos = std::collections::HashMap::new();
+            for (i, &c) in kept.iter().enumerate() {
+                pos.insert(c, i);
+            }
+            let mut start = 0usize;
+            for p in (0..count).step_by(2) {
+                let r = row(p);
+                let stop = if p + 1 < count {
+                    pos[&argmin[row(p + 1)]]
+                } else {
+                    kept.len() - 1
+                };
+                let mut best = kept[start];
+                let mut min = f(r, best as usize);
+                for &c in &kept[start + 1..=stop] {
+                    let v = f(r, c as usize);
+                    if v < min {
+                        best = c;
+                        min = v;
+                    }
+                }
+                argmin[r] = best;
+                start = stop;
+            }
+        }
+        let n = values.len();
+        let k = k.min(n);
+        let pre = Prefix::new(values, weights);
+        let mut back = vec![vec![0usize; n]; k];
+        let mut d: Vec<f64> = (0..n).map(|i| pre.cost(0, i)).collect();
+        let all: Vec<u32> = (0..n as u32).collect();
+        for b in back.iter_mut().skip(1) {
+            let cell = |i: usize, j: usize| {
+                let col = if j == 0 || j > i { i } else { j - 1 };
+                d[col] + pre.cost(j, i)
+            };
+            let mut argmin = vec![0u32; n];
+            smawk(&cell, &mut argmin, 0, 1, n, &all);
+            let next: Vec<f64> = (0..n).map(|i| cell(i, argmin[i] as usize)).collect();
+            for (b, &a) in b.iter_mut().zip(&argmin) {
+                *b = a as usize;
+            }
+            d = next;
+        }
+        let mut labels = vec![0u32; n];
+        let mut centroids = vec![0.0f64; k];
+        let (mut t, mut layer, mut last) = (n, k - 1, n - 1);
+        loop {
+            let end = t;
+            t = back[layer][last];
+            let mut c = 0.0f64;
+            for i in t..end {
+                labels[i] = layer as u32;
+                c += (values[i] - c) * pre.weight(i, i) / pre.weight(t, i);
+            }
+            centroids[layer] = c;
+            if t == 0 || layer == 0 {
+                break;
+            }
+            layer -= 1;
+            last = t - 1;
+        }
+        Clusters1d { labels, centroids }
+    }
+
+    fn same_bits(a: &Clusters1d, b: &Clusters1d) -> bool {
+        a.labels == b.labels
+            && a.centroids.len() == b.centroids.len()
+            && a.centroids
+                .iter()
+                .zip(&b.centroids)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    #[test]
+    fn matches_reference_on_weight_like_data() {
+        for (seed, n, e, k) in [
+            (21u64, 60_000, 16, 16),
+            (22, 20_000, 12, 4),
+            (23, 5_000, 20, 64),
+        ] {
+            let (x, w) = distinct_f16(seed, n, e);
+            let r = reference_kmeans_1d(&x, &w, k);
+            assert!(same_bits(&optimal_kmeans_1d(&x, &w, k), &r), "seed {seed}");
+        }
     }
 
     fn check_golden_starts(x: &[f64], w: &[f64], k: usize, starts: &[usize], cents: &[u64]) {
@@ -1068,6 +1262,27 @@ mod tests {
             prop_assert!((got - want).abs() <= 1e-9 * (1.0 + want.abs()), "got {got} want {want}");
             // Labels are contiguous and ascending.
             prop_assert!(c.labels.windows(2).all(|p| p[0] <= p[1]));
+        }
+
+        /// Exact agreement with the reference, on inputs full of exact ties (equally spaced values
+        /// with equal weights), near-ties and repeated values.
+        #[test]
+        fn matches_reference_dp(
+            raw in proptest::collection::vec((0i32..60, 1u32..4), 1..90),
+            spacing in prop_oneof![Just(1.0f64), Just(0.1), Just(1e-3), Just(3.0e-5)],
+            k in 1usize..12,
+            dedup in any::<bool>(),
+        ) {
+            let mut raw = raw;
+            raw.sort_by_key(|p| p.0);
+            if dedup {
+                raw.dedup_by_key(|p| p.0);
+            }
+            let x: Vec<f64> = raw.iter().map(|p| p.0 as f64 * spacing - 0.7).collect();
+            let w: Vec<f64> = raw.iter().map(|p| p.1 as f64).collect();
+            let got = optimal_kmeans_1d(&x, &w, k);
+            let want = reference_kmeans_1d(&x, &w, k);
+            prop_assert!(same_bits(&got, &want), "{got:?} vs {want:?}");
         }
 
         #[test]

@@ -39,6 +39,9 @@ pub const SUPPORTED_NBITS: [u8; 6] = [1, 2, 3, 4, 6, 8];
 const HISTOGRAM_MIN_LEN: usize = 8192;
 /// Largest number of distinct values clustered by the exact DP (always enough for f16).
 const EXACT_DP_MAX_VALUES: usize = 1 << 16;
+/// Elements per parallel work item in element-wise passes (a whole group when groups are small,
+/// so that those run serially inside the parallel loop over groups).
+const PAR_CHUNK: usize = 1 << 16;
 
 /// How each group's LUT is chosen (coremltools' `mode`, minus CUSTOM which the caller runs and
 /// hands to [`stack_groups`]).
@@ -308,7 +311,7 @@ pub fn palettize<T: WeightElement>(
     if data.is_empty() {
         return skip("Can't perform palettization: the weight is empty.".into());
     }
-    if !data.par_iter().all(|v| v.is_finite()) {
+    if !all_finite(data) {
         return skip("Can't perform palettization: the weight contains NaN or infinity.".into());
     }
 
@@ -362,6 +365,29 @@ pub fn palettize<T: WeightElement>(
     let mut out = stack_groups(results, shape, axis, cd)?;
     out.per_channel_scale = scale;
     Ok(PaletteOutcome::Compressed(out))
+}
+
+/// The first index that is not below `palette`, if any (a parallel maximum first: indices are
+/// almost always valid).
+fn first_out_of_range(indices: &[u8], palette: usize) -> Option<u8> {
+    let max = indices
+        .par_chunks(PAR_CHUNK)
+        .map(|c| c.iter().fold(0u8, |m, &i| m.max(i)))
+        .max()
+        .unwrap_or(0);
+    if (max as usize) < palette {
+        return None;
+    }
+    indices.iter().copied().find(|&i| i as usize >= palette)
+}
+
+/// No NaN or ±inf in `data`, from the exponent bits (a branch-free pass per chunk).
+fn all_finite<T: WeightElement>(data: &[T]) -> bool {
+    let exp = if T::IS_HALF { 0x7C00 } else { 0x7F80_0000 };
+    data.par_chunks(PAR_CHUNK).all(|c| {
+        c.iter()
+            .fold(true, |ok, v| ok & (v.to_bits_u32() & exp != exp))
+    })
 }
 
 /// coremltools' per-channel scale: `s = max|W|` along `axis` (keepdims), zeros replaced by 1,
@@ -451,29 +477,43 @@ pub fn stack_groups<L: Copy + Send + Sync>(
         ));
     }
     let per_group = total / num / cd;
-    let mut lut = Vec::with_capacity(num * palette * cd);
-    let mut idx = Vec::with_capacity(total / cd);
-    for (g, gl) in groups.into_iter().enumerate() {
+    let check = |(g, gl): (usize, &GroupLut<L>)| {
         if gl.lut.len() != palette * cd || gl.indices.len() != per_group {
-            return Err(config_err!(
+            return Some(config_err!(
                 "group {g}: expected {} LUT values and {per_group} indices, got {} and {}",
                 palette * cd,
                 gl.lut.len(),
                 gl.indices.len()
             ));
         }
-        if let Some(&bad) = gl.indices.iter().find(|&&i| i as usize >= palette) {
-            return Err(config_err!(
-                "group {g}: index {bad} is out of range for a LUT of {palette} entries"
-            ));
-        }
-        lut.extend_from_slice(&gl.lut);
-        idx.extend_from_slice(&gl.indices);
+        first_out_of_range(&gl.indices, palette).map(|bad| {
+            config_err!("group {g}: index {bad} is out of range for a LUT of {palette} entries")
+        })
+    };
+    if let Some(e) = groups.par_iter().enumerate().find_map_first(check) {
+        return Err(e);
     }
+    let mut lut = Vec::with_capacity(num * palette * cd);
+    for gl in &groups {
+        lut.extend_from_slice(&gl.lut);
+    }
+    let idx = if num == 1 {
+        groups.into_iter().next().expect("one group").indices
+    } else {
+        let mut idx = vec![0u8; total / cd];
+        idx.par_chunks_mut(per_group.max(1))
+            .zip(&groups)
+            .for_each(|(d, gl)| d.copy_from_slice(&gl.indices));
+        idx
+    };
     let mut swapped = shape.to_vec();
     swapped.swap(0, channel_axis);
     swapped[0] /= cd;
-    let indices = swap_axes_0(&idx, &swapped, channel_axis);
+    let indices = if channel_axis == 0 {
+        idx
+    } else {
+        swap_axes_0(&idx, &swapped, channel_axis)
+    };
     let mut indices_shape = shape.to_vec();
     indices_shape[channel_axis] /= cd;
     let mut lut_shape = vec![1usize; shape.len() + 2];
@@ -811,39 +851,41 @@ fn kmeans_scalar<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
 fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> GroupLut<T> {
     let k = 1usize << nbits;
     if histogram {
-        // Distinct values from the bit-pattern histogram, ±0 merged, in ascending order.
+        // Distinct values in ascending order straight from the bit-pattern histogram: the
+        // negative patterns from the largest magnitude down, then the positive ones up (that is
+        // the order of their keys), ±0 merged.
         let hist = bit_histogram(g);
-        let mut pats: Vec<(u32, u16)> = (0..=u16::MAX)
-            .filter(|&p| hist[p as usize] > 0)
-            .map(|p| {
-                let v = half::f16::from_bits(p).to_f32();
-                (f32_order_key(v), p)
-            })
-            .collect();
-        pats.sort_unstable();
-        let mut values: Vec<f64> = Vec::with_capacity(pats.len());
-        let mut weights: Vec<f64> = Vec::with_capacity(pats.len());
-        let mut slot = vec![0u32; pats.len()];
+        let mut pats: Vec<(u16, u32)> = Vec::new();
+        let mut values: Vec<f64> = Vec::new();
+        let mut weights: Vec<f64> = Vec::new();
         let mut last_key = None;
-        for (i, &(key, p)) in pats.iter().enumerate() {
+        for p in (0x8000..=0xFFFFu32).rev().chain(0..0x8000) {
+            if hist[p as usize] == 0 {
+                continue;
+            }
+            let key = f32_order_key(half::f16::from_bits(p as u16).to_f32());
             if last_key != Some(key) {
                 values.push(f32_from_order_key(key) as f64);
                 weights.push(0.0);
                 last_key = Some(key);
             }
             *weights.last_mut().expect("pushed") += hist[p as usize] as f64;
-            slot[i] = (values.len() - 1) as u32;
+            pats.push((p as u16, (values.len() - 1) as u32));
         }
         let cl = optimal_kmeans_1d(&values, &weights, k);
         let mut table = vec![0u8; 1 << 16];
-        for (i, &(_, p)) in pats.iter().enumerate() {
-            table[p as usize] = cl.labels[slot[i] as usize] as u8;
+        for &(p, slot) in &pats {
+            table[p as usize] = cl.labels[slot as usize] as u8;
         }
-        let indices = g
-            .par_iter()
-            .with_min_len(1 << 14)
-            .map(|v| table[v.to_bits_u32() as usize & 0xFFFF])
-            .collect();
+        let mut indices = vec![0u8; g.len()];
+        indices
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(g.par_chunks(PAR_CHUNK))
+            .for_each(|(out, src)| {
+                for (o, v) in out.iter_mut().zip(src) {
+                    *o = table[v.to_bits_u32() as usize & 0xFFFF];
+                }
+            });
         return GroupLut {
             lut: lut_from_centroids(&cl, nbits),
             indices,
@@ -1062,7 +1104,7 @@ pub fn lut_to_dense<T: Copy + Send + Sync>(
             lut.len()
         ));
     }
-    if let Some(&bad) = indices.par_iter().find_any(|&&i| i as usize >= palette) {
+    if let Some(bad) = first_out_of_range(indices, palette) {
         return Err(format_err!(
             "index {bad} is out of range for a LUT of {palette} entries"
         ));
@@ -1081,15 +1123,16 @@ pub fn lut_to_dense<T: Copy + Send + Sync>(
     }
     let last = out_shape[r - 1];
     let total: usize = out_shape.iter().product();
-    let mut out: Vec<T> = Vec::with_capacity(total);
     if total == 0 {
-        return Ok((out, out_shape));
+        return Ok((Vec::new(), out_shape));
     }
-    // Fill output rows (all axes but the last) in parallel.
-    let rows: Vec<Vec<T>> = (0..total / last)
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|row| {
+    // Output rows (all axes but the last) are filled in parallel, in place.
+    let mut out: Vec<T> = (0..total).into_par_iter().map(|_| lut[0]).collect();
+    let (lut_block, lut_step) = (block[r - 1], lstride[r - 1]);
+    out.par_chunks_mut(last)
+        .with_min_len(16)
+        .enumerate()
+        .for_each(|(row, dst)| {
             let (mut rem, mut ibase, mut lbase) = (row, 0usize, 0usize);
             for i in (0..r - 1).rev() {
                 let o = rem % out_shape[i];
@@ -1098,22 +1141,27 @@ pub fn lut_to_dense<T: Copy + Send + Sync>(
                 ibase += q * istride[i];
                 lbase += (q / block[i]) * lstride[i] + v;
             }
-            (0..last)
-                .map(|j| {
-                    let (q, v) = if va == r - 1 {
-                        (j / vs, j % vs)
-                    } else {
-                        (j, 0)
-                    };
-                    let id = indices[ibase + q] as usize;
-                    lut[lbase + (q / block[r - 1]) * lstride[r - 1] + id * vs + v]
-                })
-                .collect()
-        })
-        .collect();
-    for r in rows {
-        out.extend_from_slice(&r);
-    }
+            if va == r - 1 {
+                // Each index expands to `vs` consecutive elements of the row.
+                let ids = &indices[ibase..ibase + last / vs];
+                for (q, (&id, d)) in ids.iter().zip(dst.chunks_mut(vs)).enumerate() {
+                    let at = lbase + (q / lut_block) * lut_step + id as usize * vs;
+                    d.copy_from_slice(&lut[at..at + vs]);
+                }
+            } else {
+                let ids = &indices[ibase..ibase + last];
+                for (b, (ids, d)) in ids
+                    .chunks(lut_block)
+                    .zip(dst.chunks_mut(lut_block))
+                    .enumerate()
+                {
+                    let table = &lut[lbase + b * lut_step..];
+                    for (o, &id) in d.iter_mut().zip(ids) {
+                        *o = table[id as usize * vs];
+                    }
+                }
+            }
+        });
     Ok((out, out_shape))
 }
 
@@ -1126,7 +1174,7 @@ pub fn lut_to_dense_ios16<T: Copy + Send + Sync>(indices: &[u8], lut: &[T]) -> R
             lut.len()
         ));
     }
-    if let Some(&bad) = indices.par_iter().find_any(|&&i| i as usize >= lut.len()) {
+    if let Some(bad) = first_out_of_range(indices, lut.len()) {
         return Err(format_err!(
             "index {bad} is out of range for a LUT of {} entries",
             lut.len()
