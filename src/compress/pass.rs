@@ -86,18 +86,8 @@ pub fn read_weights(package: &Package, c: &Candidate) -> Result<Option<Weights>>
     let what = format!("function {}, const {}", c.function, c.name);
     let t = read_tensor(&c.value, package, &what)?;
     Ok(match t.info.dtype {
-        DType::F16 => Some(Weights::F16(
-            t.bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]))
-                .collect(),
-        )),
-        DType::F32 => Some(Weights::F32(
-            t.bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect(),
-        )),
+        DType::F16 => Some(Weights::F16(bytemuck::pod_collect_to_vec(&t.bytes))),
+        DType::F32 => Some(Weights::F32(bytemuck::pod_collect_to_vec(&t.bytes))),
         _ => None,
     })
 }
@@ -160,13 +150,16 @@ pub fn error_energy<T: WeightElement>(w: &[T], approx: &[T]) -> (f64, f64) {
         .par_chunks(PIECE)
         .zip(approx.par_chunks(PIECE))
         .map(|(w, approx)| {
-            let (mut signal, mut noise) = (0.0f64, 0.0f64);
-            for (&a, &b) in w.iter().zip(approx) {
-                let (a, b) = (a.to_f64(), b.to_f64());
-                signal += a * a;
-                noise += (a - b) * (a - b);
+            // Eight running sums per piece, so the additions do not wait on each other.
+            let (mut signal, mut noise) = ([0.0f64; 8], [0.0f64; 8]);
+            for (w, approx) in w.chunks(8).zip(approx.chunks(8)) {
+                for (lane, (&a, &b)) in w.iter().zip(approx).enumerate() {
+                    let (a, b) = (a.to_f64(), b.to_f64());
+                    signal[lane] += a * a;
+                    noise[lane] += (a - b) * (a - b);
+                }
             }
-            (signal, noise)
+            (signal.iter().sum(), noise.iter().sum())
         })
         .collect();
     pieces
