@@ -37,10 +37,10 @@ fn required(op: &Operation, name: &str) -> Result<NewParam> {
     reuse(op, name).ok_or_else(|| config_err!("op {} has no parameter {name}", op_name(op)))
 }
 
-fn float_weights(d: Dense) -> Result<(Weights, DType)> {
+fn float_weights(d: Dense) -> Result<(Weights<'static>, DType)> {
     Ok(match d.elements {
-        Elements::F16(v) => (Weights::F16(v), DType::F16),
-        Elements::F32(v) => (Weights::F32(v), DType::F32),
+        Elements::F16(v) => (Weights::F16(v.into()), DType::F16),
+        Elements::F32(v) => (Weights::F32(v.into()), DType::F32),
         _ => {
             return Err(config_err!(
                 "expected float data, got {}",

@@ -1,6 +1,7 @@
 //! The driver shared by the compression passes: open the package, check what coremltools checks,
 //! select candidate consts, run the pass's kernel on each (in parallel), write the package.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use half::f16;
@@ -75,21 +76,34 @@ impl Target {
     }
 }
 
-/// A weight's values in its own float type, for kernels generic over fp16/fp32.
-pub enum Weights {
-    F16(Vec<f16>),
-    F32(Vec<f32>),
+/// A weight's values in its own float type, for kernels generic over fp16/fp32: borrowed from
+/// the input's memory map where the bytes are aligned for the type (weight.bin data is), so a
+/// pass reads each weight without copying it first.
+pub enum Weights<'a> {
+    F16(Cow<'a, [f16]>),
+    F32(Cow<'a, [f32]>),
 }
 
 /// Reads a candidate's values; None for integer or bool weights, which these passes skip.
-pub fn read_weights(package: &Package, c: &Candidate) -> Result<Option<Weights>> {
+pub fn read_weights<'a>(package: &'a Package, c: &'a Candidate) -> Result<Option<Weights<'a>>> {
     let what = format!("function {}, const {}", c.function, c.name);
     let t = read_tensor(&c.value, package, &what)?;
     Ok(match t.info.dtype {
-        DType::F16 => Some(Weights::F16(bytemuck::pod_collect_to_vec(&t.bytes))),
-        DType::F32 => Some(Weights::F32(bytemuck::pod_collect_to_vec(&t.bytes))),
+        DType::F16 => Some(Weights::F16(cast_values(t.bytes))),
+        DType::F32 => Some(Weights::F32(cast_values(t.bytes))),
         _ => None,
     })
+}
+
+/// Little-endian bytes as values of `T`: borrowed when aligned, copied otherwise.
+fn cast_values<T: bytemuck::Pod>(bytes: Cow<'_, [u8]>) -> Cow<'_, [T]> {
+    match bytes {
+        Cow::Borrowed(b) => match bytemuck::try_cast_slice(b) {
+            Ok(values) => Cow::Borrowed(values),
+            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(b)),
+        },
+        Cow::Owned(b) => Cow::Owned(bytemuck::pod_collect_to_vec(&b)),
+    }
 }
 
 /// coremltools' `infer_block_sizes` (reference §1.8): block size per axis, 0 = whole axis.

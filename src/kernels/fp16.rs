@@ -527,8 +527,14 @@ mod tests {
                     let v = r.next_u64() as u32;
                     match l {
                         0 => f32::from_bits(v),
-                        1..=3 => f32::from_bits((v & 0x8FFF_E000) + 0x3000_0000 + (l as u32 - 2)),
-                        _ => f32::from_bits(((i & 0xFFFF) << 13) + 0x1000 + (l as u32 - 5)),
+                        1..=3 => f32::from_bits(
+                            ((v & 0x8FFF_E000) + 0x3000_0000)
+                                .wrapping_add((l as u32).wrapping_sub(2)),
+                        ),
+                        _ => f32::from_bits(
+                            (((i & 0xFFFF) << 13) + 0x1000)
+                                .wrapping_add((l as u32).wrapping_sub(5)),
+                        ),
                     }
                 });
                 assert_eq!(h.narrow(x), SoftHalf.narrow(x), "{x:?}");
