@@ -297,15 +297,24 @@ pub fn optimal_kmeans_1d(values: &[f64], weights: &[f64], k: usize) -> Clusters1
         std::mem::swap(&mut d, &mut rm.min);
     }
 
-    // Backtrack from the last value, the last cluster first.
+    backtrack(values, &pre, k, |layer, last| back.get(layer * n + last))
+}
+
+/// The clusters found by the DP, from `first(layer, last)`: the first value of cluster `layer`
+/// when it ends at value `last`. Walks back from the last value, the last cluster first.
+fn backtrack(
+    values: &[f64],
+    pre: &Prefix,
+    k: usize,
+    first: impl Fn(usize, usize) -> usize,
+) -> Clusters1d {
+    let n = values.len();
     let mut labels = vec![0u32; n];
     let mut centroids = vec![0.0f64; k];
-    let mut t = n;
-    let mut layer = k - 1;
-    let mut last = n - 1;
+    let (mut t, mut layer, mut last) = (n, k - 1, n - 1);
     loop {
         let end = t;
-        t = back.get(layer * n + last);
+        t = first(layer, last);
         let mut c = 0.0f64;
         for i in t..end {
             labels[i] = layer as u32;
@@ -516,25 +525,7 @@ mod tests {
             }
             d = next;
         }
-        let mut labels = vec![0u32; n];
-        let mut centroids = vec![0.0f64; k];
-        let (mut t, mut layer, mut last) = (n, k - 1, n - 1);
-        loop {
-            let end = t;
-            t = back[layer][last];
-            let mut c = 0.0f64;
-            for i in t..end {
-                labels[i] = layer as u32;
-                c += (values[i] - c) * pre.weight(i, i) / pre.weight(t, i);
-            }
-            centroids[layer] = c;
-            if t == 0 || layer == 0 {
-                break;
-            }
-            layer -= 1;
-            last = t - 1;
-        }
-        Clusters1d { labels, centroids }
+        backtrack(values, &pre, k, |layer, last| back[layer][last])
     }
 
     fn same_bits(a: &Clusters1d, b: &Clusters1d) -> bool {
