@@ -374,10 +374,7 @@ fn locate<'a>(packages: &'a [Package], refs: &[BlobKey]) -> Result<Vec<Stored<'a
                 file_name: file_name.clone(),
                 offset: *offset,
             };
-            let blob = packages[*pkg].blob(&v)?;
-            let file = packages[*pkg]
-                .weight_file(file_name)
-                .expect("the blob was found in this file");
+            let (file, blob) = packages[*pkg].blob_in_file(&v)?;
             Ok(Stored { file, blob })
         })
         .collect()

@@ -101,14 +101,18 @@ impl Replacement {
 
     /// [`Replacement::value`] for a dense tensor.
     pub fn dense_value(&mut self, dense: Dense) -> Result<Value> {
-        let bytes = dense.to_bytes()?;
-        self.bytes += bytes.len() as u64;
-        Ok(if goes_to_blob(&dense.info, self.spec_version) {
-            drop(bytes);
-            self.hold(Held::Dense(dense))
-        } else {
-            immediate_value(&dense.info, &bytes)
-        })
+        if !goes_to_blob(&dense.info, self.spec_version) {
+            let bytes = dense.to_bytes()?;
+            self.bytes += bytes.len() as u64;
+            return Ok(immediate_value(&dense.info, &bytes));
+        }
+        // Packed when written (`emit`), not here: only its size is needed now.
+        let info = &dense.info;
+        let size = info.dtype.storage_bytes(info.count()).ok_or_else(|| {
+            crate::format_err!("{} tensors have no byte layout", info.dtype.name())
+        })?;
+        self.bytes += size as u64;
+        Ok(self.hold(Held::Dense(dense)))
     }
 
     fn hold(&mut self, tensor: Held) -> Value {
@@ -272,10 +276,7 @@ pub fn finish(
     let mut copied: HashMap<(String, u64), u64> = HashMap::new();
     for (file_name, offset) in used {
         let source = value::BlobFileValue { file_name, offset };
-        let blob = package.blob(&source)?;
-        let file = package
-            .weight_file(&source.file_name)
-            .expect("the blob was found in this file");
+        let (file, blob) = package.blob_in_file(&source)?;
         let new_offset = out.weights().copy(file, &blob)?;
         copied.insert((source.file_name, source.offset), new_offset);
     }

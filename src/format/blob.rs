@@ -109,22 +109,28 @@ impl BlobFile {
     /// Like [`BlobFile::release_pages`], for the pages under `part`, a slice of this file's
     /// bytes (for example a blob's data); parts outside the mapping are ignored.
     pub fn release(&self, part: &[u8]) {
-        let Some(map) = &self.map else { return };
-        let start = map.as_ptr() as usize;
-        let at = part.as_ptr() as usize;
-        if part.is_empty() || at < start || at + part.len() > start + map.len() {
+        let (Some(map), Some(at)) = (&self.map, self.offset_of(part)) else {
+            return;
+        };
+        if part.is_empty() {
             return;
         }
         // Round outwards to a multiple of every page size in use (4, 16 or 64 KiB).
         const GRAIN: usize = 64 << 10;
-        let from = (at - start) / GRAIN * GRAIN;
-        let to = (at - start + part.len())
-            .next_multiple_of(GRAIN)
-            .min(map.len());
+        let from = at / GRAIN * GRAIN;
+        let to = (at + part.len()).next_multiple_of(GRAIN).min(map.len());
         // SAFETY: as in `release_pages`.
         let _ = unsafe {
             map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
         };
+    }
+
+    /// Where `part`, a slice of this file's bytes, starts in the file; None for other memory.
+    fn offset_of(&self, part: &[u8]) -> Option<usize> {
+        let bytes = self.bytes().as_ptr_range();
+        let part_range = part.as_ptr_range();
+        (bytes.start <= part_range.start && part_range.end <= bytes.end)
+            .then(|| part_range.start as usize - bytes.start as usize)
     }
 
     /// The number of blobs the header declares.
@@ -210,7 +216,7 @@ impl BlobFile {
         while at < len {
             let blob = self.blob(at)?;
             offsets.push(at);
-            let data_start = blob.data.as_ptr() as u64 - self.bytes().as_ptr() as u64;
+            let data_start = self.offset_of(blob.data).expect("a blob of this file") as u64;
             at = (data_start + blob.data.len() as u64).next_multiple_of(ALIGNMENT);
         }
         Ok(offsets)
@@ -261,20 +267,14 @@ impl BlobWriter {
     /// where the OS can (`copy_file_range` on Linux, through `std::io::copy`), which avoids
     /// faulting the source pages into this process and copying them through user space.
     pub fn copy(&mut self, source: &BlobFile, blob: &Blob<'_>) -> Result<u64> {
+        let at = source.offset_of(blob.data).ok_or_else(|| {
+            format_err!("internal: blob to copy is not in {}", source.path.display())
+        })?;
         let len = blob.data.len() as u64;
         let meta_offset = self.start_blob(blob.dtype, blob.element_count(), len)?;
-        let start = source.bytes().as_ptr() as usize;
-        let at = blob.data.as_ptr() as usize;
-        if at < start || at + blob.data.len() > start + source.bytes().len() {
-            return Err(format_err!(
-                "internal: blob to copy is not in {}",
-                source.path.display()
-            ));
-        }
         let mut file = source.file.lock().unwrap_or_else(|e| e.into_inner());
-        let read_err = |e| Error::io(&source.path, e);
-        file.seek(SeekFrom::Start((at - start) as u64))
-            .map_err(read_err)?;
+        file.seek(SeekFrom::Start(at as u64))
+            .map_err(|e| Error::io(&source.path, e))?;
         let copied = std::io::copy(&mut (&mut *file).take(len), &mut self.out)
             .map_err(|e| Error::io(&self.path, e))?;
         if copied != len {

@@ -101,6 +101,11 @@ impl Package {
 
     /// The blob a model value refers to.
     pub fn blob(&self, value: &BlobFileValue) -> Result<Blob<'_>> {
+        self.blob_in_file(value).map(|(_, blob)| blob)
+    }
+
+    /// The blob a model value refers to, with the weight file that holds it.
+    pub fn blob_in_file(&self, value: &BlobFileValue) -> Result<(&BlobFile, Blob<'_>)> {
         let file = self.weights.get(&value.file_name).ok_or_else(|| {
             format_err!(
                 "{}: no weight file {:?}",
@@ -108,17 +113,12 @@ impl Package {
                 value.file_name
             )
         })?;
-        file.blob(value.offset)
+        Ok((file, file.blob(value.offset)?))
     }
 
     /// Releases the resident pages of every weight file (see [`BlobFile::release_pages`]).
     pub fn release_pages(&self) {
         self.weights.values().for_each(BlobFile::release_pages);
-    }
-
-    /// The weight file a `BlobFileValue` names, if the package has it.
-    pub fn weight_file(&self, file_name: &str) -> Option<&BlobFile> {
-        self.weights.get(file_name)
     }
 
     pub fn weight_files(&self) -> impl Iterator<Item = &BlobFile> {
