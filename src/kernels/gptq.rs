@@ -214,6 +214,29 @@ pub struct ObsResult {
     pub loss: f64,
 }
 
+/// faer's in-place Cholesky factorization: the lower triangle of the `n`×`n` column-major
+/// matrix `a` becomes L; an error when `a` is not positive definite.
+pub(crate) fn cholesky_in_place<T: faer::traits::ComplexField>(
+    a: &mut [T],
+    n: usize,
+    par: Par,
+) -> std::result::Result<(), faer::linalg::cholesky::llt::factor::LltError> {
+    use faer::linalg::cholesky::llt::factor;
+    let mut mem = faer::dyn_stack::MemBuffer::new(factor::cholesky_in_place_scratch::<T>(
+        n,
+        par,
+        Default::default(),
+    ));
+    factor::cholesky_in_place(
+        MatMut::from_column_major_slice_mut(a, n, n),
+        Default::default(),
+        par,
+        faer::dyn_stack::MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map(|_| ())
+}
+
 /// Dead-input handling, dampening and `U = chol(H⁻¹)ᵀ` (upper), as a row-major f32 matrix.
 ///
 /// `h` is the symmetric `[n, n]` Hessian (only the lower triangle is read); dead columns of `w`
@@ -262,29 +285,11 @@ pub(crate) fn inverse_hessian_factor(
         }
     });
     let par = Par::rayon(0);
-    {
-        let mat = MatMut::from_column_major_slice_mut(&mut r, n, n);
-        let mut mem = faer::dyn_stack::MemBuffer::new(
-            faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f32>(
-                n,
-                par,
-                Default::default(),
-            ),
-        );
-        let stack = faer::dyn_stack::MemStack::new(&mut mem);
-        faer::linalg::cholesky::llt::factor::cholesky_in_place(
-            mat,
-            Default::default(),
-            par,
-            stack,
-            Default::default(),
+    cholesky_in_place(&mut r, n, par).map_err(|_| {
+        Error::Config(
+            "the dampened Hessian is not positive definite (increase hessian_dampening)".into(),
         )
-        .map_err(|_| {
-            Error::Config(
-                "the dampened Hessian is not positive definite (increase hessian_dampening)".into(),
-            )
-        })?;
-    }
+    })?;
     let mut linv = vec![0.0f32; n * n];
     faer::linalg::triangular_inverse::invert_lower_triangular(
         MatMut::from_column_major_slice_mut(&mut linv, n, n),

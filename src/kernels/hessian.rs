@@ -107,6 +107,7 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_cholesky() {
+        use crate::kernels::gptq::cholesky_in_place;
         use std::time::Instant;
         let n = 4096;
         let mut g = crate::kernels::gptq::tests::lcg(5);
@@ -131,22 +132,7 @@ mod tests {
                 a[i * n + i] += 1.0;
             }
             let t = Instant::now();
-            let m = MatMut::from_column_major_slice_mut(&mut a, n, n);
-            let mut mem = faer::dyn_stack::MemBuffer::new(
-                faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f64>(
-                    n,
-                    par,
-                    Default::default(),
-                ),
-            );
-            faer::linalg::cholesky::llt::factor::cholesky_in_place(
-                m,
-                Default::default(),
-                par,
-                faer::dyn_stack::MemStack::new(&mut mem),
-                Default::default(),
-            )
-            .unwrap();
+            cholesky_in_place(&mut a, n, par).unwrap();
             println!(
                 "faer f64 cholesky {par:?}: {:.3}s",
                 t.elapsed().as_secs_f64()
@@ -157,25 +143,7 @@ mod tests {
             a[i * n + i] += 1.0;
         }
         let t = Instant::now();
-        {
-            let m = MatMut::from_column_major_slice_mut(&mut a, n, n);
-            let par = Par::rayon(0);
-            let mut mem = faer::dyn_stack::MemBuffer::new(
-                faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f32>(
-                    n,
-                    par,
-                    Default::default(),
-                ),
-            );
-            faer::linalg::cholesky::llt::factor::cholesky_in_place(
-                m,
-                Default::default(),
-                par,
-                faer::dyn_stack::MemStack::new(&mut mem),
-                Default::default(),
-            )
-            .unwrap();
-        }
+        cholesky_in_place(&mut a, n, Par::rayon(0)).unwrap();
         println!("faer f32 cholesky rayon: {:.3}s", t.elapsed().as_secs_f64());
         let a32 = a.clone();
         // A plain right-looking Cholesky (row-major lower, one thread).
