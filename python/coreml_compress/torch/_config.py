@@ -65,15 +65,19 @@ def _foreign_fields(obj: Any, cls: type) -> dict[str, Any]:
     return out
 
 
+def _from_dict(cls: type, d: Mapping[str, Any]) -> Any:
+    """``cls(**d)``, refusing keys that are not fields of ``cls``."""
+    extra = set(d) - {f.name for f in attrs.fields(cls)}
+    if extra:
+        raise ValueError(f"unknown keys for {cls.__name__}: {sorted(extra)}")
+    return cls(**dict(d))
+
+
 @attrs.define(kw_only=True)
 class _ModuleConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
-        names = {f.name for f in attrs.fields(cls)}
-        extra = set(d) - names
-        if extra:
-            raise ValueError(f"unknown keys for {cls.__name__}: {sorted(extra)}")
-        return cls(**dict(d))
+        return _from_dict(cls, d)
 
     @classmethod
     def coerce(cls, obj: Any) -> Any:
@@ -205,11 +209,7 @@ class _OptimizationConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
-        names = {f.name for f in attrs.fields(cls)}
-        extra = set(d) - names
-        if extra:
-            raise ValueError(f"unknown keys for {cls.__name__}: {sorted(extra)}")
-        return cls(**dict(d))
+        return _from_dict(cls, d)
 
     @classmethod
     def from_yaml(cls, source: Any) -> Any:
