@@ -270,6 +270,7 @@ fn sparse_then_quantize(
         Codes::Signed(v) => Codes::Signed(select(v, &mask_bits)),
         Codes::Unsigned(v) => Codes::Unsigned(select(v, &mask_bits)),
     };
+    let kept_len = kept.len();
     let name = format!("{}_quantized", c.name);
     let (mask_out, data_out) = (format!("{name}_0"), format!("{name}_1"));
     let mut params = vec![
@@ -277,8 +278,8 @@ fn sparse_then_quantize(
         (
             "nonzero_data",
             NewParam::Value(r.value(NewTensor {
-                info: TensorInfo::new(codes_type, &[kept.len()]),
-                bytes: codes_bytes(&kept, codes_type)?,
+                info: TensorInfo::new(codes_type, &[kept_len]),
+                bytes: codes_bytes(kept, codes_type)?,
             })),
         ),
     ];
@@ -296,7 +297,7 @@ fn sparse_then_quantize(
         params,
         vec![
             (mask_out, TensorInfo::new(DType::U1, &c.info.shape)),
-            (data_out.clone(), TensorInfo::new(float, &[kept.len()])),
+            (data_out.clone(), TensorInfo::new(float, &[kept_len])),
         ],
         ParamStyle::Inputs,
     ));
@@ -360,7 +361,7 @@ fn quantize_lut(
     let name = format!("{}_quantized", c.name);
     let data = r.value(NewTensor {
         info: TensorInfo::new(codes_type, &c.info.shape),
-        bytes: codes_bytes(&codes, codes_type)?,
+        bytes: codes_bytes(codes, codes_type)?,
     });
     let dense_out = op
         .outputs

@@ -184,6 +184,7 @@ pub fn palettize_weight<T: AsGroupData>(
             luts.push(GroupLut {
                 lut: values.into_iter().map(T::from_f64).collect(),
                 indices,
+                energy: None,
             });
         }
         lut::stack_groups(luts, &c.info.shape, axis, cd)?
@@ -222,13 +223,16 @@ fn emit_typed<T: AsGroupData>(
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
 ) -> Result<bool> {
+    let kernel_time = crate::trace::span("palettize: kernel");
     let Some((palettized, axis)) = palettize_weight(c, p, w, target, custom)? else {
         return Ok(false);
     };
-    r.error = Some(error_energy(
-        w,
-        &reconstructed(&palettized, &c.info.shape, axis)?,
-    ));
+    drop(kernel_time);
+    let _t = crate::trace::span("palettize: encode");
+    r.error = Some(match palettized.energy {
+        Some(e) => e,
+        None => error_energy(w, &reconstructed(&palettized, &c.info.shape, axis)?),
+    });
     let name = format!("{}_palettized", c.name);
     let op_output = if target.ios18() {
         emit_ios18(c, &palettized, float, target, &name, r)?

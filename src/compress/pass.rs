@@ -204,6 +204,7 @@ pub fn run(
     custom: Option<&LutFunction<'_>>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(PathBuf, Vec<WeightStats>)> {
+    let opened = crate::trace::span("open and select");
     let package = Package::open(input)?;
     let has_functions = package
         .model
@@ -273,6 +274,7 @@ pub fn run(
             _ => {}
         }
     }
+    drop(opened);
     let mut out = PackageWriter::create(output, Some(&package))?;
     let (mut model, replaced) = rewrite::apply(
         &package,

@@ -76,10 +76,13 @@ fn emit_typed<T: WeightElement>(
     target: Target,
     r: &mut Replacement,
 ) -> Result<bool> {
+    let kernel_time = crate::trace::span("prune: kernel");
     let Some(pruned) = prune_weight(c, config, w)? else {
         return Ok(false);
     };
-    r.error = Some(kernel::pruning_error(w, &pruned.mask));
+    drop(kernel_time);
+    let _t = crate::trace::span("prune: encode");
+    r.error = Some(pruned.energy);
     let name = format!("{}_sparsified", c.name);
     let nonzero = r.value(NewTensor {
         info: TensorInfo::new(float, &[pruned.nonzero.len()]),

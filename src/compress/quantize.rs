@@ -57,12 +57,12 @@ pub fn codes_dtype(d: QuantDtype) -> DType {
     }
 }
 
-pub fn codes_bytes(codes: &Codes, dtype: DType) -> Result<Vec<u8>> {
+pub fn codes_bytes(codes: Codes, dtype: DType) -> Result<Vec<u8>> {
     let bits = dtype.bits().expect("integer types have a width");
     if bits < 8 {
         codes.pack(bits)
     } else {
-        Ok(codes.to_bytes())
+        Ok(codes.into_bytes())
     }
 }
 
@@ -99,7 +99,7 @@ pub fn scale_offset_params(
         let info = TensorInfo::new(codes_type, shape);
         let offset = r.value(NewTensor {
             info,
-            bytes: codes_bytes(zp, codes_type)?,
+            bytes: codes_bytes(zp.clone(), codes_type)?,
         });
         params.push(("offset", NewParam::Value(offset)));
     }
@@ -138,15 +138,19 @@ fn emit_typed<T: WeightElement>(
     target: Target,
     r: &mut Replacement,
 ) -> Result<bool> {
-    let Some(quantized) = quantize_weight(c, q, w)? else {
+    let kernel_time = crate::trace::span("quantize: kernel");
+    let Some(mut quantized) = quantize_weight(c, q, w)? else {
         return Ok(false);
     };
-    r.error = Some(kernel::quantization_error(w, &c.info.shape, &quantized)?);
+    drop(kernel_time);
+    let _t = crate::trace::span("quantize: encode");
+    r.error = Some(quantized.energy);
     let codes_type = codes_dtype(quantized.dtype);
     let name = format!("{}_quantized", c.name);
+    let codes = std::mem::replace(&mut quantized.codes, Codes::Unsigned(Vec::new()));
     let data = r.value(NewTensor {
         info: TensorInfo::new(codes_type, &c.info.shape),
-        bytes: codes_bytes(&quantized.codes, codes_type)?,
+        bytes: codes_bytes(codes, codes_type)?,
     });
     let scale_bytes = T::slice_to_le_bytes(&quantized.scale);
     let op = if target.ios18() {
@@ -181,7 +185,7 @@ fn emit_typed<T: WeightElement>(
         let axis = non_unit.first().copied().unwrap_or(0);
         let squeezed: Vec<usize> = non_unit.iter().map(|&a| quantized.scale_shape[a]).collect();
         let zp_bytes = match &quantized.zero_point {
-            Some(zp) => codes_bytes(zp, codes_type)?,
+            Some(zp) => codes_bytes(zp.clone(), codes_type)?,
             None => vec![0u8; quantized.scale.len()],
         };
         let int32_axis = NewTensor {

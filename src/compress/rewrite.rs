@@ -193,6 +193,7 @@ pub fn apply<T: Sync>(
                     bytes: r.bytes,
                     error: r.error,
                 });
+                let _t = crate::trace::span("write new tensors");
                 r.emit(out.weights())?;
                 replaced
                     .entry(&job.function)
@@ -264,6 +265,7 @@ pub fn finish(
     mut model: Model,
     mut out: PackageWriter,
 ) -> Result<std::path::PathBuf> {
+    let _t = crate::trace::span("copy unchanged blobs, commit");
     let program = spec::program_mut(&mut model)?;
     let mut used: std::collections::BTreeSet<(String, u64)> = std::collections::BTreeSet::new();
     spec::for_each_value_mut(program, &mut |v| {

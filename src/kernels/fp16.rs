@@ -20,7 +20,7 @@ use rayon::prelude::*;
 /// exactly like a numpy ufunc on an array of that dtype (with a Python scalar operand, which
 /// numpy first casts to the array dtype: use [`WeightElement::from_f32`] for it).
 pub trait WeightElement:
-    Copy + Send + Sync + PartialEq + PartialOrd + Default + std::fmt::Debug + 'static
+    bytemuck::Pod + Send + Sync + PartialEq + PartialOrd + Default + std::fmt::Debug + 'static
 {
     /// True for f16: lets kernels pick bit-pattern algorithms (histograms) without a second trait.
     const IS_HALF: bool;
@@ -93,14 +93,9 @@ pub trait WeightElement:
     fn lit(x: f64) -> Self {
         Self::from_f64(x)
     }
-    /// Little-endian bytes of a slice of elements (blob layout).
+    /// Little-endian bytes of a slice of elements (blob layout; the host is little-endian).
     fn slice_to_le_bytes(values: &[Self]) -> Vec<u8> {
-        let width = if Self::IS_HALF { 2 } else { 4 };
-        let mut out = vec![0u8; values.len() * width];
-        for (o, v) in out.chunks_exact_mut(width).zip(values) {
-            o.copy_from_slice(&v.to_bits_u32().to_le_bytes()[..width]);
-        }
-        out
+        bytemuck::cast_slice(values).to_vec()
     }
     /// Whether the value is ±inf, from the bit pattern (vectorizes, unlike a table lookup).
     fn is_inf_bits(self) -> bool;
@@ -364,36 +359,26 @@ pub fn f16_from_f64(x: f64) -> f16 {
 pub fn bit_histogram<T: WeightElement>(data: &[T]) -> Vec<u64> {
     assert!(T::IS_HALF, "bit_histogram is for float16 data");
     const CHUNK: usize = 1 << 18;
-    let count_serial = |chunk: &[T]| {
-        let mut h = vec![0u32; 1 << 16];
+    let count = |mut h: Vec<u64>, chunk: &[T]| {
         for v in chunk {
             h[(v.to_bits_u32() & 0xFFFF) as usize] += 1;
         }
         h
     };
+    let empty = || vec![0u64; 1 << 16];
     if data.len() <= CHUNK {
-        return count_serial(data).into_iter().map(u64::from).collect();
+        return count(empty(), data);
     }
+    // One histogram per rayon split, not per chunk: fresh 512 KB buffers cost page faults.
     data.par_chunks(CHUNK)
-        .map(count_serial)
-        .fold(
-            || vec![0u64; 1 << 16],
-            |mut acc, h| {
-                for (a, c) in acc.iter_mut().zip(h) {
-                    *a += c as u64;
-                }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0u64; 1 << 16],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-                a
-            },
-        )
+        .fold(empty, count)
+        .reduce_with(|mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+            a
+        })
+        .unwrap_or_else(empty)
 }
 
 /// Monotone u32 key of an f32: `a < b` ⇔ `key(a) < key(b)` for non-NaN values. -0.0 and 0.0 get

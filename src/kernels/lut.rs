@@ -24,7 +24,8 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::fp16::{
-    bit_histogram, f32_from_order_key, f32_order_key, trunc_to_i32_x86, WeightElement,
+    bit_histogram, dispatch, f32_from_order_key, f32_order_key, load8, trunc_to_i32_x86, HalfLanes,
+    LaneKernel, WeightElement,
 };
 use super::kmeans1d::{kmeans_1d_large, optimal_kmeans_1d, Clusters1d};
 use super::kmeans_vector::{kmeans_vectors, VectorKmeansOptions};
@@ -105,6 +106,9 @@ pub struct Palettized<T> {
     /// The channel axis when `cluster_dim > 1`.
     pub vector_axis: Option<usize>,
     pub per_channel_scale: Option<PerChannelScale<T>>,
+    /// Signal and noise energy `(Σw², Σ(w−ŵ)²)` of the weight restored from its LUT, where the
+    /// kernel measured it while palettizing (scalar LUTs without a per-channel scale).
+    pub energy: Option<(f64, f64)>,
 }
 
 /// Either a result, or coremltools' reason to leave the weight uncompressed (it warns and skips
@@ -122,6 +126,9 @@ pub enum PaletteOutcome<T> {
 pub struct GroupLut<L> {
     pub lut: Vec<L>,
     pub indices: Vec<u8>,
+    /// `(Σw², Σ(w−ŵ)²)` of the group, where working it out cost less than a pass over the values
+    /// (from the histogram of an fp16 group).
+    pub energy: Option<(f64, f64)>,
 }
 
 /// The weight laid out channel-first and cut into groups, as coremltools hands them to the
@@ -360,11 +367,86 @@ pub fn palettize<T: WeightElement>(
                 .collect::<Result<_>>()?
         }
     };
+    // Measured against the values the groups were built from: with a per-channel scale those
+    // are normalized, so the caller measures the restored weight itself.
+    let energy = (cd == 1 && scale.is_none()).then(|| {
+        let parts: Vec<(f64, f64)> = (0..groups.num_groups)
+            .into_par_iter()
+            .map(|g| {
+                let r = &results[g];
+                r.energy
+                    .unwrap_or_else(|| lut_energy(groups.group(g), &r.indices, &r.lut))
+            })
+            .collect();
+        parts
+            .into_iter()
+            .fold((0.0, 0.0), |(s, n), (a, b)| (s + a, n + b))
+    });
     drop(groups);
 
     let mut out = stack_groups(results, shape, axis, cd)?;
     out.per_channel_scale = scale;
+    out.energy = energy;
     Ok(PaletteOutcome::Compressed(out))
+}
+
+/// `(Σw², Σ(w − lut[i])²)` of a scalar group and its indices: summed in f32 lanes within fixed
+/// pieces and in f64 across them, in order (pieces run in parallel for large groups), so the
+/// result does not depend on the thread count.
+fn lut_energy<T: WeightElement>(values: &[T], indices: &[u8], lut: &[T]) -> (f64, f64) {
+    const PIECE: usize = 1 << 14;
+    struct Piece<'a, T> {
+        values: &'a [T],
+        indices: &'a [u8],
+        table: &'a [f32; 256],
+    }
+    impl<T: WeightElement> LaneKernel for Piece<'_, T> {
+        type Output = (f64, f64);
+        #[inline(always)]
+        fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
+            let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
+            for i in (0..self.values.len()).step_by(8) {
+                let x = load8(h, self.values, i);
+                let r: [f32; 8] = std::array::from_fn(|l| {
+                    // Lanes past the end have x = 0 and restore to 0.
+                    self.indices
+                        .get(i + l)
+                        .map_or(0.0, |&k| self.table[k as usize])
+                });
+                for l in 0..8 {
+                    let d = x[l] - r[l];
+                    signal[l] += x[l] * x[l];
+                    noise[l] += d * d;
+                }
+            }
+            let total = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
+            (total(signal), total(noise))
+        }
+    }
+    // Entries past the LUT are never indexed by a valid group; NaN makes a bad index visible.
+    let mut table = [f32::NAN; 256];
+    for (t, v) in table.iter_mut().zip(lut) {
+        *t = v.to_f32();
+    }
+    let piece = |(values, indices): (&[T], &[u8])| {
+        dispatch(Piece {
+            values,
+            indices,
+            table: &table,
+        })
+    };
+    let parts: Vec<(f64, f64)> = if values.len() > PIECE {
+        values
+            .par_chunks(PIECE)
+            .zip(indices.par_chunks(PIECE))
+            .map(piece)
+            .collect()
+    } else {
+        vec![piece((values, indices))]
+    };
+    parts
+        .into_iter()
+        .fold((0.0, 0.0), |(s, n), (a, b)| (s + a, n + b))
 }
 
 /// The first index that is not below `palette`, if any (a parallel maximum first: indices are
@@ -528,6 +610,7 @@ pub fn stack_groups<L: Copy + Send + Sync>(
         nbits,
         vector_axis: (cd > 1).then_some(channel_axis),
         per_channel_scale: None,
+        energy: None,
     })
 }
 
@@ -601,7 +684,11 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
     let lut = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
         .collect();
-    GroupLut { lut, indices }
+    GroupLut {
+        lut,
+        indices,
+        energy: None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,6 +715,7 @@ impl<T: WeightElement> UniqueSet<T> {
         Ok(GroupLut {
             lut: pad_lut(self.reps, (1 << nbits) * cd),
             indices: self.inverse,
+            energy: None,
         })
     }
 }
@@ -886,9 +974,20 @@ fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> Gr
                     *o = table[v.to_bits_u32() as usize & 0xFFFF];
                 }
             });
+        let lut: Vec<T> = lut_from_centroids(&cl, nbits);
+        // Each distinct pattern restores to its cluster's LUT entry: the energy in O(patterns).
+        let (mut signal, mut noise) = (0.0, 0.0);
+        for &(p, slot) in &pats {
+            let count = hist[p as usize] as f64;
+            let x = half::f16::from_bits(p).to_f64();
+            let d = x - lut[cl.labels[slot as usize] as usize].to_f64();
+            signal += count * x * x;
+            noise += count * d * d;
+        }
         return GroupLut {
-            lut: lut_from_centroids(&cl, nbits),
+            lut,
             indices,
+            energy: Some((signal, noise)),
         };
     }
 
@@ -936,6 +1035,7 @@ fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> Gr
     GroupLut {
         lut: lut_from_centroids(&cl, nbits),
         indices,
+        energy: None,
     }
 }
 
@@ -1018,6 +1118,7 @@ fn kmeans_vector_group<T: WeightElement>(
             (1 << nbits) * cd,
         ),
         indices: res.labels.iter().map(|&l| l as u8).collect(),
+        energy: None,
     }
 }
 
@@ -2342,7 +2443,11 @@ mod tests {
             let w: Vec<f16> = gen(seed, &[20_000], e, 0.0);
             let a = kmeans_scalar_by(&w, nbits, true);
             let b = kmeans_scalar_by(&w, nbits, false);
-            assert_eq!(a, b);
+            assert_eq!((&a.lut, &a.indices), (&b.lut, &b.indices));
+            // Only the histogram path measures the energy as it goes.
+            let (signal, noise) = a.energy.expect("histogram path");
+            let (s, n) = lut_energy(&w, &b.indices, &b.lut);
+            assert!((signal - s).abs() <= 1e-5 * s && (noise - n).abs() <= 1e-4 * n);
         }
     }
 
@@ -2463,10 +2568,12 @@ mod tests {
             GroupLut {
                 lut: vec![1.0f32, 2.0],
                 indices: vec![0, 1, 1, 0, 0, 0],
+                energy: None,
             },
             GroupLut {
                 lut: vec![3.0f32, 4.0],
                 indices: vec![1, 1, 0, 0, 1, 0],
+                energy: None,
             },
         ];
         let p = stack_groups(groups, &[4, 3], 0, 1).unwrap();

@@ -25,9 +25,7 @@
 
 use rayon::prelude::*;
 
-use super::fp16::{
-    add_energy8, bit_histogram, dispatch, load8, HalfLanes, LaneKernel, WeightElement,
-};
+use super::fp16::{bit_histogram, dispatch, load8, HalfLanes, LaneKernel, WeightElement};
 use crate::config_err;
 use crate::error::Result;
 use crate::format_err;
@@ -39,6 +37,9 @@ pub struct Pruned<T> {
     pub mask: Vec<bool>,
     /// The nonzero values in row-major order (`popcount(mask)` of them).
     pub nonzero: Vec<T>,
+    /// Signal and noise energy `(Σw², Σ(w−ŵ)²)` in f64 of the weight against its pruned form,
+    /// summed in fixed pieces (independent of the thread count).
+    pub energy: (f64, f64),
 }
 
 impl<T> Pruned<T> {
@@ -117,12 +118,15 @@ struct CollectTask<'a, T, F> {
 }
 
 impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for CollectTask<'_, T, F> {
-    type Output = Vec<T>;
+    /// The chunk's nonzero values and its energy.
+    type Output = (Vec<T>, (f64, f64));
     #[inline(always)]
-    fn run<H: HalfLanes>(self, h: H) -> Vec<T> {
+    fn run<H: HalfLanes>(self, h: H) -> Self::Output {
         // Branch-free compaction: every element is written, the count advances on kept ones.
         let mut nz = vec![T::default(); self.weight.len() + 1];
         let mut k = 0;
+        // f32 lane sums within the chunk (plenty for a report), f64 across chunks.
+        let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
         for i in (0..self.weight.len()).step_by(8) {
             let xs = load8(h, self.weight, i);
             let p = (self.pruned)(self.base + i, xs);
@@ -139,8 +143,18 @@ impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for Colle
                 };
                 keep[l] = v != 0.0;
                 special |= p[l] & keep[l];
+                // Lanes past the end are 0 and add nothing.
+                let d = xs[l] - v;
+                signal[l] += xs[l] * xs[l];
+                noise[l] += d * d;
             }
             let n = (self.weight.len() - i).min(8);
+            let mask = &mut self.mask[i..i + n];
+            if n == 8 {
+                mask.copy_from_slice(&keep);
+            } else {
+                mask.copy_from_slice(&keep[..n]);
+            }
             for l in 0..n {
                 nz[k] = self.weight[i + l];
                 if special && p[l] {
@@ -148,10 +162,10 @@ impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for Colle
                 }
                 k += keep[l] as usize;
             }
-            self.mask[i..i + n].copy_from_slice(&keep[..n]);
         }
         nz.truncate(k);
-        nz
+        let total = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
+        (nz, (total(signal), total(noise)))
     }
 }
 
@@ -176,53 +190,33 @@ fn collect<T: WeightElement>(
             mask: m,
         })
     };
-    let parts: Vec<Vec<T>> = weight
+    let parts: Vec<(Vec<T>, (f64, f64))> = weight
         .par_chunks(CHUNK)
         .zip(mask.par_chunks_mut(CHUNK))
         .enumerate()
         .map(task)
         .collect();
-    let mut nonzero = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-    for nz in parts {
-        nonzero.extend_from_slice(&nz);
-    }
-    Pruned { mask, nonzero }
-}
-
-/// `(Σw², Σ(w−ŵ)²)` in f64 where ŵ keeps `w` where `mask` is set and is 0 elsewhere, summed in a
-/// fixed order (independent of the thread count).
-pub fn pruning_error<T: WeightElement>(weight: &[T], mask: &[bool]) -> (f64, f64) {
-    struct Task<'a, T> {
-        weight: &'a [T],
-        mask: &'a [bool],
-    }
-    impl<T: WeightElement> LaneKernel for Task<'_, T> {
-        type Output = (f64, f64);
-        #[inline(always)]
-        fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
-            let mut acc = ([0f64; 8], [0f64; 8]);
-            for i in (0..self.weight.len()).step_by(8) {
-                let xs = load8(h, self.weight, i);
-                let mut m = [false; 8];
-                let n = (self.mask.len() - i).min(8);
-                m[..n].copy_from_slice(&self.mask[i..i + n]);
-                let mut kept = [0f32; 8];
-                for l in 0..8 {
-                    kept[l] = if m[l] { xs[l] } else { 0.0 };
-                }
-                add_energy8(&mut acc, xs, kept);
-            }
-            (acc.0.iter().sum(), acc.1.iter().sum())
-        }
-    }
-    let parts: Vec<(f64, f64)> = weight
-        .par_chunks(1 << 16)
-        .zip(mask.par_chunks(1 << 16))
-        .map(|(weight, mask)| dispatch(Task { weight, mask }))
-        .collect();
-    parts
+    let energy = parts
         .iter()
-        .fold((0.0, 0.0), |(s, n), &(a, b)| (s + a, n + b))
+        .fold((0.0, 0.0), |(s, n), (_, (a, b))| (s + a, n + b));
+    // The chunks' values, concatenated in parallel into their places.
+    let mut nonzero = vec![T::default(); parts.iter().map(|(nz, _)| nz.len()).sum()];
+    let mut places = Vec::with_capacity(parts.len());
+    let mut rest = nonzero.as_mut_slice();
+    for (nz, _) in &parts {
+        let (place, tail) = rest.split_at_mut(nz.len());
+        places.push(place);
+        rest = tail;
+    }
+    places
+        .into_par_iter()
+        .zip(&parts)
+        .for_each(|(place, (nz, _))| place.copy_from_slice(nz));
+    Pruned {
+        mask,
+        nonzero,
+        energy,
+    }
 }
 
 /// Threshold pruning: zero every `|w| <= threshold` (the threshold first cast to the weight dtype,
@@ -532,6 +526,16 @@ pub fn prune_n_m<T: WeightElement>(
         )));
     }
     let r_len: usize = shape[dim + 1..].iter().product();
+    if r_len == 1 && 8 % m == 0 && c % m == 0 {
+        // Groups are runs of `m` consecutive elements that never straddle eight lanes: rank them
+        // on the lanes themselves, in the one pass that builds the result.
+        return Ok(PruneOutcome::Pruned(match m {
+            1 => collect(weight, true, |_, x| kept_by_rank::<1>(x, n)),
+            2 => collect(weight, true, |_, x| kept_by_rank::<2>(x, n)),
+            4 => collect(weight, true, |_, x| kept_by_rank::<4>(x, n)),
+            _ => collect(weight, true, |_, x| kept_by_rank::<8>(x, n)),
+        }));
+    }
     let slab = c * r_len;
     let mut pruned = vec![false; weight.len()];
     pruned
@@ -582,6 +586,29 @@ pub fn prune_n_m<T: WeightElement>(
     Ok(PruneOutcome::Pruned(collect(weight, true, |i, _| {
         std::array::from_fn(|l| pruned.get(i + l).copied().unwrap_or(false))
     })))
+}
+
+/// Which of eight lanes, in aligned groups of `M`, are pruned: those with fewer than `n` lanes of
+/// their group before them in (magnitude, position) order, `mag_key` order taken on the widened
+/// values (widening keeps the order; NaN sorts last).
+#[inline(always)]
+fn kept_by_rank<const M: usize>(x: [f32; 8], n: usize) -> [bool; 8] {
+    let key = x.map(|v| {
+        let a = v.to_bits() & 0x7FFF_FFFF;
+        if a > 0x7F80_0000 {
+            u32::MAX
+        } else {
+            a
+        }
+    });
+    std::array::from_fn(|j| {
+        let first = j / M * M;
+        let mut rank = 0;
+        for i in first..first + M {
+            rank += ((key[i] < key[j]) | ((key[i] == key[j]) & (i < j))) as usize;
+        }
+        rank < n
+    })
 }
 
 /// `constexpr_sparse_to_dense`: scatters `nonzero` into a zero tensor of `count` elements at the
@@ -980,6 +1007,27 @@ mod tests {
             sparse_to_dense_bool(&[1u8, 2], &[false, true, true]).unwrap(),
             vec![0, 1, 2]
         );
+    }
+
+    #[test]
+    fn energy_counts_the_pruned_values() {
+        let w: Vec<f16> = (0..64 * 2048)
+            .map(|i| f16::from_f32(((i * 7919) % 4001) as f32 / 1999.0 - 1.0))
+            .collect();
+        for p in [
+            prune_magnitude(&w, 0.5).unwrap(),
+            pruned(prune_n_m(&w, &[64, 2048], 2, 4, 1).unwrap()),
+            pruned(prune_n_m(&w, &[64, 2048], 1, 3, 0).unwrap()),
+        ] {
+            let (mut signal, mut noise) = (0.0, 0.0);
+            for (v, &kept) in w.iter().zip(&p.mask) {
+                let v = v.to_f64();
+                signal += v * v;
+                noise += if kept { 0.0 } else { v * v };
+            }
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b;
+            assert!(close(p.energy.0, signal) && close(p.energy.1, noise));
+        }
     }
 
     #[test]

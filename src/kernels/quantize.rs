@@ -33,7 +33,7 @@ use crate::{config_err, format_err};
 use std::array::from_fn;
 
 use crate::kernels::fp16::{
-    add_energy8, dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement,
+    dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement,
 };
 
 /// The integer storage type of the codes.
@@ -135,11 +135,11 @@ impl Codes {
             Codes::Unsigned(v) => super::pack::pack(v, bits),
         }
     }
-    /// The bytes as stored in an 8-bit container (two's complement for signed).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The bytes as stored in an 8-bit container (two's complement for signed), without a copy.
+    pub fn into_bytes(self) -> Vec<u8> {
         match self {
-            Codes::Signed(v) => v.iter().map(|&x| x as u8).collect(),
-            Codes::Unsigned(v) => v.clone(),
+            Codes::Signed(v) => bytemuck::allocation::cast_vec(v),
+            Codes::Unsigned(v) => v,
         }
     }
 }
@@ -157,6 +157,10 @@ pub struct Quantized<T> {
     pub scale_shape: Vec<usize>,
     /// Same shape and storage type as `scale`'s blocks; `None` for symmetric signed.
     pub zero_point: Option<Codes>,
+    /// Signal and noise energy `(Σw², Σ(w−ŵ)²)` in f64, ŵ being the weight as
+    /// `constexpr_blockwise_shift_scale` restores it; summed in fixed pieces, so it does not
+    /// depend on the thread count.
+    pub energy: (f64, f64),
 }
 
 /// Quantization either succeeds or is skipped with coremltools' warning text.
@@ -533,6 +537,8 @@ struct RowBufs {
     x: Vec<f32>,
     s: Vec<f32>,
     z: Vec<f32>,
+    /// The row restored from its codes.
+    r: Vec<f32>,
 }
 
 impl RowBufs {
@@ -542,21 +548,23 @@ impl RowBufs {
             x: vec![0.0; n],
             s: vec![0.0; n],
             z: vec![0.0; n],
+            r: vec![0.0; n],
         }
     }
 }
 
-/// The codes of one widened row (`b.x`) with its blocks' parameters.
+/// Codes of eight lanes at `i` (stored to `out`, which may end within them); returns them
+/// dequantized as `constexpr_blockwise_shift_scale` restores them.
 #[inline(always)]
-fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
+fn codes_lanes<T: WeightElement, C: Code, H: HalfLanes>(
     h: H,
     k: &QConsts,
-    b: &mut RowBufs,
-    bl: usize,
-    params: &[Param],
+    (x, s, z): ([f32; 8], [f32; 8], [f32; 8]),
     out: &mut [C],
-) {
-    let mut put = |i: usize, c: [i32; 8]| match out.get_mut(i..i + 8) {
+    i: usize,
+) -> [f32; 8] {
+    let c = codes8::<T, H>(h, k, x, s, z);
+    match out.get_mut(i..i + 8) {
         Some(o) => {
             for l in 0..8 {
                 o[l] = C::from_i32(c[l]);
@@ -568,23 +576,65 @@ fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
                 *o = C::from_i32(c);
             }
         }
-    };
+    }
+    // The stored offset: the zero point, 0 where it is NaN (see `quantize`).
+    let o: [f32; 8] = from_fn(|l| if z[l].is_nan() { 0.0 } else { z[l] });
+    dequant8::<T, H, false>(h, from_fn(|l| c[l] as f32), s, o)
+}
+
+/// The codes of one widened row (`b.x`) with its blocks' parameters; adds the row's signal and
+/// noise energy against the dequantized codes to `energy` (summed in f32 within the row, plenty
+/// for a signal-to-noise report, then in f64). Padding lanes are 0 with scale 1: they add nothing.
+#[inline(always)]
+fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
+    h: H,
+    k: &QConsts,
+    b: &mut RowBufs,
+    bl: usize,
+    params: &[Param],
+    out: &mut [C],
+    energy: &mut ([f64; 8], [f64; 8]),
+) {
     if bl % 8 == 0 {
         for (j, p) in params.iter().enumerate() {
             for i in (j * bl..(j + 1) * bl).step_by(8) {
-                put(
-                    i,
-                    codes8::<T, H>(h, k, lanes(&b.x, i), [p.scale; 8], [p.zp; 8]),
-                );
+                let lane = (lanes(&b.x, i), [p.scale; 8], [p.zp; 8]);
+                let r = codes_lanes::<T, C, H>(h, k, lane, out, i);
+                b.r[i..i + 8].copy_from_slice(&r);
             }
         }
     } else {
         expand_params(params, bl, &mut b.s, &mut b.z);
         for i in (0..b.x.len()).step_by(8) {
-            let c = codes8::<T, H>(h, k, lanes(&b.x, i), lanes(&b.s, i), lanes(&b.z, i));
-            put(i, c);
+            let lane = (lanes(&b.x, i), lanes(&b.s, i), lanes(&b.z, i));
+            let r = codes_lanes::<T, C, H>(h, k, lane, out, i);
+            b.r[i..i + 8].copy_from_slice(&r);
         }
     }
+    let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
+    for (x, r) in b.x.chunks_exact(8).zip(b.r.chunks_exact(8)) {
+        for l in 0..8 {
+            let d = x[l] - r[l];
+            signal[l] += x[l] * x[l];
+            noise[l] += d * d;
+        }
+    }
+    for l in 0..8 {
+        energy.0[l] += signal[l] as f64;
+        energy.1[l] += noise[l] as f64;
+    }
+}
+
+/// The lane sums of an energy accumulator.
+fn energy_total(acc: &([f64; 8], [f64; 8])) -> (f64, f64) {
+    (acc.0.iter().sum(), acc.1.iter().sum())
+}
+
+/// Adds per-task energies in task order (a fixed order, whatever the thread count).
+fn sum_energies(parts: impl IntoIterator<Item = (f64, f64)>) -> (f64, f64) {
+    parts
+        .into_iter()
+        .fold((0.0, 0.0), |(s, n), (a, b)| (s + a, n + b))
 }
 
 /// Rows per parallel task: about 32K elements (fixed, so results do not depend on threads).
@@ -602,12 +652,13 @@ struct RowLocalTask<'a, T, C> {
 }
 
 impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
-    type Output = ();
+    type Output = (f64, f64);
     #[inline(always)]
-    fn run<H: HalfLanes>(self, h: H) {
+    fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
         let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
         let mut b = RowBufs::new(row_len);
         let mut stats = vec![NO_STAT; nb];
+        let mut energy = ([0f64; 8], [0f64; 8]);
         for ((w, p), c) in self
             .weight
             .chunks_exact(row_len)
@@ -618,8 +669,9 @@ impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
             stats.fill(NO_STAT);
             reduce_row(&b.x[..row_len], bl, &mut stats);
             params_into::<T, H>(h, &self.k, &stats, p);
-            codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c);
+            codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c, &mut energy);
         }
+        energy_total(&energy)
     }
 }
 
@@ -677,17 +729,19 @@ struct CodesTask<'a, T, C> {
 }
 
 impl<T: WeightElement, C: Code> LaneKernel for CodesTask<'_, T, C> {
-    type Output = ();
+    type Output = (f64, f64);
     #[inline(always)]
-    fn run<H: HalfLanes>(self, h: H) {
+    fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
         let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
         let mut b = RowBufs::new(row_len);
+        let mut energy = ([0f64; 8], [0f64; 8]);
         for (i, c) in self.codes.chunks_exact_mut(row_len).enumerate() {
             let row = self.first_row + i;
             widen_into(h, &self.weight[row * row_len..][..row_len], &mut b.x);
             let p = &self.params[self.t.block_row_of(row) * nb..][..nb];
-            codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c);
+            codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c, &mut energy);
         }
+        energy_total(&energy)
     }
 }
 
@@ -696,12 +750,22 @@ fn parallel(n: usize) -> bool {
     n >= 1 << 16
 }
 
-/// Codes and per-block parameters of `weight` (nonempty, rows of nonzero length).
+/// Tasks a rayon job must take at least: all of them (one job, no splitting) for small work.
+fn min_tasks(n: usize) -> usize {
+    if parallel(n) {
+        1
+    } else {
+        usize::MAX
+    }
+}
+
+/// Codes, per-block parameters and energy (see [`Quantized::energy`]) of `weight` (nonempty,
+/// rows of nonzero length).
 fn quantize_blocks<T: WeightElement, C: Code>(
     weight: &[T],
     t: &Tiling,
     k: QConsts,
-) -> (Vec<C>, Vec<Param>) {
+) -> (Vec<C>, Vec<Param>, (f64, f64)) {
     let (row_len, nb) = (t.row_len, t.last_blocks);
     let mut codes = vec![C::default(); weight.len()];
     let mut params = vec![Param::default(); t.block_rows * nb];
@@ -718,16 +782,14 @@ fn quantize_blocks<T: WeightElement, C: Code>(
             })
         };
         let (wc, pc, cc) = (rpt * row_len, rpt * nb, rpt * row_len);
-        if parallel(weight.len()) {
-            weight
-                .par_chunks(wc)
-                .zip(params.par_chunks_mut(pc))
-                .zip(codes.par_chunks_mut(cc))
-                .for_each(task);
-        } else {
-            task(((weight, &mut params), &mut codes));
-        }
-        return (codes, params);
+        let energies: Vec<(f64, f64)> = weight
+            .par_chunks(wc)
+            .zip(params.par_chunks_mut(pc))
+            .zip(codes.par_chunks_mut(cc))
+            .with_min_len(min_tasks(weight.len()))
+            .map(task)
+            .collect();
+        return (codes, params, sum_energies(energies));
     }
     let (start, order) = t.rows_by_block_row();
     let mut stats = vec![NO_STAT; params.len()];
@@ -771,15 +833,13 @@ fn quantize_blocks<T: WeightElement, C: Code>(
             codes: c,
         })
     };
-    if parallel(weight.len()) {
-        codes
-            .par_chunks_mut(rpt * row_len)
-            .enumerate()
-            .for_each(codes_task);
-    } else {
-        codes_task((0, &mut codes));
-    }
-    (codes, params)
+    let energies: Vec<(f64, f64)> = codes
+        .par_chunks_mut(rpt * row_len)
+        .enumerate()
+        .with_min_len(min_tasks(weight.len()))
+        .map(codes_task)
+        .collect();
+    (codes, params, sum_energies(energies))
 }
 
 /// A code container element.
@@ -823,7 +883,7 @@ pub fn quantize<T: WeightElement>(
     }
     let t = Tiling::new(shape, block_sizes);
     let k = QConsts::new::<T>(dtype, mode);
-    let (codes, params) = if weight.is_empty() {
+    let (codes, params, energy) = if weight.is_empty() {
         // numpy would raise on an empty reduction; define it as an all-zero block set.
         let zero = Stat {
             mn: 0.0,
@@ -842,13 +902,13 @@ pub fn quantize<T: WeightElement>(
         } else {
             Codes::Unsigned(vec![])
         };
-        (codes, params)
+        (codes, params, (0.0, 0.0))
     } else if dtype.signed() {
-        let (c, p) = quantize_blocks::<T, i8>(weight, &t, k);
-        (Codes::Signed(c), p)
+        let (c, p, e) = quantize_blocks::<T, i8>(weight, &t, k);
+        (Codes::Signed(c), p, e)
     } else {
-        let (c, p) = quantize_blocks::<T, u8>(weight, &t, k);
-        (Codes::Unsigned(c), p)
+        let (c, p, e) = quantize_blocks::<T, u8>(weight, &t, k);
+        (Codes::Unsigned(c), p, e)
     };
     let scale = params.iter().map(|p| T::from_f32(p.scale)).collect();
     let zp_code = |p: &Param| if p.zp.is_nan() { 0 } else { p.zp as i32 };
@@ -866,6 +926,7 @@ pub fn quantize<T: WeightElement>(
         scale,
         scale_shape: t.nblocks.clone(),
         zero_point,
+        energy,
     }))
 }
 
@@ -970,30 +1031,27 @@ fn dequant8<T: WeightElement, H: HalfLanes, const AFFINE: bool>(
     }
 }
 
-/// Dequantizes rows `first_row..first_row + rows` of `data`; writes them to `out` if given, and
-/// returns the signal and noise energy against `reference` if given (else zeros).
+/// Dequantizes rows `first_row..first_row + rows` of `data` into `out`.
 struct DequantTask<'a, T, D, const AFFINE: bool> {
     data: &'a [D],
     t: &'a Tiling,
     /// Per block: scale and offset.
     params: &'a [Param],
     first_row: usize,
-    rows: usize,
-    out: Option<&'a mut [T]>,
-    reference: Option<&'a [T]>,
+    /// Whole rows.
+    out: &'a mut [T],
 }
 
 impl<T: WeightElement, D: DequantSource, const AFFINE: bool> LaneKernel
     for DequantTask<'_, T, D, AFFINE>
 {
-    type Output = (f64, f64);
+    type Output = ();
     #[inline(always)]
-    fn run<H: HalfLanes>(mut self, h: H) -> (f64, f64) {
+    fn run<H: HalfLanes>(self, h: H) {
         let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
         let mut b = RowBufs::new(row_len);
-        let (mut v, mut w) = (b.x.clone(), b.x.clone());
-        let mut energy = (0.0, 0.0);
-        for i in 0..self.rows {
+        let mut v = b.x.clone();
+        for (i, out) in self.out.chunks_exact_mut(row_len).enumerate() {
             let row = self.first_row + i;
             let src = &self.data[row * row_len..][..row_len];
             let full = row_len / 8 * 8;
@@ -1020,56 +1078,35 @@ impl<T: WeightElement, D: DequantSource, const AFFINE: bool> LaneKernel
                     v[k..k + 8].copy_from_slice(&r);
                 }
             }
-            if let Some(out) = self.out.as_deref_mut() {
-                narrow_into(h, &v, &mut out[i * row_len..][..row_len]);
-            }
-            if let Some(reference) = self.reference {
-                widen_into(h, &reference[row * row_len..][..row_len], &mut w);
-                let mut acc = ([0f64; 8], [0f64; 8]);
-                for k in (0..w.len()).step_by(8) {
-                    add_energy8(&mut acc, lanes(&w, k), lanes(&v, k));
-                }
-                energy.0 += acc.0.iter().sum::<f64>();
-                energy.1 += acc.1.iter().sum::<f64>();
-            }
+            narrow_into(h, &v, out);
         }
-        energy
     }
 }
 
-/// Runs [`DequantTask`] over all rows in fixed chunks (the energy sums do not depend on the
-/// thread count).
+/// Runs [`DequantTask`] over all rows into `out`, in parallel over fixed chunks of rows.
 fn dequant_rows<T: WeightElement, D: DequantSource, const AFFINE: bool>(
     data: &[D],
     t: &Tiling,
     params: &[Param],
-    out: Option<&mut [T]>,
-    reference: Option<&[T]>,
-) -> (f64, f64) {
+    out: &mut [T],
+) {
     let rpt = rows_per_task(t.row_len);
-    let tasks = t.rows.div_ceil(rpt);
-    let outs: Vec<Option<&mut [T]>> = match out {
-        Some(o) => o.chunks_mut(rpt * t.row_len).map(Some).collect(),
-        None => (0..tasks).map(|_| None).collect(),
-    };
-    let task = |(i, out): (usize, Option<&mut [T]>)| {
+    let task = |(i, out): (usize, &mut [T])| {
         dispatch(DequantTask::<T, D, AFFINE> {
             data,
             t,
             params,
             first_row: i * rpt,
-            rows: rpt.min(t.rows - i * rpt),
             out,
-            reference,
         })
     };
-    let sums: Vec<(f64, f64)> = if parallel(data.len()) {
-        outs.into_par_iter().enumerate().map(task).collect()
+    if parallel(data.len()) {
+        out.par_chunks_mut(rpt * t.row_len)
+            .enumerate()
+            .for_each(task);
     } else {
-        outs.into_iter().enumerate().map(task).collect()
-    };
-    sums.iter()
-        .fold((0.0, 0.0), |(s, n), &(a, b)| (s + a, n + b))
+        out.chunks_mut(rpt * t.row_len).enumerate().for_each(task);
+    }
 }
 
 /// The tiling and per-block parameters of a `constexpr_blockwise_shift_scale`, validated.
@@ -1144,33 +1181,9 @@ pub fn blockwise_shift_scale<T: WeightElement, D: DequantSource>(
     let (t, params) = shift_scale_setup(data.len(), shape, scale, scale_shape, offset)?;
     let mut out = vec![T::default(); data.len()];
     if !data.is_empty() {
-        dequant_rows::<T, D, false>(data, &t, &params, Some(&mut out), None);
+        dequant_rows::<T, D, false>(data, &t, &params, &mut out);
     }
     Ok(out)
-}
-
-/// Signal and noise energy `(Σw², Σ(w−ŵ)²)` in f64 of the quantization `q` of `weight` (of
-/// `shape`), ŵ being [`blockwise_shift_scale`] of it, computed row by row without storing ŵ.
-pub fn quantization_error<T: WeightElement>(
-    weight: &[T],
-    shape: &[usize],
-    q: &Quantized<T>,
-) -> Result<(f64, f64)> {
-    let offset = q.zero_point.as_ref().map(|z| match z {
-        Codes::Signed(v) => Offset::Int8(v),
-        Codes::Unsigned(v) => Offset::UInt8(v),
-    });
-    let (t, params) = shift_scale_setup(weight.len(), shape, &q.scale, &q.scale_shape, offset)?;
-    if q.codes.len() != weight.len() {
-        return Err(format_err!("codes and weight differ in length"));
-    }
-    if weight.is_empty() {
-        return Ok((0.0, 0.0));
-    }
-    Ok(match &q.codes {
-        Codes::Signed(c) => dequant_rows::<T, i8, false>(c, &t, &params, None, Some(weight)),
-        Codes::Unsigned(c) => dequant_rows::<T, u8, false>(c, &t, &params, None, Some(weight)),
-    })
 }
 
 /// `constexpr_affine_dequantize` (iOS16) value: `T((f32(q) - f32(zero_point)) * f32(scale))`,
@@ -1234,7 +1247,7 @@ pub fn affine_dequantize<T: WeightElement, D: DequantSource>(
         })
         .collect();
     let t = Tiling::new(shape, &block_sizes);
-    dequant_rows::<T, D, true>(quantized, &t, &params, Some(&mut out), None);
+    dequant_rows::<T, D, true>(quantized, &t, &params, &mut out);
     Ok(out)
 }
 
@@ -1772,6 +1785,47 @@ mod tests {
         );
         let d = dequant(&r, &[1, 4]);
         assert!(d.iter().all(|x| x.to_bits() == (-0.0f32).to_bits()));
+    }
+
+    /// Relative closeness of a fused f32-lane energy sum to an f64 reference.
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-4 * b.abs().max(1e-30)
+    }
+
+    #[test]
+    fn energy_is_measured_against_the_restored_weight() {
+        let w: Vec<f16> = (0..96 * 1000)
+            .map(|i| f16::from_f32(((i * 7919) % 2003) as f32 / 997.0 - 1.0))
+            .collect();
+        // Blocks within rows (fused path), across rows (stats path), and a row that is not
+        // whole lanes (1000 % 8 == 0 but 1000 % 16 != 0 with block 40).
+        for (bs, d, m) in [
+            (&[1usize, 40][..], QuantDtype::Int4, QuantMode::Linear),
+            (&[0, 1][..], QuantDtype::UInt8, QuantMode::LinearSymmetric),
+            (&[0, 0][..], QuantDtype::Int8, QuantMode::Linear),
+        ] {
+            let x = q(&w, &[96, 1000], bs, d, m);
+            let offset = x.zero_point.as_ref().map(|z| match z {
+                Codes::Signed(v) => Offset::Int8(v),
+                Codes::Unsigned(v) => Offset::UInt8(v),
+            });
+            let restored = match &x.codes {
+                Codes::Signed(c) => {
+                    blockwise_shift_scale(c, &[96, 1000], &x.scale, &x.scale_shape, offset)
+                }
+                Codes::Unsigned(c) => {
+                    blockwise_shift_scale(c, &[96, 1000], &x.scale, &x.scale_shape, offset)
+                }
+            }
+            .unwrap();
+            let (mut signal, mut noise) = (0.0, 0.0);
+            for (a, b) in w.iter().zip(&restored) {
+                let (a, b) = (a.to_f64(), b.to_f64());
+                signal += a * a;
+                noise += (a - b) * (a - b);
+            }
+            assert!(close(x.energy.0, signal) && close(x.energy.1, noise), "{bs:?}");
+        }
     }
 
     #[test]

@@ -346,7 +346,7 @@ fn prune_t<'py, T: WeightElement + Element>(
         .map_err(to_py)?;
     match outcome {
         PruneOutcome::Skipped(reason) => reason.into_bound_py_any(py),
-        PruneOutcome::Pruned(Pruned { mask, nonzero }) => {
+        PruneOutcome::Pruned(Pruned { mask, nonzero, .. }) => {
             let n = nonzero.len();
             (array(py, mask, shape)?, array(py, nonzero, vec![n])?).into_bound_py_any(py)
         }
