@@ -5,7 +5,10 @@ front: ``coreml_compress.optimize`` mirrors ``coremltools.optimize.coreml``.
 """
 
 
-from . import kernels, optimize
+import importlib
+from typing import Any
+
+from . import optimize
 from .errors import (
     CompressionConfigError,
     CoreMLCompressError,
@@ -23,6 +26,14 @@ from .multifunction import (
 from .patch import patch_coremltools, unpatch_coremltools
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # `kernels` (the numpy API) loads numpy; it is imported on first use, so that path-based
+    # passes and the CLI start without numpy (and its BLAS threads).
+    if name == "kernels":
+        return importlib.import_module(f"{__name__}.kernels")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CompressionConfigError",

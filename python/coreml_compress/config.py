@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import attrs
-import numpy as np
 from attrs import validators as _v
 
 __all__ = [
@@ -377,16 +376,7 @@ _QUANTIZED_DTYPES = ("int4", "int8", "uint4", "uint8")
 
 # Checked in this order: numpy's unsigned types derive from Python int on some
 # platforms, so the unsigned ones come first (the same order coremltools uses).
-_NUMPY_INTEGER_NAMES: tuple[tuple[type, str], ...] = (
-    (np.uint8, "uint8"),
-    (np.int8, "int8"),
-    (np.uint16, "uint16"),
-    (np.int16, "int16"),
-    (np.uint32, "uint32"),
-    (np.int32, "int32"),
-    (np.uint64, "uint64"),
-    (np.int64, "int64"),
-)
+_NUMPY_INTEGER_NAMES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
 
 
 def _loaded_mil_types() -> Any:
@@ -402,6 +392,8 @@ def _loaded_mil_types() -> Any:
 
 def _numpy_integer_name(dtype: Any) -> str:
     """MIL name of a numpy/Python integer type, following coremltools' mapping."""
+    import numpy as np
+
     if isinstance(dtype, np.dtype):
         metadata = dtype.metadata
         if metadata:
@@ -413,8 +405,8 @@ def _numpy_integer_name(dtype: Any) -> str:
         dtype = dtype.type
     if issubclass(dtype, (bool, np.bool_)):
         return "bool"
-    for numpy_type, name in _NUMPY_INTEGER_NAMES:
-        if issubclass(dtype, numpy_type):
+    for name in _NUMPY_INTEGER_NAMES:
+        if issubclass(dtype, getattr(np, name)):
             return name
     if issubclass(dtype, int) or dtype is int:
         return "int32"
@@ -427,6 +419,10 @@ def _to_dtype_name(dtype: Any) -> str:
         if dtype not in _MIL_TYPE_NAMES:
             raise ValueError(f"Invalid dtype {dtype}. Only support int8/uint8/int4/uint4.")
         return str(dtype)
+    # A non-string dtype is a numpy or MIL type: numpy is imported only now, so that configs
+    # (and the path-based passes) do not pay for it.
+    import numpy as np
+
     if np.issubdtype(dtype, np.integer):
         return _numpy_integer_name(dtype)
     mil_types = _loaded_mil_types()

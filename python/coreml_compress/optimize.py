@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import _native
 from . import config as _config
 from ._interop import ModelLike, package_path, temp_package_path, wrap_output
@@ -63,6 +61,8 @@ def _engine_lut_function(fn: Callable) -> Callable[[bytes, str, list[int]], tupl
     passes a group as raw bytes and takes the LUT as float64 and the indices as uint8 bytes."""
 
     def call(raw: bytes, dtype: str, shape: list[int]) -> tuple[bytes, bytes]:
+        import numpy as np  # only CUSTOM mode needs numpy; path-based passes never import it
+
         group = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
         lut, indices = fn(group)
         lut_bytes = np.asarray(lut, dtype=np.float64).ravel().tobytes()

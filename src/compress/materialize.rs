@@ -11,6 +11,7 @@ use crate::format::dtype::DType;
 use crate::format::package::Package;
 use crate::format::spec::proto::mil_spec::Operation;
 use crate::format_err;
+use crate::kernels::fp16::WeightElement;
 use crate::kernels::{lut, pack, quantize};
 use crate::mil::ops::{op_name, param, Param};
 use crate::mil::program::Graph;
@@ -67,6 +68,26 @@ impl Dense {
                 _ => Cow::Borrowed(bytemuck::cast_slice(v)),
             },
             Elements::Str(_) => return Err(format_err!("string tensors have no byte layout")),
+        })
+    }
+
+    /// A float weight of `shape` held as its values (fp16 or fp32), without a copy.
+    pub fn from_weights<T: WeightElement>(shape: &[usize], values: Vec<T>) -> Result<Dense> {
+        let cast = |e: bytemuck::PodCastError| format_err!("{} weights: {e}", T::NAME);
+        Ok(if T::IS_HALF {
+            Dense {
+                info: TensorInfo::new(DType::F16, shape),
+                elements: Elements::F16(
+                    bytemuck::allocation::try_cast_vec(values).map_err(|(e, _)| cast(e))?,
+                ),
+            }
+        } else {
+            Dense {
+                info: TensorInfo::new(DType::F32, shape),
+                elements: Elements::F32(
+                    bytemuck::allocation::try_cast_vec(values).map_err(|(e, _)| cast(e))?,
+                ),
+            }
         })
     }
 

@@ -2,6 +2,7 @@
 //! (iOS16/17: packed uint8 mask and shape as attributes; iOS18+: uint1 mask as inputs).
 
 use crate::compress::config::OpConfig;
+use crate::compress::materialize::Dense;
 use crate::compress::pass::{Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
@@ -22,8 +23,8 @@ pub fn emit(
     r: &mut Replacement,
 ) -> Result<bool> {
     match weights {
-        Weights::F16(w) => emit_typed(c, config, w, DType::F16, target, r),
-        Weights::F32(w) => emit_typed(c, config, w, DType::F32, target, r),
+        Weights::F16(w) => emit_typed(c, config, w, target, r),
+        Weights::F32(w) => emit_typed(c, config, w, target, r),
     }
 }
 
@@ -72,7 +73,6 @@ fn emit_typed<T: WeightElement>(
     c: &Candidate,
     config: &OpConfig,
     w: &[T],
-    float: DType,
     target: Target,
     r: &mut Replacement,
 ) -> Result<bool> {
@@ -84,11 +84,9 @@ fn emit_typed<T: WeightElement>(
     let _t = crate::trace::span("prune: encode");
     r.error = Some(pruned.energy);
     let name = format!("{}_sparsified", c.name);
-    let nonzero = r.value(NewTensor {
-        info: TensorInfo::new(float, &[pruned.nonzero.len()]),
-        bytes: T::slice_to_le_bytes(&pruned.nonzero),
-    });
     let packed = pack::pack_mask(&pruned.mask);
+    let count = pruned.nonzero.len();
+    let nonzero = r.dense_value(Dense::from_weights(&[count], pruned.nonzero)?)?;
     let op = if target.ios18() {
         let mask = r.value(NewTensor {
             info: TensorInfo::new(DType::U1, &c.info.shape),

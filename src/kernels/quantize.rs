@@ -1824,7 +1824,10 @@ mod tests {
                 signal += a * a;
                 noise += (a - b) * (a - b);
             }
-            assert!(close(x.energy.0, signal) && close(x.energy.1, noise), "{bs:?}");
+            assert!(
+                close(x.energy.0, signal) && close(x.energy.1, noise),
+                "{bs:?}"
+            );
         }
     }
 

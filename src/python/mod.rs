@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+mod huge_pages;
 mod inspect;
 mod kernels;
 mod multifunction;
@@ -15,6 +16,9 @@ use crate::compress::config::OptimizationConfig;
 use crate::compress::palettize::{GroupData, LutFunction};
 use crate::compress::{decompress as decompress_pass, example, pass, roundtrip};
 use crate::error::Error;
+
+#[global_allocator]
+static ALLOCATOR: huge_pages::HugePageAlloc = huge_pages::HugePageAlloc;
 
 /// Raises the engine error as the matching class of `coreml_compress.errors`.
 fn to_py(err: Error) -> PyErr {
