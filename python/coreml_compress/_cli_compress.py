@@ -135,11 +135,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-threshold", type=int, default=2048, help="compress weights larger than this")
 
 
-_STEPS: dict[str, Callable[..., Any]] = {
-    "palettize": optimize.palettize_weights,
-    "quantize": optimize.linear_quantize_weights,
-    "prune": optimize.prune_weights,
-}
+_STEPS = ("palettize", "quantize", "prune")
 
 
 def load_recipe(path: str) -> list[tuple[str, Any]]:
@@ -171,30 +167,14 @@ def load_recipe(path: str) -> list[tuple[str, Any]]:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     steps = load_recipe(args.recipe)
-    work = Path(tempfile.mkdtemp(prefix="coreml_compress_recipe_"))
-    try:
-        current = Path(args.input)
-        for i, (kind, config) in enumerate(steps):
-            last = i == len(steps) - 1
-            dest = Path(args.output) if last else work / f"step{i}.mlpackage"
-            _, report = _STEPS[kind](
-                current,
-                config,
-                joint_compression=i > 0,
-                output_path=dest,
-                progress=_progress(f"{i + 1}/{len(steps)} {kind}"),
-                with_report=True,
-            )
-            print(f"Step {i + 1}: {kind}")
-            print(format_compression_report(report) + "\n")
-            current = dest
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    label = " then ".join(kind for kind, _ in steps)
+    _, reports = optimize.apply_recipe(
+        args.input, steps, output_path=args.output, progress=_progress(label), with_report=True
+    )
+    for i, ((kind, _), report) in enumerate(zip(steps, reports)):
+        print(f"Step {i + 1}: {kind}")
+        print(format_compression_report(report) + "\n")
     print(f"Written to {args.output}")
     return 0
 

@@ -31,6 +31,17 @@ def compress(
     written path and one record per compressed weight (function, name, shape, bytes_before,
     bytes_after, snr_db)."""
 
+def compress_recipe(
+    input: _Path,
+    output: _Path,
+    steps: list[tuple[str, str]],
+    lut_functions: dict[int, Callable[[bytes, str, list[int]], tuple[bytes, bytes]]] | None,
+    progress: _Progress = None,
+) -> tuple[Path, list[list[dict[str, Any]]]]:
+    """Runs ``steps`` (pass name, config JSON), each after the first with joint compression, in
+    one pass over the weights; returns the written path and, per step, the records of the weights
+    it compressed (as ``compress``)."""
+
 def write_example(output: _Path) -> Path: ...
 
 # --- inspect (src/python/inspect.rs) ----------------------------------------------------------------

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "OpPalettizerConfig",
     "OpThresholdPrunerConfig",
     "OptimizationConfig",
+    "apply_recipe",
     "decompress_weights",
     "linear_quantize_weights",
     "palettize_weights",
@@ -106,6 +107,15 @@ def _native_config(
     return json.dumps(resolved), functions
 
 
+_ACCEPTED: dict[str, tuple[type, ...]] = {
+    "palettize_weights": (OpPalettizerConfig,),
+    "linear_quantize_weights": (OpLinearQuantizerConfig,),
+    "prune_weights": (OpMagnitudePrunerConfig, OpThresholdPrunerConfig),
+}
+# Recipe step names (the CLI's subcommands) and the passes they run.
+_STEP_PASSES = {"palettize": "palettize_weights", "quantize": "linear_quantize_weights", "prune": "prune_weights"}
+
+
 def _run(
     kind: str,
     model: ModelLike,
@@ -120,12 +130,7 @@ def _run(
         raise ValueError(  # noqa: TRY004
             f"joint_compression only supports bool, but got {type(joint_compression)}"
         )
-    accepted = {
-        "palettize_weights": (OpPalettizerConfig,),
-        "linear_quantize_weights": (OpLinearQuantizerConfig,),
-        "prune_weights": (OpMagnitudePrunerConfig, OpThresholdPrunerConfig),
-    }[kind]
-    config_json, functions = _native_config(config, kind, accepted)
+    config_json, functions = _native_config(config, kind, _ACCEPTED[kind])
     source = package_path(model)
     dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
     with _removed_on_failure(dest if output_path is None else None):
@@ -173,6 +178,41 @@ def prune_weights(
 ) -> Any:
     """Prune weights (magnitude, block, n:m or threshold sparsity), as coremltools does."""
     return _run("prune_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
+
+
+def apply_recipe(
+    mlmodel: ModelLike,
+    steps: Sequence[tuple[str, Any]],
+    *,
+    output_path: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    with_report: bool = False,
+) -> Any:
+    """Runs several compression steps, e.g. ``[("prune", prune_config), ("palettize",
+    palettize_config)]``, each after the first with joint compression, in one pass over the
+    weights (nothing intermediate is written). A step is ``palettize``, ``quantize`` or ``prune``
+    (or the pass's name) with an ``OptimizationConfig``. The result equals running the passes one
+    after the other with ``joint_compression=True`` from the second on. With ``with_report``,
+    returns ``(model, reports)``: one list of per-weight records per step."""
+    if not steps:
+        raise ValueError("a recipe needs at least one step")
+    native_steps = []
+    functions: dict[int, Callable] = {}
+    for i, (name, config) in enumerate(steps):
+        kind = _STEP_PASSES.get(name, name)
+        if kind not in _ACCEPTED:
+            raise ValueError(f"step {i + 1}: unknown step {name!r}; use one of {sorted(_STEP_PASSES)}")
+        config_json, step_functions = _native_config(config, kind, _ACCEPTED[kind])
+        native_steps.append((kind, config_json))
+        functions.update(step_functions)
+    source = package_path(mlmodel)
+    dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
+    with _removed_on_failure(dest if output_path is None else None):
+        written, reports = _native.compress_recipe(
+            str(source), str(dest), native_steps, functions or None, progress
+        )
+    result = wrap_output(Path(written), mlmodel, temporary=output_path is None)
+    return (result, reports) if with_report else result
 
 
 def decompress_weights(

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use half::f16;
 
+use crate::compress::rewrite::Replacement;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::format::package::Package;
@@ -158,11 +159,31 @@ pub fn decode(info: &TensorInfo, bytes: &[u8]) -> Result<Elements> {
 pub struct Materializer<'a> {
     pub package: &'a Package,
     pub graph: &'a Graph<'a>,
+    /// Tensors a pass has made but not written yet, which the graph's ops may refer to (a
+    /// recipe's later step reads the earlier step's result from memory).
+    pending: Option<&'a Replacement>,
 }
 
 impl<'a> Materializer<'a> {
     pub fn new(package: &'a Package, graph: &'a Graph<'a>) -> Self {
-        Materializer { package, graph }
+        Materializer {
+            package,
+            graph,
+            pending: None,
+        }
+    }
+
+    /// A materializer whose values may also be tensors held by `pending`.
+    pub fn with_pending(
+        package: &'a Package,
+        graph: &'a Graph<'a>,
+        pending: &'a Replacement,
+    ) -> Self {
+        Materializer {
+            package,
+            graph,
+            pending: Some(pending),
+        }
     }
 
     /// The dense value of a parameter of `op`, or None when the op has no such parameter.
@@ -177,6 +198,14 @@ impl<'a> Materializer<'a> {
                     return Ok(Some(Dense {
                         info,
                         elements: Elements::Str(vec![s.to_string()]),
+                    }));
+                }
+                if let Some(held) = self.pending.and_then(|r| r.held(v)) {
+                    let (info, bytes) = held?;
+                    let elements = decode(info, &bytes)?;
+                    return Ok(Some(Dense {
+                        info: info.clone(),
+                        elements,
                     }));
                 }
                 let t = read_tensor(v, self.package, &what)?;

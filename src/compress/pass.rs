@@ -12,7 +12,7 @@ use crate::compress::joint;
 use crate::compress::materialize::Materializer;
 use crate::compress::palettize::{self, LutFunction};
 use crate::compress::rewrite::{self, Job, Replacement};
-use crate::compress::select::{candidates, joint_candidates, Candidate, Site};
+use crate::compress::select::{candidates, joint_candidates, joint_candidates_in, Candidate, Site};
 use crate::compress::{prune, quantize};
 use crate::error::Result;
 use crate::format::dtype::DType;
@@ -22,7 +22,12 @@ use crate::kernels::fp16::WeightElement;
 use crate::mil::program::Graph;
 use crate::mil::tensor::read_tensor;
 use crate::{config_err, format_err};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::format::spec::proto::mil_spec::argument::binding::Binding;
+use crate::format::spec::proto::mil_spec::Block;
+use crate::mil::ops::output_name;
+use crate::mil::program::rename_uses;
 
 /// The compression passes, by their coremltools function names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,28 +198,30 @@ pub struct WeightStats {
     pub snr_db: f64,
 }
 
-/// Runs one compression pass from `input` to `output`; returns the written path and one record
-/// per compressed weight.
-pub fn run(
-    kind: PassKind,
-    input: &Path,
-    output: &Path,
-    config: &OptimizationConfig,
-    joint_compression: bool,
-    custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(PathBuf, Vec<WeightStats>)> {
-    let opened = crate::trace::span("open and select");
+/// One step of a recipe: a pass and its config.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub kind: PassKind,
+    pub config: OptimizationConfig,
+}
+
+/// The input package, opened and checked as coremltools checks before compressing.
+struct Opened {
+    package: Package,
+    target: Target,
+}
+
+fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Opened> {
     let package = Package::open(input)?;
     let has_functions = package
         .model
         .description
         .as_ref()
         .is_some_and(|d| !d.functions.is_empty());
-    if has_functions {
+    if let Some(step) = steps.first().filter(|_| has_functions) {
         return Err(config_err!(
             "{} is not supported for a multifunction model.",
-            kind.name()
+            step.kind.name()
         ));
     }
     let target = Target {
@@ -226,47 +233,35 @@ pub fn run(
              minimum_deployment_target set to at least ct.target.iOS18."
         ));
     }
-    if let Some(bad) = config.all().find(|c| !kind.accepts(c)) {
-        return Err(config_err!(
-            "{} does not accept this config: {bad:?}",
-            kind.name()
-        ));
+    for step in steps {
+        if let Some(bad) = step.config.all().find(|c| !step.kind.accepts(c)) {
+            return Err(config_err!(
+                "{} does not accept this config: {bad:?}",
+                step.kind.name()
+            ));
+        }
     }
-    // Joint pruning works on constexpr chains only; the other passes also take plain consts.
-    let mut selected = if joint_compression && kind == PassKind::Prune {
+    Ok(Opened { package, target })
+}
+
+/// The candidates one step selects in `model`: plain consts (except for joint pruning, which
+/// works on constexpr chains only) and, with joint compression, constexpr sites.
+fn select(model: &spec::Model, step: &Step, joint_compression: bool) -> Result<Vec<Candidate>> {
+    let mut selected = if joint_compression && step.kind == PassKind::Prune {
         Vec::new()
     } else {
-        candidates(&package.model, config, |c| kind.accepts(c))?
+        candidates(model, &step.config, |c| step.kind.accepts(c))?
     };
     if joint_compression {
-        selected.extend(joint_candidates(&package.model, config, kind.name())?);
+        selected.extend(joint_candidates(model, &step.config, step.kind.name())?);
     }
-    let graphs: BTreeMap<&str, Graph<'_>> = if joint_compression {
-        spec::program(&package.model)?
-            .functions
-            .iter()
-            .filter_map(|(name, f)| {
-                f.block_specializations
-                    .values()
-                    .next()
-                    .map(|b| (name.as_str(), Graph::new(b)))
-            })
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
-    let jobs: Vec<Job<Candidate>> = selected
-        .into_iter()
-        .map(|c| Job {
-            function: c.function.clone(),
-            target: c.output.clone(),
-            input_bytes: c.info.dtype.storage_bytes(c.info.count()).unwrap_or(0),
-            task: c,
-        })
-        .collect();
-    // coremltools checks the opset before compressing any weight.
-    for job in &jobs {
-        match (kind, &job.task.config) {
+    Ok(selected)
+}
+
+/// coremltools checks the opset before compressing any weight.
+fn check_targets(kind: PassKind, selected: &[Candidate], target: Target) -> Result<()> {
+    for c in selected {
+        match (kind, &c.config) {
             (PassKind::LinearQuantize, OpConfig::LinearQuantize(q)) => {
                 quantize::check_target(q, target)?
             }
@@ -274,58 +269,347 @@ pub fn run(
             _ => {}
         }
     }
-    drop(opened);
-    let mut out = PackageWriter::create(output, Some(&package))?;
-    let (mut model, replaced) = rewrite::apply(
+    Ok(())
+}
+
+/// Compresses one candidate into a new replacement; None when the pass skips it. Joint sites
+/// read their chain through `m`.
+fn compress_candidate(
+    c: &Candidate,
+    package: &Package,
+    m: Option<&Materializer<'_>>,
+    target: Target,
+    custom: Option<&LutFunction<'_>>,
+    r: &mut Replacement,
+) -> Result<bool> {
+    if !matches!(c.site, Site::Const) {
+        let m = m.ok_or_else(|| format_err!("function {} has no block", c.function))?;
+        return joint::emit(c, m, target, custom, r);
+    }
+    let Some(weights) = read_weights(package, c)? else {
+        return Ok(false);
+    };
+    match &c.config {
+        OpConfig::LinearQuantize(q) => quantize::emit(c, q, &weights, target, r),
+        OpConfig::MagnitudePrune(_) | OpConfig::ThresholdPrune(_) => {
+            prune::emit(c, &c.config, &weights, target, r)
+        }
+        OpConfig::Palettize(p) => palettize::emit(c, p, &weights, target, custom, r),
+    }
+}
+
+/// The report record of a candidate compressed into `r`.
+fn weight_stats(c: &Candidate, r: &Replacement) -> WeightStats {
+    let (signal, noise) = r.error.unwrap_or((f64::NAN, f64::NAN));
+    WeightStats {
+        function: c.function.clone(),
+        name: c.name.clone(),
+        shape: c.info.shape.clone(),
+        bytes_before: input_bytes(c) as u64,
+        bytes_after: r.bytes,
+        snr_db: if noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (signal / noise).log10()
+        },
+    }
+}
+
+fn input_bytes(c: &Candidate) -> usize {
+    c.info.dtype.storage_bytes(c.info.count()).unwrap_or(0)
+}
+
+/// The first block of every function, as a graph.
+fn graphs(model: &spec::Model) -> Result<BTreeMap<&str, Graph<'_>>> {
+    Ok(spec::program(model)?
+        .functions
+        .iter()
+        .filter_map(|(name, f)| {
+            f.block_specializations
+                .values()
+                .next()
+                .map(|b| (name.as_str(), Graph::new(b)))
+        })
+        .collect())
+}
+
+/// Runs one compression pass from `input` to `output`; returns the written path and one record
+/// per compressed weight.
+pub fn run(
+    kind: PassKind,
+    input: &Path,
+    output: &Path,
+    config: &OptimizationConfig,
+    joint_compression: bool,
+    custom: Option<&LutFunction<'_>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(PathBuf, Vec<WeightStats>)> {
+    let step = Step {
+        kind,
+        config: config.clone(),
+    };
+    let opened_time = crate::trace::span("open and select");
+    let Opened { package, target } =
+        open_for(input, std::slice::from_ref(&step), joint_compression)?;
+    let selected = select(&package.model, &step, joint_compression)?;
+    let graphs = if joint_compression {
+        graphs(&package.model)?
+    } else {
+        BTreeMap::new()
+    };
+    check_targets(kind, &selected, target)?;
+    let jobs: Vec<Job<Candidate>> = selected.into_iter().map(job_of).collect();
+    drop(opened_time);
+    write_jobs(
         &package,
+        output,
         &jobs,
-        &mut out,
+        target,
         |job| {
             let c = &job.task;
-            if !matches!(c.site, Site::Const) {
-                let mut r = Replacement::new(target.spec_version);
-                let graph = graphs
-                    .get(c.function.as_str())
-                    .ok_or_else(|| crate::format_err!("function {} has no block", c.function))?;
-                let m = Materializer::new(&package, graph);
-                return Ok(joint::emit(c, &m, target, custom, &mut r)?.then_some(r));
-            }
-            let Some(weights) = read_weights(&package, c)? else {
-                return Ok(None);
-            };
+            let m = graphs
+                .get(c.function.as_str())
+                .map(|graph| Materializer::new(&package, graph));
             let mut r = Replacement::new(target.spec_version);
-            let done = match &c.config {
-                OpConfig::LinearQuantize(q) => quantize::emit(c, q, &weights, target, &mut r)?,
-                OpConfig::MagnitudePrune(_) | OpConfig::ThresholdPrune(_) => {
-                    prune::emit(c, &c.config, &weights, target, &mut r)?
-                }
-                OpConfig::Palettize(p) => palettize::emit(c, p, &weights, target, custom, &mut r)?,
+            Ok(
+                compress_candidate(c, &package, m.as_ref(), target, custom, &mut r)?.then(|| {
+                    let stats = weight_stats(c, &r);
+                    (r, stats)
+                }),
+            )
+        },
+        progress,
+    )
+}
+
+/// Runs `compute` over `jobs` into a new package at `output` (see [`rewrite::apply`]) at the
+/// target's specification version; returns its path and the records of the jobs that replaced
+/// something, in job order.
+fn write_jobs<T: Sync, R: Send>(
+    package: &Package,
+    output: &Path,
+    jobs: &[Job<T>],
+    target: Target,
+    compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(PathBuf, Vec<R>)> {
+    let mut out = PackageWriter::create(output, Some(package))?;
+    let (mut model, replaced) = rewrite::apply(package, jobs, &mut out, compute, progress)?;
+    upgrade_spec(&mut model, target)?;
+    let records = replaced.into_iter().map(|(_, r)| r).collect();
+    Ok((rewrite::finish(package, model, out)?, records))
+}
+
+fn job_of(c: Candidate) -> Job<Candidate> {
+    Job {
+        function: c.function.clone(),
+        target: c.output.clone(),
+        input_bytes: input_bytes(&c),
+        task: c,
+    }
+}
+
+/// Runs the steps of a recipe (each after the first with joint compression) in one pass over the
+/// weights: each weight goes through every step in memory, and only the result is written.
+/// Returns the written path and, per step, one record per weight that step compressed.
+///
+/// An input that already holds constexpr chains a later step would compress is run step by step
+/// through temporary packages instead (the steps then see exactly what coremltools would).
+pub fn run_recipe(
+    input: &Path,
+    output: &Path,
+    steps: &[Step],
+    custom: Option<&LutFunction<'_>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
+    let opened_time = crate::trace::span("open and select");
+    let Opened { package, target } = open_for(input, steps, steps.len() > 1)?;
+    let model = &package.model;
+    for step in steps.iter().skip(1) {
+        if !joint_candidates(model, &step.config, step.kind.name())?.is_empty() {
+            drop(package);
+            return run_steps_through_packages(input, output, steps, custom, progress);
+        }
+    }
+    // Per const (by function and output): the candidate each step selects, if any.
+    let mut per_step: Vec<HashMap<(String, String), Candidate>> = Vec::new();
+    for (k, step) in steps.iter().enumerate() {
+        let selected = select(model, step, k > 0)?;
+        check_targets(step.kind, &selected, target)?;
+        per_step.push(
+            selected
+                .into_iter()
+                .map(|c| ((c.function.clone(), c.output.clone()), c))
+                .collect(),
+        );
+    }
+    let graphs = graphs(model)?;
+    // One job per const some step selects, in program order.
+    let mut jobs: Vec<Job<Vec<Option<Candidate>>>> = Vec::new();
+    for (function, graph) in &graphs {
+        for op in &graph.ops {
+            let key = (function.to_string(), output_name(op).to_string());
+            let chosen: Vec<Option<Candidate>> =
+                per_step.iter_mut().map(|m| m.remove(&key)).collect();
+            let Some(first) = chosen.iter().flatten().next() else {
+                continue;
             };
-            Ok(done.then_some(r))
+            jobs.push(Job {
+                function: key.0.clone(),
+                target: key.1.clone(),
+                input_bytes: input_bytes(first),
+                task: chosen,
+            });
+        }
+    }
+    drop(opened_time);
+    let (path, replaced) = write_jobs(
+        &package,
+        output,
+        &jobs,
+        target,
+        |job| {
+            let graph = graphs
+                .get(job.function.as_str())
+                .ok_or_else(|| format_err!("function {} has no block", job.function))?;
+            recipe_job(job, steps, &package, graph, target, custom)
         },
         progress,
     )?;
-    upgrade_spec(&mut model, target)?;
-    let stats = replaced
-        .into_iter()
-        .map(|r| {
-            let c = &jobs[r.job].task;
-            let (signal, noise) = r.error.unwrap_or((f64::NAN, f64::NAN));
-            WeightStats {
-                function: c.function.clone(),
-                name: c.name.clone(),
-                shape: c.info.shape.clone(),
-                bytes_before: jobs[r.job].input_bytes as u64,
-                bytes_after: r.bytes,
-                snr_db: if noise == 0.0 {
-                    f64::INFINITY
-                } else {
-                    10.0 * (signal / noise).log10()
-                },
+    let mut stats: Vec<Vec<WeightStats>> = vec![Vec::new(); steps.len()];
+    for records in replaced {
+        for (k, s) in records {
+            stats[k].push(s);
+        }
+    }
+    Ok((path, stats))
+}
+
+/// What the steps of a recipe did to one weight: (step index, record) for each step that
+/// compressed it.
+type StepRecords = Vec<(usize, WeightStats)>;
+
+/// Takes one const through every step of a recipe: the first step that selects it compresses
+/// it, and each later step compresses the chain that step made (found, as coremltools would find
+/// it in the intermediate model, among the chain's ops and the const's consumers).
+fn recipe_job(
+    job: &Job<Vec<Option<Candidate>>>,
+    steps: &[Step],
+    package: &Package,
+    graph: &Graph<'_>,
+    target: Target,
+    custom: Option<&LutFunction<'_>>,
+) -> Result<Option<(Replacement, StepRecords)>> {
+    let mut done: Option<Replacement> = None;
+    let mut records = Vec::new();
+    for (k, step) in steps.iter().enumerate() {
+        match done.as_mut() {
+            None => {
+                let Some(c) = &job.task[k] else { continue };
+                let mut r = Replacement::new(target.spec_version);
+                if compress_candidate(c, package, None, target, custom, &mut r)? {
+                    records.push((k, weight_stats(c, &r)));
+                    done = Some(r);
+                }
             }
-        })
-        .collect();
-    Ok((rewrite::finish(&package, model, out)?, stats))
+            Some(chain) => {
+                let block = chain_block(chain, graph, &job.target);
+                let sub = Graph::new(&block);
+                let made: std::collections::HashSet<&str> =
+                    chain.ops.iter().map(output_name).collect();
+                let sites =
+                    joint_candidates_in(&job.function, &block, &step.config, step.kind.name())?;
+                let mut next_steps = Vec::new();
+                {
+                    let m = Materializer::with_pending(package, &sub, chain);
+                    let mut previous: &Replacement = chain;
+                    for c in sites.iter().filter(|c| made.contains(c.output.as_str())) {
+                        let mut r = Replacement::after(previous);
+                        if compress_candidate(c, package, Some(&m), target, custom, &mut r)? {
+                            records.push((k, weight_stats(c, &r)));
+                            next_steps.push((r, c.output.clone()));
+                            previous = &next_steps.last().expect("pushed").0;
+                        }
+                    }
+                }
+                for (r, at) in next_steps {
+                    chain.absorb(r, &at)?;
+                }
+            }
+        }
+    }
+    Ok(done.map(|mut r| {
+        r.retain_used();
+        (r, records)
+    }))
+}
+
+/// What a later recipe step sees of a const compressed by earlier ones: the chain's ops, the
+/// const's consumers reading the chain's output, and the consts those consumers also read
+/// (their axes and groups decide channel axes).
+fn chain_block(chain: &Replacement, graph: &Graph<'_>, output: &str) -> Block {
+    let renames: HashMap<String, String> = chain.renames.iter().cloned().collect();
+    let mut consumers = Block {
+        operations: graph
+            .consumers_of(output)
+            .iter()
+            .map(|u| u.op.clone())
+            .collect(),
+        ..Default::default()
+    };
+    rename_uses(&mut consumers, &renames);
+    let mut operations = chain.ops.clone();
+    let mut seen = std::collections::HashSet::new();
+    for op in &consumers.operations {
+        for arg in op.inputs.values() {
+            for b in &arg.arguments {
+                if let Some(Binding::Name(n)) = &b.binding {
+                    if let Some(p) = graph.producers.get(n.as_str()) {
+                        if p.r#type == "const" && seen.insert(n.clone()) {
+                            operations.push((*p).clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    operations.extend(consumers.operations);
+    Block {
+        operations,
+        ..Default::default()
+    }
+}
+
+/// The recipe's steps one after the other, each writing a temporary package next to `output`.
+fn run_steps_through_packages(
+    input: &Path,
+    output: &Path,
+    steps: &[Step],
+    custom: Option<&LutFunction<'_>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
+    let work = crate::format::package::ScratchDir::beside(output)?;
+    let mut current = input.to_path_buf();
+    let mut stats = Vec::new();
+    for (k, step) in steps.iter().enumerate() {
+        let dest = if k + 1 == steps.len() {
+            output.to_path_buf()
+        } else {
+            work.path().join(format!("step{k}.mlpackage"))
+        };
+        let (written, s) = run(
+            step.kind,
+            &current,
+            &dest,
+            &step.config,
+            k > 0,
+            custom,
+            progress,
+        )?;
+        stats.push(s);
+        current = written;
+    }
+    Ok((current, stats))
 }
 
 /// coremltools writes every compressed model at spec 7 or later: an iOS15 (spec 6, opset

@@ -12,7 +12,7 @@ use crate::compress::materialize::Dense;
 use crate::error::Result;
 use crate::format::blob::BlobWriter;
 use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};
-use crate::format::spec::proto::mil_spec::{value, Operation, Value};
+use crate::format::spec::proto::mil_spec::{value, Block, Operation, Value};
 use crate::format::spec::{self, Model};
 use crate::mil::ops::output_name;
 use crate::mil::program::{rename_uses, replace_ops};
@@ -51,10 +51,16 @@ pub struct Replacement {
     /// Signal and noise energy (Σw², Σ(w−ŵ)²) of the compressed weight, for reports.
     pub error: Option<(f64, f64)>,
     tensors: Vec<Held>,
+    /// Pending index of `tensors[0]`: a replacement that continues another (a recipe's next
+    /// step) numbers its tensors after the other's, so the ops of both can refer to either.
+    first_index: usize,
     /// Bytes of the tensors the new ops hold (inline and in the weight file).
-    bytes: u64,
+    pub bytes: u64,
     spec_version: i32,
 }
+
+/// The type and blob-layout bytes of a held tensor.
+pub type HeldBytes<'a> = (&'a TensorInfo, Cow<'a, [u8]>);
 
 /// A tensor a [`Replacement`] holds until it is written.
 enum Held {
@@ -70,15 +76,6 @@ impl Held {
             Held::Dense(d) => &d.info,
         }
     }
-}
-
-/// What one job changed, for reports.
-#[derive(Clone, Debug)]
-pub struct Replaced {
-    /// Index of the job in the list given to [`apply`].
-    pub job: usize,
-    pub bytes: u64,
-    pub error: Option<(f64, f64)>,
 }
 
 impl Replacement {
@@ -116,13 +113,103 @@ impl Replacement {
     }
 
     fn hold(&mut self, tensor: Held) -> Value {
-        let v = blob_value(tensor.info(), PENDING, self.tensors.len() as u64);
+        let index = self.first_index + self.tensors.len();
+        let v = blob_value(tensor.info(), PENDING, index as u64);
         self.tensors.push(tensor);
         v
     }
 
+    /// An empty replacement whose tensors are numbered after `previous`'s (see
+    /// [`Replacement::absorb`]).
+    pub fn after(previous: &Replacement) -> Self {
+        Replacement {
+            spec_version: previous.spec_version,
+            first_index: previous.first_index + previous.tensors.len(),
+            ..Default::default()
+        }
+    }
+
+    /// The type and bytes of a tensor this replacement holds, if `value` refers to one.
+    pub fn held(&self, value: &Value) -> Option<Result<HeldBytes<'_>>> {
+        let Some(value::Value::BlobFileValue(b)) = &value.value else {
+            return None;
+        };
+        let index = (b.offset as usize).checked_sub(self.first_index)?;
+        let held = (b.file_name == PENDING).then(|| self.tensors.get(index))??;
+        Some(match held {
+            Held::Bytes(t) => Ok((&t.info, Cow::Borrowed(t.bytes.as_slice()))),
+            Held::Dense(d) => d.to_bytes().map(|bytes| (&d.info, bytes)),
+        })
+    }
+
+    /// Takes in `next`, made with [`Replacement::after`] from this one: its ops take the place
+    /// of the op whose first output is `target`, its renames apply to the ops, its tensors join
+    /// these. Tensors no op refers to any more are dropped by [`Replacement::retain_used`].
+    pub fn absorb(&mut self, mut next: Replacement, target: &str) -> Result<()> {
+        if next.first_index != self.first_index + self.tensors.len() {
+            return Err(crate::format_err!(
+                "internal: a replacement was not made after the one absorbing it"
+            ));
+        }
+        let mut block = Block {
+            operations: std::mem::take(&mut self.ops),
+            ..Default::default()
+        };
+        let mut ops = Some(std::mem::take(&mut next.ops));
+        replace_ops(&mut block, &mut |op| {
+            (output_name(op) == target).then(|| ops.take()).flatten()
+        });
+        let renames: HashMap<String, String> = next.renames.into_iter().collect();
+        rename_uses(&mut block, &renames);
+        self.ops = block.operations;
+        for (_, to) in &mut self.renames {
+            if let Some(new) = renames.get(to) {
+                *to = new.clone();
+            }
+        }
+        self.tensors.append(&mut next.tensors);
+        Ok(())
+    }
+
+    /// Drops the held tensors no op refers to and numbers the rest from 0, in order.
+    pub fn retain_used(&mut self) {
+        let mut used = vec![false; self.tensors.len()];
+        for op in &mut self.ops {
+            for_each_op_value(op, &mut |v| {
+                if let Some(value::Value::BlobFileValue(b)) = &v.value {
+                    if b.file_name == PENDING {
+                        used[b.offset as usize - self.first_index] = true;
+                    }
+                }
+            });
+        }
+        let mut new_index = Vec::with_capacity(used.len());
+        let mut kept = 0u64;
+        for &u in &used {
+            new_index.push(kept);
+            kept += u as u64;
+        }
+        let first = self.first_index;
+        for op in &mut self.ops {
+            for_each_op_value(op, &mut |v| {
+                if let Some(value::Value::BlobFileValue(b)) = &mut v.value {
+                    if b.file_name == PENDING {
+                        b.offset = new_index[b.offset as usize - first];
+                    }
+                }
+            });
+        }
+        let mut flags = used.into_iter();
+        self.tensors.retain(|_| flags.next().unwrap_or(false));
+        self.first_index = 0;
+    }
+
     /// Writes the held tensors and points the ops' values at them.
     fn emit(&mut self, out: &mut BlobWriter) -> Result<()> {
+        debug_assert_eq!(
+            self.first_index, 0,
+            "retain_used numbers held tensors from 0"
+        );
         let mut offsets = Vec::with_capacity(self.tensors.len());
         for held in std::mem::take(&mut self.tensors) {
             let bytes = match &held {
@@ -172,27 +259,24 @@ pub struct Job<T> {
 const CHUNK_BYTES: usize = 128 << 20;
 
 /// Runs `compute` over the jobs (in parallel, chunk by chunk), writes the results into the
-/// output weight file in job order and returns the package's model with the replacements made.
-/// Each chunk is written while the next one is computed. `progress(done, total)` is called after
-/// each chunk, on the calling thread.
-pub fn apply<T: Sync>(
+/// output weight file in job order and returns the package's model with the replacements made,
+/// and the record `compute` returned with each replacement (with its job's index). Each chunk is
+/// written while the next one is computed. `progress(done, total)` is called after each chunk,
+/// on the calling thread.
+pub fn apply<T: Sync, R: Send>(
     package: &Package,
     jobs: &[Job<T>],
     out: &mut PackageWriter,
-    compute: impl Fn(&Job<T>) -> Result<Option<Replacement>> + Sync,
+    compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Model, Vec<Replaced>)> {
+) -> Result<(Model, Vec<(usize, R)>)> {
     let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
     let mut report = Vec::new();
-    let mut write = |start: usize, results: Vec<Result<Option<Replacement>>>| -> Result<()> {
+    let mut write = |start: usize, results: Vec<Result<Option<(Replacement, R)>>>| -> Result<()> {
         for (index, result) in results.into_iter().enumerate() {
             let job = &jobs[start + index];
-            if let Some(mut r) = result? {
-                report.push(Replaced {
-                    job: start + index,
-                    bytes: r.bytes,
-                    error: r.error,
-                });
+            if let Some((mut r, record)) = result? {
+                report.push((start + index, record));
                 let _t = crate::trace::span("write new tensors");
                 r.emit(out.weights())?;
                 replaced
@@ -203,7 +287,8 @@ pub fn apply<T: Sync>(
         }
         Ok(())
     };
-    let mut computed: Option<(usize, Vec<Result<Option<Replacement>>>)> = None;
+    #[allow(clippy::type_complexity)]
+    let mut computed: Option<(usize, Vec<Result<Option<(Replacement, R)>>>)> = None;
     let mut start = 0;
     loop {
         let mut end = start;
@@ -292,4 +377,82 @@ pub fn finish(
         b.file_name = WEIGHT_FILE_NAME.to_string();
     });
     out.commit(&model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::dtype::DType;
+    use crate::mil::ops::{build_op, param, NewParam, ParamStyle};
+
+    fn tensor(fill: u8) -> NewTensor {
+        NewTensor {
+            info: TensorInfo::new(DType::U8, &[16]),
+            bytes: vec![fill; 16],
+        }
+    }
+
+    fn op(output: &str, params: Vec<(&str, Value)>) -> Operation {
+        let params = params
+            .into_iter()
+            .map(|(k, v)| (k, NewParam::Value(v)))
+            .collect();
+        let info = TensorInfo::new(DType::F16, &[16]);
+        build_op(
+            "constexpr_x",
+            output,
+            params,
+            vec![(output.into(), info)],
+            ParamStyle::Inputs,
+        )
+    }
+
+    fn held_fill(r: &Replacement, v: &Value) -> u8 {
+        r.held(v).expect("held").expect("bytes").1[0]
+    }
+
+    #[test]
+    fn absorb_replaces_the_target_and_keeps_only_used_tensors() {
+        let mut first = Replacement::new(9);
+        let (a, b) = (first.value(tensor(1)), first.value(tensor(2)));
+        first.ops.push(op("w_1", vec![("a", a.clone()), ("b", b)]));
+        first.renames.push(("w".into(), "w_1".into()));
+
+        // The next step reuses `a`, drops `b` and adds `c`; it renames its output.
+        let mut next = Replacement::after(&first);
+        let c = next.value(tensor(3));
+        assert_eq!(held_fill(&first, &a), 1);
+        assert!(next.held(&a).is_none(), "numbered after the first");
+        next.ops.push(op("w_2", vec![("a", a), ("c", c.clone())]));
+        next.renames.push(("w_1".into(), "w_2".into()));
+        assert_eq!(held_fill(&next, &c), 3);
+
+        first.absorb(next, "w_1").unwrap();
+        first.retain_used();
+        assert_eq!(first.ops.len(), 1);
+        assert_eq!(first.renames, vec![("w".to_string(), "w_2".to_string())]);
+        assert_eq!(first.tensors.len(), 2);
+        let values: Vec<Value> = ["a", "c"]
+            .iter()
+            .map(|k| match param(&first.ops[0], k) {
+                Some(crate::mil::ops::Param::Value(v)) => v.clone(),
+                _ => panic!("{k} is a value"),
+            })
+            .collect();
+        assert_eq!(
+            values
+                .iter()
+                .map(|v| held_fill(&first, v))
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+    }
+
+    #[test]
+    fn absorb_checks_the_numbering() {
+        let mut first = Replacement::new(9);
+        first.value(tensor(1));
+        let unrelated = Replacement::new(9);
+        assert!(first.absorb(unrelated, "w").is_err());
+    }
 }

@@ -5,7 +5,7 @@ use crate::compress::config::{OpConfig, OptimizationConfig};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
-use crate::format::spec::proto::mil_spec::{Operation, Value};
+use crate::format::spec::proto::mil_spec::{Block, Operation, Value};
 use crate::format::spec::{self, Model};
 use crate::mil::ops::{op_name, output_name, param, Param};
 use crate::mil::program::{Graph, Use};
@@ -343,86 +343,97 @@ pub fn joint_candidates(
     config: &OptimizationConfig,
     kind: &str,
 ) -> Result<Vec<Candidate>> {
-    let sites = joint_sites(kind);
     let mut out = Vec::new();
     for (function_name, function) in &spec::program(model)?.functions {
         for block in function.block_specializations.values() {
-            let graph = Graph::new(block);
-            for op in &graph.ops {
-                for &(op_type, param_name) in sites {
-                    if op.r#type != op_type {
-                        continue;
-                    }
-                    let (value, name) = match param_name {
-                        Some(p) => match param(op, p) {
-                            Some(Param::Value(v)) => (v.clone(), format!("{}_{p}_0", op_name(op))),
-                            _ => continue,
-                        },
-                        None => (Value::default(), op_name(op).to_string()),
-                    };
-                    let (uses, end) = chain_end(&graph, op);
-                    let Some(dense) = end
-                        .outputs
-                        .first()
-                        .and_then(|o| tensor_info(o.r#type.as_ref()))
-                    else {
-                        continue;
-                    };
-                    let info = match param_name {
-                        // The LUT itself is quantized; sparse data is restored to its dense shape.
-                        Some("lut") => match tensor_info(value.r#type.as_ref()) {
-                            Some(i) => i,
-                            None => continue,
-                        },
-                        _ => match op
-                            .outputs
-                            .first()
-                            .and_then(|o| tensor_info(o.r#type.as_ref()))
-                        {
-                            Some(i) => i,
-                            None => continue,
-                        },
-                    };
-                    if param_name.is_some()
-                        && !tensor_info(value.r#type.as_ref())
-                            .is_some_and(|i| weight_file_eligible(&i))
-                    {
-                        continue;
-                    }
-                    let Some(op_config) = resolve_joint(config, &graph, &name, op)? else {
-                        continue;
-                    };
-                    let threshold = op_config
-                        .weight_threshold()
-                        .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
-                    if uses.is_empty() || dense.count() as u64 <= threshold {
-                        continue;
-                    }
-                    let (output_axis, input_axis) = channel_axes(&graph, &uses, info.shape.len());
-                    let conv_groups = max_conv_groups(&graph, &uses);
-                    let site = match param_name {
-                        Some(p) => Site::Param {
-                            op: (*op).clone(),
-                            param: p.to_string(),
-                        },
-                        None => Site::Op { op: (*op).clone() },
-                    };
-                    out.push(Candidate {
-                        function: function_name.clone(),
-                        named: config.op_name.contains_key(&name),
-                        name,
-                        output: output_name(op).to_string(),
-                        value,
-                        info,
-                        config: op_config.clone(),
-                        output_axis,
-                        input_axis,
-                        consumer_types: uses.iter().map(|u| u.op.r#type.clone()).collect(),
-                        conv_groups,
-                        site,
-                    });
-                }
+            out.extend(joint_candidates_in(function_name, block, config, kind)?);
+        }
+    }
+    Ok(out)
+}
+
+/// [`joint_candidates`] in one block of function `function_name`.
+pub fn joint_candidates_in(
+    function_name: &str,
+    block: &Block,
+    config: &OptimizationConfig,
+    kind: &str,
+) -> Result<Vec<Candidate>> {
+    let sites = joint_sites(kind);
+    let mut out = Vec::new();
+    let graph = Graph::new(block);
+    for op in &graph.ops {
+        for &(op_type, param_name) in sites {
+            if op.r#type != op_type {
+                continue;
             }
+            let (value, name) = match param_name {
+                Some(p) => match param(op, p) {
+                    Some(Param::Value(v)) => (v.clone(), format!("{}_{p}_0", op_name(op))),
+                    _ => continue,
+                },
+                None => (Value::default(), op_name(op).to_string()),
+            };
+            let (uses, end) = chain_end(&graph, op);
+            let Some(dense) = end
+                .outputs
+                .first()
+                .and_then(|o| tensor_info(o.r#type.as_ref()))
+            else {
+                continue;
+            };
+            let info = match param_name {
+                // The LUT itself is quantized; sparse data is restored to its dense shape.
+                Some("lut") => match tensor_info(value.r#type.as_ref()) {
+                    Some(i) => i,
+                    None => continue,
+                },
+                _ => match op
+                    .outputs
+                    .first()
+                    .and_then(|o| tensor_info(o.r#type.as_ref()))
+                {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            if param_name.is_some()
+                && !tensor_info(value.r#type.as_ref()).is_some_and(|i| weight_file_eligible(&i))
+            {
+                continue;
+            }
+            let Some(op_config) = resolve_joint(config, &graph, &name, op)? else {
+                continue;
+            };
+            let threshold = op_config
+                .weight_threshold()
+                .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
+            if uses.is_empty() || dense.count() as u64 <= threshold {
+                continue;
+            }
+            let (output_axis, input_axis) = channel_axes(&graph, &uses, info.shape.len());
+            let conv_groups = max_conv_groups(&graph, &uses);
+            let site = match param_name {
+                Some(p) => Site::Param {
+                    op: (*op).clone(),
+                    param: p.to_string(),
+                },
+                None => Site::Op { op: (*op).clone() },
+            };
+            out.push(Candidate {
+                function: function_name.to_string(),
+                named: config.op_name.contains_key(&name),
+                name,
+                output: output_name(op).to_string(),
+                value,
+                info,
+                config: op_config.clone(),
+                output_axis,
+                input_axis,
+                consumer_types: uses.iter().map(|u| u.op.r#type.clone()).collect(),
+                conv_groups,
+                site,
+            });
         }
     }
     Ok(out)

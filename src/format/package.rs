@@ -128,6 +128,46 @@ impl Package {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Creates a fresh directory beside `dest` (`.<name>.<tag>-<pid>-<n>`), and `dest`'s parent if
+/// needed.
+fn temp_dir_beside(dest: &Path, tag: &str) -> Result<PathBuf> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| format_err!("{}: destination has no file name", dest.display()))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let temp = parent.join(format!(
+        ".{}.{tag}-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
+    Ok(temp)
+}
+
+/// A scratch directory beside a destination (for intermediate packages), removed when dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn beside(dest: &Path) -> Result<Self> {
+        temp_dir_beside(dest, "scratch").map(ScratchDir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A package being written. Nothing appears at the destination until [`PackageWriter::commit`];
 /// dropping the writer removes the temporary directory.
 pub struct PackageWriter {
@@ -143,21 +183,7 @@ impl PackageWriter {
     /// file and weights is carried over, and its manifest is kept.
     pub fn create(dest: impl AsRef<Path>, source: Option<&Package>) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
-        let name = dest
-            .file_name()
-            .ok_or_else(|| format_err!("{}: destination has no file name", dest.display()))?;
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let temp = parent.join(format!(
-            ".{}.tmp-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
+        let temp = temp_dir_beside(&dest, "tmp")?;
         let manifest = match source {
             Some(src) => src.manifest.clone(),
             None => Manifest::new_default(dest.to_string_lossy().as_bytes()),

@@ -75,6 +75,32 @@ fn decompress(
         .map_err(to_py)
 }
 
+/// Wraps the user functions of CUSTOM palettization (by id) for the engine.
+fn lut_function_caller(lut_functions: Option<Py<PyDict>>) -> Option<Box<LutFunction<'static>>> {
+    lut_functions.map(|functions| -> Box<LutFunction<'static>> {
+        Box::new(move |id: u64, group: GroupData<'_>, shape: &[usize]| {
+            call_lut_function(&functions, id, group, shape)
+                .map_err(|e| Error::Config(format!("lut_function failed: {e}")))
+        })
+    })
+}
+
+fn stats_records(py: Python<'_>, stats: Vec<pass::WeightStats>) -> PyResult<Vec<Py<PyAny>>> {
+    stats
+        .into_iter()
+        .map(|s| {
+            let d = PyDict::new(py);
+            d.set_item("function", s.function)?;
+            d.set_item("name", s.name)?;
+            d.set_item("shape", s.shape)?;
+            d.set_item("bytes_before", s.bytes_before)?;
+            d.set_item("bytes_after", s.bytes_after)?;
+            d.set_item("snr_db", s.snr_db)?;
+            Ok(d.into_any().unbind())
+        })
+        .collect()
+}
+
 #[pyfunction]
 #[pyo3(signature = (kind, input, output, config_json, joint_compression, lut_functions, progress=None))]
 #[allow(clippy::too_many_arguments)]
@@ -91,16 +117,8 @@ fn compress(
     let kind = pass::PassKind::from_name(kind).map_err(to_py)?;
     let config = OptimizationConfig::from_json(config_json).map_err(to_py)?;
     let mut report = progress_fn(progress);
-    let custom = lut_functions.map(|functions| {
-        move |id: u64,
-              group: GroupData<'_>,
-              shape: &[usize]|
-              -> crate::Result<(Vec<f64>, Vec<u8>)> {
-            call_lut_function(&functions, id, group, shape)
-                .map_err(|e| Error::Config(format!("lut_function failed: {e}")))
-        }
-    });
-    let custom_ref = custom.as_ref().map(|f| f as &LutFunction<'_>);
+    let custom = lut_function_caller(lut_functions);
+    let custom_ref = custom.as_deref();
     let (path, stats) = py
         .detach(|| {
             pass::run(
@@ -114,19 +132,40 @@ fn compress(
             )
         })
         .map_err(to_py)?;
+    Ok((path, stats_records(py, stats)?))
+}
+
+/// A recipe: `steps` are `(pass name, config JSON)`; every step after the first is joint.
+#[pyfunction]
+#[pyo3(signature = (input, output, steps, lut_functions, progress=None))]
+fn compress_recipe(
+    py: Python<'_>,
+    input: PathBuf,
+    output: PathBuf,
+    steps: Vec<(String, String)>,
+    lut_functions: Option<Py<PyDict>>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(PathBuf, Vec<Vec<Py<PyAny>>>)> {
+    let steps = steps
+        .iter()
+        .map(|(kind, config)| {
+            Ok(pass::Step {
+                kind: pass::PassKind::from_name(kind)?,
+                config: OptimizationConfig::from_json(config)?,
+            })
+        })
+        .collect::<crate::Result<Vec<_>>>()
+        .map_err(to_py)?;
+    let mut report = progress_fn(progress);
+    let custom = lut_function_caller(lut_functions);
+    let custom_ref = custom.as_deref();
+    let (path, stats) = py
+        .detach(|| pass::run_recipe(&input, &output, &steps, custom_ref, &mut report))
+        .map_err(to_py)?;
     let records = stats
         .into_iter()
-        .map(|s| {
-            let d = PyDict::new(py);
-            d.set_item("function", s.function)?;
-            d.set_item("name", s.name)?;
-            d.set_item("shape", s.shape)?;
-            d.set_item("bytes_before", s.bytes_before)?;
-            d.set_item("bytes_after", s.bytes_after)?;
-            d.set_item("snr_db", s.snr_db)?;
-            Ok(d.into_any().unbind())
-        })
-        .collect::<PyResult<Vec<Py<PyAny>>>>()?;
+        .map(|s| stats_records(py, s))
+        .collect::<PyResult<_>>()?;
     Ok((path, records))
 }
 
@@ -168,6 +207,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect, m)?)?;
     m.add_function(wrap_pyfunction!(compress, m)?)?;
+    m.add_function(wrap_pyfunction!(compress_recipe, m)?)?;
     torch_kernels::register(m)?;
     kernels::register(m)?;
     multifunction::register(m)?;
