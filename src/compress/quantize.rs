@@ -112,11 +112,12 @@ pub fn quantize_weight<T: WeightElement>(
     q: &QuantizeConfig,
     w: &[T],
 ) -> Result<Option<Quantized<T>>> {
-    if kernel::has_inf(w) {
-        return Ok(None);
-    }
-    let Some(blocks) = block_sizes(c, q.granularity, 0, None, &q.block_size)? else {
-        return Ok(None);
+    // coremltools skips a weight with ±inf before it looks at the block sizes.
+    let blocks = match block_sizes(c, q.granularity, 0, None, &q.block_size) {
+        Ok(Some(blocks)) => blocks,
+        Ok(None) => return Ok(None),
+        Err(_) if kernel::has_inf(w) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let mode = match q.mode {
         QuantizeMode::Linear => QuantMode::Linear,
@@ -124,8 +125,8 @@ pub fn quantize_weight<T: WeightElement>(
     };
     Ok(
         match kernel::quantize(w, &c.info.shape, &blocks, dtype_of(&q.dtype)?, mode)? {
-            QuantizeOutcome::Quantized(x) => Some(x),
-            QuantizeOutcome::Skipped(_) => None,
+            QuantizeOutcome::Quantized(x) if !x.has_inf => Some(x),
+            QuantizeOutcome::Quantized(_) | QuantizeOutcome::Skipped(_) => None,
         },
     )
 }

@@ -16,7 +16,8 @@
 //! - a block containing NaN has a NaN scale, codes 0 and zero point 0 (`qmax/2` for symmetric
 //!   unsigned). The NaN's payload bits are those of x86 propagation, not guaranteed elsewhere;
 //! - ±inf is not rejected here (coremltools' pass skips such weights before calling the kernel;
-//!   callers should do the same with [`has_inf`]); the arithmetic is still followed exactly.
+//!   callers should do the same, by [`Quantized::has_inf`]); the arithmetic is still followed
+//!   exactly.
 //!
 //! The sign of a zero `vmin`/`vmax` is the one place numpy is platform-dependent (its SIMD
 //! `minimum`/`maximum` pick either zero); we canonicalize both to `+0.0`, which is what coremltools
@@ -161,6 +162,10 @@ pub struct Quantized<T> {
     /// `constexpr_blockwise_shift_scale` restores it; summed in fixed pieces, so it does not
     /// depend on the thread count.
     pub energy: (f64, f64),
+    /// Whether any element is ±inf (coremltools skips such weights with the warning "The const
+    /// {op} has inf/-inf, which is not supported by quantization. Skipped."). Read off the
+    /// blocks' extremes, so it costs no pass of its own.
+    pub has_inf: bool,
 }
 
 /// Quantization either succeeds or is skipped with coremltools' warning text.
@@ -170,8 +175,8 @@ pub enum QuantizeOutcome<T> {
     Skipped(String),
 }
 
-/// Whether any element is ±inf (coremltools skips such weights with the warning
-/// "The const {op} has inf/-inf, which is not supported by quantization. Skipped.").
+/// Whether any element is ±inf, in a pass of its own (for callers that need to know before
+/// quantizing; [`quantize`] finds it as it goes, [`Quantized::has_inf`]).
 pub fn has_inf<T: WeightElement>(weight: &[T]) -> bool {
     // A branch-free fold per chunk vectorizes; `any` over chunks still stops early.
     weight
@@ -325,6 +330,13 @@ const NO_STAT: Stat = Stat {
     mx: f32::NEG_INFINITY,
     nan: false,
 };
+
+/// Whether a block holds ±inf: NaN never enters min/max, so an infinity is an extreme.
+fn any_inf(stats: &[Stat]) -> bool {
+    stats
+        .iter()
+        .any(|s| s.mn == f32::NEG_INFINITY || s.mx == f32::INFINITY)
+}
 
 #[inline(always)]
 fn lt_min(v: f32, m: f32) -> f32 {
@@ -579,7 +591,10 @@ fn codes_lanes<T: WeightElement, C: Code, H: HalfLanes>(
     }
     // The stored offset: the zero point, 0 where it is NaN (see `quantize`).
     let o: [f32; 8] = from_fn(|l| if z[l].is_nan() { 0.0 } else { z[l] });
-    dequant8::<T, H, false>(h, from_fn(|l| c[l] as f32), s, o)
+    // `constexpr_blockwise_shift_scale` rounds c, c − o and s·(c − o) to T; codes and offsets
+    // are integers below 2^8, so the first two are exact and one rounding (the affine form)
+    // gives the same value.
+    dequant8::<T, H, true>(h, from_fn(|l| c[l] as f32), s, o)
 }
 
 /// The codes of one widened row (`b.x`) with its blocks' parameters; adds the row's signal and
@@ -652,13 +667,15 @@ struct RowLocalTask<'a, T, C> {
 }
 
 impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
-    type Output = (f64, f64);
+    /// The energy, and whether any element is ±inf.
+    type Output = ((f64, f64), bool);
     #[inline(always)]
-    fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
+    fn run<H: HalfLanes>(self, h: H) -> Self::Output {
         let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
         let mut b = RowBufs::new(row_len);
         let mut stats = vec![NO_STAT; nb];
         let mut energy = ([0f64; 8], [0f64; 8]);
+        let mut inf = false;
         for ((w, p), c) in self
             .weight
             .chunks_exact(row_len)
@@ -668,10 +685,11 @@ impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
             widen_into(h, w, &mut b.x);
             stats.fill(NO_STAT);
             reduce_row(&b.x[..row_len], bl, &mut stats);
+            inf |= any_inf(&stats);
             params_into::<T, H>(h, &self.k, &stats, p);
             codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, c, &mut energy);
         }
-        energy_total(&energy)
+        (energy_total(&energy), inf)
     }
 }
 
@@ -759,13 +777,13 @@ fn min_tasks(n: usize) -> usize {
     }
 }
 
-/// Codes, per-block parameters and energy (see [`Quantized::energy`]) of `weight` (nonempty,
-/// rows of nonzero length).
-fn quantize_blocks<T: WeightElement, C: Code>(
-    weight: &[T],
-    t: &Tiling,
-    k: QConsts,
-) -> (Vec<C>, Vec<Param>, (f64, f64)) {
+/// What [`quantize_blocks`] makes: codes, per-block parameters, energy and whether there is an
+/// infinity (see [`Quantized`]).
+type Blocks<C> = (Vec<C>, Vec<Param>, (f64, f64), bool);
+
+/// Codes, per-block parameters, energy and the infinity check of `weight` (nonempty, rows of
+/// nonzero length).
+fn quantize_blocks<T: WeightElement, C: Code>(weight: &[T], t: &Tiling, k: QConsts) -> Blocks<C> {
     let (row_len, nb) = (t.row_len, t.last_blocks);
     let mut codes = vec![C::default(); weight.len()];
     let mut params = vec![Param::default(); t.block_rows * nb];
@@ -782,14 +800,20 @@ fn quantize_blocks<T: WeightElement, C: Code>(
             })
         };
         let (wc, pc, cc) = (rpt * row_len, rpt * nb, rpt * row_len);
-        let energies: Vec<(f64, f64)> = weight
+        let parts: Vec<((f64, f64), bool)> = weight
             .par_chunks(wc)
             .zip(params.par_chunks_mut(pc))
             .zip(codes.par_chunks_mut(cc))
             .with_min_len(min_tasks(weight.len()))
             .map(task)
             .collect();
-        return (codes, params, sum_energies(energies));
+        let inf = parts.iter().any(|&(_, inf)| inf);
+        return (
+            codes,
+            params,
+            sum_energies(parts.into_iter().map(|(e, _)| e)),
+            inf,
+        );
     }
     let (start, order) = t.rows_by_block_row();
     let mut stats = vec![NO_STAT; params.len()];
@@ -839,7 +863,7 @@ fn quantize_blocks<T: WeightElement, C: Code>(
         .with_min_len(min_tasks(weight.len()))
         .map(codes_task)
         .collect();
-    (codes, params, sum_energies(energies))
+    (codes, params, sum_energies(energies), any_inf(&stats))
 }
 
 /// A code container element.
@@ -883,7 +907,7 @@ pub fn quantize<T: WeightElement>(
     }
     let t = Tiling::new(shape, block_sizes);
     let k = QConsts::new::<T>(dtype, mode);
-    let (codes, params, energy) = if weight.is_empty() {
+    let (codes, params, energy, has_inf) = if weight.is_empty() {
         // numpy would raise on an empty reduction; define it as an all-zero block set.
         let zero = Stat {
             mn: 0.0,
@@ -902,13 +926,13 @@ pub fn quantize<T: WeightElement>(
         } else {
             Codes::Unsigned(vec![])
         };
-        (codes, params, (0.0, 0.0))
+        (codes, params, (0.0, 0.0), false)
     } else if dtype.signed() {
-        let (c, p, e) = quantize_blocks::<T, i8>(weight, &t, k);
-        (Codes::Signed(c), p, e)
+        let (c, p, e, inf) = quantize_blocks::<T, i8>(weight, &t, k);
+        (Codes::Signed(c), p, e, inf)
     } else {
-        let (c, p, e) = quantize_blocks::<T, u8>(weight, &t, k);
-        (Codes::Unsigned(c), p, e)
+        let (c, p, e, inf) = quantize_blocks::<T, u8>(weight, &t, k);
+        (Codes::Unsigned(c), p, e, inf)
     };
     let scale = params.iter().map(|p| T::from_f32(p.scale)).collect();
     let zp_code = |p: &Param| if p.zp.is_nan() { 0 } else { p.zp as i32 };
@@ -927,6 +951,7 @@ pub fn quantize<T: WeightElement>(
         scale_shape: t.nblocks.clone(),
         zero_point,
         energy,
+        has_inf,
     }))
 }
 
@@ -1713,6 +1738,16 @@ mod tests {
             (vec![0; 4], Some(127))
         );
         assert!(has_inf(&[1.0f32, f32::INFINITY]) && !has_inf(&[1.0f32, f32::NAN]));
+        // The kernel's own check, in the per-row path and across rows.
+        let mut w = vec![0.5f32; 64 * 32];
+        w[1000] = f32::NAN;
+        for bs in [[1, 8], [4, 0]] {
+            assert!(!q(&w, &[64, 32], &bs, QuantDtype::Int8, QuantMode::Linear).has_inf);
+        }
+        w[77] = f32::NEG_INFINITY;
+        for bs in [[1, 8], [4, 0]] {
+            assert!(q(&w, &[64, 32], &bs, QuantDtype::Int8, QuantMode::Linear).has_inf);
+        }
     }
 
     #[test]
