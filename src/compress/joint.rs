@@ -623,8 +623,8 @@ fn prune_chain(
     let dense = m.op(op)?.swap_remove(0);
     let (w, float) = float_weights(dense)?;
     let pruned = match &w {
-        Weights::F16(v) => prune_weight(c, &c.config, v)?.map(|p| p.mask),
-        Weights::F32(v) => prune_weight(c, &c.config, v)?.map(|p| p.mask),
+        Weights::F16(v) => prune_weight(c, &c.config, v)?.map(|p| p.mask_bools()),
+        Weights::F32(v) => prune_weight(c, &c.config, v)?.map(|p| p.mask_bools()),
     };
     let Some(mask) = pruned else { return Ok(false) };
     let mask: Vec<u8> = mask.into_iter().map(u8::from).collect();

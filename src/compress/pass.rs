@@ -25,7 +25,7 @@ use crate::{config_err, format_err};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::format::spec::proto::mil_spec::argument::binding::Binding;
-use crate::format::spec::proto::mil_spec::Block;
+use crate::format::spec::proto::mil_spec::{value, Block};
 use crate::mil::ops::output_name;
 use crate::mil::program::rename_uses;
 
@@ -92,6 +92,11 @@ pub enum Weights<'a> {
 /// Reads a candidate's values; None for integer or bool weights, which these passes skip.
 pub fn read_weights<'a>(package: &'a Package, c: &'a Candidate) -> Result<Option<Weights<'a>>> {
     let what = format!("function {}, const {}", c.function, c.name);
+    if let Some(value::Value::BlobFileValue(b)) = &c.value.value {
+        if let Ok((file, blob)) = package.blob_in_file(b) {
+            file.prefault(blob.data);
+        }
+    }
     let t = read_tensor(&c.value, package, &what)?;
     Ok(match t.info.dtype {
         DType::F16 => Some(Weights::F16(cast_values(t.bytes))),

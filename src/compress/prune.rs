@@ -9,7 +9,6 @@ use crate::compress::select::Candidate;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::kernels::fp16::WeightElement;
-use crate::kernels::pack;
 use crate::kernels::prune::{self as kernel, PruneOutcome, Pruned};
 use crate::mil::ops::{build_op, NewParam, ParamStyle};
 use crate::mil::tensor::TensorInfo;
@@ -84,7 +83,7 @@ fn emit_typed<T: WeightElement>(
     let _t = crate::trace::span("prune: encode");
     r.error = Some(pruned.energy);
     let name = format!("{}_sparsified", c.name);
-    let packed = pack::pack_mask(&pruned.mask);
+    let packed = pruned.mask;
     let count = pruned.nonzero.len();
     let nonzero = r.dense_value(Dense::from_weights(&[count], pruned.nonzero)?)?;
     let op = if target.ios18() {

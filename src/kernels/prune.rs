@@ -33,8 +33,11 @@ use crate::format_err;
 /// The sparse representation: a boolean mask over the flattened tensor and the surviving values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pruned<T> {
-    /// `value != 0` per element, row-major (pack with [`super::pack::pack_mask`]).
-    pub mask: Vec<bool>,
+    /// `value != 0` per element, row-major, as the packed bits mask tensors store
+    /// ([`super::pack::pack_mask`] layout: LSB first, padding bits zero).
+    pub mask: Vec<u8>,
+    /// Number of elements (of meaningful bits in `mask`).
+    pub len: usize,
     /// The nonzero values in row-major order (`popcount(mask)` of them).
     pub nonzero: Vec<T>,
     /// Signal and noise energy `(Σw², Σ(w−ŵ)²)` in f64 of the weight against its pruned form,
@@ -45,10 +48,15 @@ pub struct Pruned<T> {
 impl<T> Pruned<T> {
     /// Fraction of zeros (`1 - nnz / N`).
     pub fn sparsity(&self) -> f64 {
-        if self.mask.is_empty() {
+        if self.len == 0 {
             return 0.0;
         }
-        1.0 - self.nonzero.len() as f64 / self.mask.len() as f64
+        1.0 - self.nonzero.len() as f64 / self.len as f64
+    }
+
+    /// The mask, one bool per element.
+    pub fn mask_bools(&self) -> Vec<bool> {
+        super::pack::unpack_mask(&self.mask, self.len).expect("the mask holds len bits")
     }
 }
 
@@ -114,7 +122,8 @@ struct CollectTask<'a, T, F> {
     base: usize,
     by_multiply: bool,
     pruned: &'a F,
-    mask: &'a mut [bool],
+    /// One byte per eight elements.
+    mask: &'a mut [u8],
 }
 
 impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for CollectTask<'_, T, F> {
@@ -149,12 +158,8 @@ impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for Colle
                 noise[l] += d * d;
             }
             let n = (self.weight.len() - i).min(8);
-            let mask = &mut self.mask[i..i + n];
-            if n == 8 {
-                mask.copy_from_slice(&keep);
-            } else {
-                mask.copy_from_slice(&keep[..n]);
-            }
+            // Lanes past the end are 0, so they are not kept: padding bits stay zero.
+            self.mask[i / 8] = (0..8).fold(0u8, |byte, l| byte | (u8::from(keep[l]) << l));
             for l in 0..n {
                 nz[k] = self.weight[i + l];
                 if special && p[l] {
@@ -180,8 +185,8 @@ fn collect<T: WeightElement>(
 ) -> Pruned<T> {
     // Small enough that the per-task buffer is not a fresh mmap (page faults on every task).
     const CHUNK: usize = 1 << 14;
-    let mut mask = vec![false; weight.len()];
-    let task = |(c, (w, m)): (usize, (&[T], &mut [bool]))| {
+    let mut mask = vec![0u8; weight.len().div_ceil(8)];
+    let task = |(c, (w, m)): (usize, (&[T], &mut [u8]))| {
         dispatch(CollectTask {
             weight: w,
             base: c * CHUNK,
@@ -192,7 +197,7 @@ fn collect<T: WeightElement>(
     };
     let parts: Vec<(Vec<T>, (f64, f64))> = weight
         .par_chunks(CHUNK)
-        .zip(mask.par_chunks_mut(CHUNK))
+        .zip(mask.par_chunks_mut(CHUNK / 8))
         .enumerate()
         .map(task)
         .collect();
@@ -214,6 +219,7 @@ fn collect<T: WeightElement>(
         .for_each(|(place, (nz, _))| place.copy_from_slice(nz));
     Pruned {
         mask,
+        len: weight.len(),
         nonzero,
         energy,
     }
@@ -229,7 +235,7 @@ pub fn prune_threshold<T: WeightElement>(
 ) -> PruneOutcome<T> {
     let thr = T::lit(threshold).to_f32();
     let p = collect(weight, false, |_, x| x.map(|v| v.abs() <= thr));
-    let zeros = p.mask.len() - p.nonzero.len();
+    let zeros = p.len - p.nonzero.len();
     let sparsity = if weight.is_empty() {
         f64::NAN
     } else {
@@ -643,26 +649,9 @@ pub fn sparse_to_dense<T: Copy + Default + Send + Sync>(
     Ok(out)
 }
 
-/// [`sparse_to_dense`] with an unpacked boolean mask.
-pub fn sparse_to_dense_bool<T: Copy + Default>(nonzero: &[T], mask: &[bool]) -> Result<Vec<T>> {
-    let set = mask.iter().filter(|&&b| b).count();
-    if set != nonzero.len() {
-        return Err(format_err!(
-            "the mask has {set} set bits but there are {} nonzero values",
-            nonzero.len()
-        ));
-    }
-    let mut it = nonzero.iter();
-    Ok(mask
-        .iter()
-        .map(|&b| if b { *it.next().unwrap() } else { T::default() })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::pack::pack_mask;
     use half::f16;
     use proptest::prelude::*;
 
@@ -851,7 +840,7 @@ mod tests {
         }
     }
     fn dense(p: &Pruned<f32>) -> Vec<f32> {
-        sparse_to_dense(&p.nonzero, &pack_mask(&p.mask), p.mask.len()).unwrap()
+        sparse_to_dense(&p.nonzero, &p.mask, p.len).unwrap()
     }
 
     fn check<T: WeightElement>(w: &[T], case: usize) {
@@ -862,10 +851,10 @@ mod tests {
             "block" => pruned(prune_block(w, &[8, 9], a, b, dim).unwrap()),
             _ => pruned(prune_n_m(w, &[8, 9], a as usize, b, dim).unwrap()),
         };
-        assert_eq!(pack_mask(&p.mask), want, "case {case} {algo}");
+        assert_eq!(p.mask, want, "case {case} {algo}");
         let kept: Vec<T> = w
             .iter()
-            .zip(&p.mask)
+            .zip(&p.mask_bools())
             .filter(|(_, &m)| m)
             .map(|(v, _)| *v)
             .collect();
@@ -976,11 +965,11 @@ mod tests {
         // fp16: the default 1e-12 threshold becomes 0.0 (only exact zeros are pruned).
         let w16 = f16s(&[0x0001, 0x0000, 0x8000, 0x3C00]);
         let p = pruned(prune_threshold(&w16, 1e-12, 0.0));
-        assert_eq!(p.mask, vec![true, false, false, true]);
+        assert_eq!(p.mask_bools(), vec![true, false, false, true]);
         // q == 100 multiplies by 0 (inf becomes NaN and stays); q == 0 keeps everything.
         let w = [1.0f32, -2.0, f32::INFINITY, 0.0];
         let p = prune_magnitude(&w, 1.0).unwrap();
-        assert_eq!(p.mask, vec![false, false, true, false]);
+        assert_eq!(p.mask_bools(), vec![false, false, true, false]);
         assert!(p.nonzero[0].is_nan());
         let p = prune_magnitude(&w, 0.0).unwrap();
         assert_eq!(p.nonzero, vec![1.0, -2.0, f32::INFINITY]);
@@ -1003,10 +992,6 @@ mod tests {
             sparse_to_dense(&[1u8], &[0b1111_0001], 3).unwrap(),
             vec![1, 0, 0]
         );
-        assert_eq!(
-            sparse_to_dense_bool(&[1u8, 2], &[false, true, true]).unwrap(),
-            vec![0, 1, 2]
-        );
     }
 
     #[test]
@@ -1020,7 +1005,7 @@ mod tests {
             pruned(prune_n_m(&w, &[64, 2048], 1, 3, 0).unwrap()),
         ] {
             let (mut signal, mut noise) = (0.0, 0.0);
-            for (v, &kept) in w.iter().zip(&p.mask) {
+            for (v, &kept) in w.iter().zip(&p.mask_bools()) {
                 let v = v.to_f64();
                 signal += v * v;
                 noise += if kept { 0.0 } else { v * v };
@@ -1122,7 +1107,7 @@ mod tests {
                 }
             }
             let want_mask: Vec<bool> = w.iter().zip(&want).map(|(&v, &p)| !p && v != 0.0).collect();
-            prop_assert_eq!(got.mask, want_mask);
+            prop_assert_eq!(got.mask_bools(), want_mask);
         }
 
         #[test]
@@ -1136,7 +1121,7 @@ mod tests {
                 x + 1.0
             }).collect();
             let p = pruned(prune_n_m(&w, &shape, n, m, dim).unwrap());
-            prop_assert_eq!(p.mask.len() - p.nonzero.len(), len / m * n);
+            prop_assert_eq!(p.len - p.nonzero.len(), len / m * n);
         }
 
         #[test]
@@ -1153,7 +1138,7 @@ mod tests {
             let target = 0.5;
             let p = pruned(prune_block(&w, &shape, target, b, dim).unwrap());
             // The map has `blocks*cols` distinct norms, each repeated b times.
-            let zeros = p.mask.len() - p.nonzero.len();
+            let zeros = p.len - p.nonzero.len();
             let groups = blocks * cols;
             if groups % 2 == 1 {
                 prop_assert!(zeros >= len / 2);
@@ -1166,12 +1151,12 @@ mod tests {
         fn magnitude_kept_values_unchanged(vals in prop::collection::vec(-10.0f32..10.0, 1..200),
                                             t in 0.0f64..=1.0) {
             let p = prune_magnitude(&vals, t).unwrap();
-            let d = sparse_to_dense(&p.nonzero, &pack_mask(&p.mask), vals.len()).unwrap();
+            let d = sparse_to_dense(&p.nonzero, &p.mask, vals.len()).unwrap();
             for (x, y) in vals.iter().zip(&d) {
                 prop_assert!(*y == 0.0 || x == y);
             }
             // At least the target fraction is pruned (ties can only add).
-            let zeros = (p.mask.len() - p.nonzero.len()) as f64;
+            let zeros = (p.len - p.nonzero.len()) as f64;
             prop_assert!(zeros + 1.0 >= t * (vals.len() as f64 - 1.0));
         }
     }

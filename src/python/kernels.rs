@@ -17,7 +17,7 @@ use super::to_py;
 use crate::config_err;
 use crate::kernels::fp16::WeightElement;
 use crate::kernels::lut::{self, PaletteMode, PaletteOutcome, PaletteParams};
-use crate::kernels::prune::{self, PruneOutcome, Pruned};
+use crate::kernels::prune::{self, PruneOutcome};
 use crate::kernels::quantize::{
     self, Codes, DequantSource, Offset, QuantDtype, QuantMode, QuantizeOutcome,
 };
@@ -346,7 +346,8 @@ fn prune_t<'py, T: WeightElement + Element>(
         .map_err(to_py)?;
     match outcome {
         PruneOutcome::Skipped(reason) => reason.into_bound_py_any(py),
-        PruneOutcome::Pruned(Pruned { mask, nonzero, .. }) => {
+        PruneOutcome::Pruned(p) => {
+            let (mask, nonzero) = (p.mask_bools(), p.nonzero);
             let n = nonzero.len();
             (array(py, mask, shape)?, array(py, nonzero, vec![n])?).into_bound_py_any(py)
         }
