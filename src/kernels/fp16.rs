@@ -490,6 +490,19 @@ mod tests {
         assert_eq!(h[999], 700);
         assert_eq!(h[1000], 0);
         assert_eq!(h.iter().sum::<u64>(), 700_000);
+        // Any length, any thread count.
+        let odd: Vec<f16> = (0..700_003u64)
+            .map(|i| f16::from_bits((i * 7919 % 65536) as u16))
+            .collect();
+        let mut want = vec![0u64; 1 << 16];
+        odd.iter().for_each(|v| want[v.to_bits() as usize] += 1);
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| bit_histogram(&odd)), want);
+        }
     }
 
     #[test]
