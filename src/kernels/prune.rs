@@ -115,6 +115,34 @@ pub fn py_float_repr(x: f64) -> String {
     }
 }
 
+/// For each 8-bit lane mask, the set lanes in increasing order (then zeros): where each kept
+/// lane of a group of eight goes when the group is compacted.
+const KEPT_LANES: [[u8; 8]; 256] = {
+    let mut table = [[0u8; 8]; 256];
+    let mut bits = 0;
+    while bits < 256 {
+        let (mut lane, mut at) = (0, 0);
+        while lane < 8 {
+            if bits & (1 << lane) != 0 {
+                table[bits][at] = lane as u8;
+                at += 1;
+            }
+            lane += 1;
+        }
+        bits += 1;
+    }
+    table
+};
+
+/// The eight elements at `i` (defaults past the end).
+#[inline(always)]
+fn load_lanes<T: WeightElement>(w: &[T], i: usize) -> [T; 8] {
+    match w.get(i..i + 8) {
+        Some(s) => s.try_into().expect("eight elements"),
+        None => std::array::from_fn(|l| w.get(i + l).copied().unwrap_or_default()),
+    }
+}
+
 /// Mask and nonzero values of one chunk of the weight (see [`collect`]).
 struct CollectTask<'a, T, F> {
     weight: &'a [T],
@@ -131,8 +159,9 @@ impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for Colle
     type Output = (Vec<T>, (f64, f64));
     #[inline(always)]
     fn run<H: HalfLanes>(self, h: H) -> Self::Output {
-        // Branch-free compaction: every element is written, the count advances on kept ones.
-        let mut nz = vec![T::default(); self.weight.len() + 1];
+        // Branch-free compaction, eight lanes at a time: the kept lanes (in order, by a table)
+        // go to `nz[k..k + 8]`, then `k` advances by their count (slack for the last group).
+        let mut nz = vec![T::default(); self.weight.len() + 8];
         let mut k = 0;
         // f32 lane sums within the chunk (plenty for a report), f64 across chunks.
         let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
@@ -157,16 +186,28 @@ impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for Colle
                 signal[l] += xs[l] * xs[l];
                 noise[l] += d * d;
             }
-            let n = (self.weight.len() - i).min(8);
             // Lanes past the end are 0, so they are not kept: padding bits stay zero.
-            self.mask[i / 8] = (0..8).fold(0u8, |byte, l| byte | (u8::from(keep[l]) << l));
-            for l in 0..n {
-                nz[k] = self.weight[i + l];
-                if special && p[l] {
-                    nz[k] = T::from_f32(0.0 * xs[l]);
+            let bits = (0..8).fold(0u8, |byte, l| byte | (u8::from(keep[l]) << l));
+            self.mask[i / 8] = bits;
+            if special {
+                // A pruned inf/NaN is kept as `0 * v` (NaN): the rare, lane-by-lane way.
+                for l in 0..(self.weight.len() - i).min(8) {
+                    nz[k] = if p[l] {
+                        T::from_f32(0.0 * xs[l])
+                    } else {
+                        self.weight[i + l]
+                    };
+                    k += keep[l] as usize;
                 }
-                k += keep[l] as usize;
+                continue;
             }
+            let lanes = load_lanes(self.weight, i);
+            let order = &KEPT_LANES[bits as usize];
+            let out = &mut nz[k..k + 8];
+            for j in 0..8 {
+                out[j] = lanes[order[j] as usize];
+            }
+            k += bits.count_ones() as usize;
         }
         nz.truncate(k);
         let total = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
