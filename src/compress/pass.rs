@@ -401,8 +401,7 @@ fn write_jobs<T: Sync, R: Send>(
     let mut out = PackageWriter::create(output, Some(package))?;
     let (mut model, replaced) = rewrite::apply(package, jobs, &mut out, compute, progress)?;
     upgrade_spec(&mut model, target)?;
-    let records = replaced.into_iter().map(|(_, r)| r).collect();
-    Ok((rewrite::finish(package, model, out)?, records))
+    Ok((rewrite::finish(package, model, out)?, replaced))
 }
 
 fn job_of(c: Candidate) -> Job<Candidate> {
@@ -430,16 +429,14 @@ pub fn run_recipe(
     let opened_time = crate::trace::span("open and select");
     let Opened { package, target } = open_for(input, steps, steps.len() > 1)?;
     let model = &package.model;
-    for step in steps.iter().skip(1) {
-        if !joint_candidates(model, &step.config, step.kind.name())?.is_empty() {
-            drop(package);
-            return run_steps_through_packages(input, output, steps, custom, progress);
-        }
-    }
     // Per const (by function and output): the candidate each step selects, if any.
     let mut per_step: Vec<HashMap<(String, String), Candidate>> = Vec::new();
     for (k, step) in steps.iter().enumerate() {
         let selected = select(model, step, k > 0)?;
+        if selected.iter().any(|c| !matches!(c.site, Site::Const)) {
+            drop(package);
+            return run_steps_through_packages(input, output, steps, custom, progress);
+        }
         check_targets(step.kind, &selected, target)?;
         per_step.push(
             selected

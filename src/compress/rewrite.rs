@@ -174,31 +174,19 @@ impl Replacement {
     /// Drops the held tensors no op refers to and numbers the rest from 0, in order.
     pub fn retain_used(&mut self) {
         let mut used = vec![false; self.tensors.len()];
-        for op in &mut self.ops {
-            for_each_op_value(op, &mut |v| {
-                if let Some(value::Value::BlobFileValue(b)) = &v.value {
-                    if b.file_name == PENDING {
-                        used[b.offset as usize - self.first_index] = true;
-                    }
-                }
-            });
-        }
+        let first = self.first_index;
+        for_each_pending(&mut self.ops, &mut |b| {
+            used[b.offset as usize - first] = true
+        });
         let mut new_index = Vec::with_capacity(used.len());
         let mut kept = 0u64;
         for &u in &used {
             new_index.push(kept);
             kept += u as u64;
         }
-        let first = self.first_index;
-        for op in &mut self.ops {
-            for_each_op_value(op, &mut |v| {
-                if let Some(value::Value::BlobFileValue(b)) = &mut v.value {
-                    if b.file_name == PENDING {
-                        b.offset = new_index[b.offset as usize - first];
-                    }
-                }
-            });
-        }
+        for_each_pending(&mut self.ops, &mut |b| {
+            b.offset = new_index[b.offset as usize - first]
+        });
         let mut flags = used.into_iter();
         self.tensors.retain(|_| flags.next().unwrap_or(false));
         self.first_index = 0;
@@ -219,17 +207,24 @@ impl Replacement {
             let info = held.info();
             offsets.push(out.append(info.dtype, info.count() as u64, &bytes)?);
         }
-        for op in &mut self.ops {
-            for_each_op_value(op, &mut |v| {
-                if let Some(value::Value::BlobFileValue(b)) = &mut v.value {
-                    if b.file_name == PENDING {
-                        b.file_name = WRITTEN.to_string();
-                        b.offset = offsets[b.offset as usize];
-                    }
-                }
-            });
-        }
+        for_each_pending(&mut self.ops, &mut |b| {
+            b.file_name = WRITTEN.to_string();
+            b.offset = offsets[b.offset as usize];
+        });
         Ok(())
+    }
+}
+
+/// Calls `f` on every value of `ops` that refers to a held (pending) tensor.
+fn for_each_pending(ops: &mut [Operation], f: &mut impl FnMut(&mut value::BlobFileValue)) {
+    for op in ops {
+        for_each_op_value(op, &mut |v| {
+            if let Some(value::Value::BlobFileValue(b)) = &mut v.value {
+                if b.file_name == PENDING {
+                    f(b);
+                }
+            }
+        });
     }
 }
 
@@ -260,7 +255,7 @@ const CHUNK_BYTES: usize = 128 << 20;
 
 /// Runs `compute` over the jobs (in parallel, chunk by chunk), writes the results into the
 /// output weight file in job order and returns the package's model with the replacements made,
-/// and the record `compute` returned with each replacement (with its job's index). Each chunk is
+/// and the record `compute` returned with each replacement, in job order. Each chunk is
 /// written while the next one is computed. `progress(done, total)` is called after each chunk,
 /// on the calling thread.
 pub fn apply<T: Sync, R: Send>(
@@ -269,14 +264,14 @@ pub fn apply<T: Sync, R: Send>(
     out: &mut PackageWriter,
     compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Model, Vec<(usize, R)>)> {
+) -> Result<(Model, Vec<R>)> {
     let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
     let mut report = Vec::new();
     let mut write = |start: usize, results: Vec<Result<Option<(Replacement, R)>>>| -> Result<()> {
         for (index, result) in results.into_iter().enumerate() {
             let job = &jobs[start + index];
             if let Some((mut r, record)) = result? {
-                report.push((start + index, record));
+                report.push(record);
                 let _t = crate::trace::span("write new tensors");
                 r.emit(out.weights())?;
                 replaced

@@ -1125,13 +1125,10 @@ fn dequant_rows<T: WeightElement, D: DequantSource, const AFFINE: bool>(
             out,
         })
     };
-    if parallel(data.len()) {
-        out.par_chunks_mut(rpt * t.row_len)
-            .enumerate()
-            .for_each(task);
-    } else {
-        out.chunks_mut(rpt * t.row_len).enumerate().for_each(task);
-    }
+    out.par_chunks_mut(rpt * t.row_len)
+        .enumerate()
+        .with_min_len(min_tasks(data.len()))
+        .for_each(task);
 }
 
 /// The tiling and per-block parameters of a `constexpr_blockwise_shift_scale`, validated.
