@@ -11,7 +11,7 @@ use crate::compress::materialize::{Dense, Elements, Materializer};
 use crate::compress::palettize::{self, index_dtype, repeat_axis, LutFunction};
 use crate::compress::pass::{Target, Weights};
 use crate::compress::prune::prune_weight;
-use crate::compress::quantize::{codes_bytes, codes_dtype, quantize_weight, scale_offset_params};
+use crate::compress::quantize::{codes_dtype, quantize_weight, scale_offset_params};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::{Candidate, Site};
 use crate::config_err;
@@ -266,9 +266,10 @@ fn sparse_then_quantize(
         return Ok(false);
     };
     let codes_type = codes_dtype(dtype);
-    let kept = match &codes {
-        Codes::Signed(v) => Codes::Signed(select(v, &mask_bits)),
-        Codes::Unsigned(v) => Codes::Unsigned(select(v, &mask_bits)),
+    let kept = if dtype.signed() {
+        Codes::pack(dtype, &select(&codes.into_signed(), &mask_bits))?
+    } else {
+        Codes::pack(dtype, &select(&codes.into_unsigned(), &mask_bits))?
     };
     let kept_len = kept.len();
     let name = format!("{}_quantized", c.name);
@@ -279,7 +280,7 @@ fn sparse_then_quantize(
             "nonzero_data",
             NewParam::Value(r.value(NewTensor {
                 info: TensorInfo::new(codes_type, &[kept_len]),
-                bytes: codes_bytes(kept, codes_type)?,
+                bytes: kept.into_bytes(),
             })),
         ),
     ];
@@ -361,7 +362,7 @@ fn quantize_lut(
     let name = format!("{}_quantized", c.name);
     let data = r.value(NewTensor {
         info: TensorInfo::new(codes_type, &c.info.shape),
-        bytes: codes_bytes(codes, codes_type)?,
+        bytes: codes.into_bytes(),
     });
     let dense_out = op
         .outputs

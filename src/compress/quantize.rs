@@ -57,15 +57,6 @@ pub fn codes_dtype(d: QuantDtype) -> DType {
     }
 }
 
-pub fn codes_bytes(codes: Codes, dtype: DType) -> Result<Vec<u8>> {
-    let bits = dtype.bits().expect("integer types have a width");
-    if bits < 8 {
-        codes.pack(bits)
-    } else {
-        Ok(codes.into_bytes())
-    }
-}
-
 /// Quantizes one candidate into `r`; false when coremltools would skip it.
 pub fn emit(
     c: &Candidate,
@@ -99,7 +90,7 @@ pub fn scale_offset_params(
         let info = TensorInfo::new(codes_type, shape);
         let offset = r.value(NewTensor {
             info,
-            bytes: codes_bytes(zp.clone(), codes_type)?,
+            bytes: zp.bytes().to_vec(),
         });
         params.push(("offset", NewParam::Value(offset)));
     }
@@ -148,10 +139,10 @@ fn emit_typed<T: WeightElement>(
     r.error = Some(quantized.energy);
     let codes_type = codes_dtype(quantized.dtype);
     let name = format!("{}_quantized", c.name);
-    let codes = std::mem::replace(&mut quantized.codes, Codes::Unsigned(Vec::new()));
+    let codes = std::mem::replace(&mut quantized.codes, Codes::empty(quantized.dtype));
     let data = r.value(NewTensor {
         info: TensorInfo::new(codes_type, &c.info.shape),
-        bytes: codes_bytes(codes, codes_type)?,
+        bytes: codes.into_bytes(),
     });
     let scale_bytes = T::slice_to_le_bytes(&quantized.scale);
     let op = if target.ios18() {
@@ -186,7 +177,7 @@ fn emit_typed<T: WeightElement>(
         let axis = non_unit.first().copied().unwrap_or(0);
         let squeezed: Vec<usize> = non_unit.iter().map(|&a| quantized.scale_shape[a]).collect();
         let zp_bytes = match &quantized.zero_point {
-            Some(zp) => codes_bytes(zp.clone(), codes_type)?,
+            Some(zp) => zp.bytes().to_vec(),
             None => vec![0u8; quantized.scale.len()],
         };
         let int32_axis = NewTensor {

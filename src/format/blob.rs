@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use memmap2::Mmap;
+#[cfg(target_os = "linux")]
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::dtype::DType;
@@ -138,7 +140,15 @@ impl BlobFile {
             let to = (at + part.len())
                 .next_multiple_of(PAGE_GRAIN)
                 .min(map.len());
-            let _ = map.advise_range(memmap2::Advice::PopulateRead, from, to - from);
+            // In pieces on the thread pool: mapping pages is per-thread work that parallelizes.
+            const PIECE: usize = 4 << 20;
+            (0..(to - from).div_ceil(PIECE))
+                .into_par_iter()
+                .for_each(|piece| {
+                    let at = from + piece * PIECE;
+                    let len = PIECE.min(to - at);
+                    let _ = map.advise_range(memmap2::Advice::PopulateRead, at, len);
+                });
         }
         #[cfg(not(target_os = "linux"))]
         let _ = part;

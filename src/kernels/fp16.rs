@@ -353,32 +353,72 @@ pub fn f16_from_f64(x: f64) -> f16 {
 /// Counts of every f16 bit pattern in `data` (index = the bit pattern), O(n) and parallel.
 ///
 /// The basis of k-means on f16 weights: at most 65,536 distinct values exist, whatever the size
-/// of the tensor. Integer counts make the parallel sum independent of the thread count.
-/// Generic so that code generic over [`WeightElement`] can call it; only for f16 (panics on
-/// f32).
+/// of the tensor. Generic so that code generic over [`WeightElement`] can call it; only for f16
+/// (panics on f32).
 pub fn bit_histogram<T: WeightElement>(data: &[T]) -> Vec<u64> {
     assert!(T::IS_HALF, "bit_histogram is for float16 data");
+    key_histogram(data, 1 << 16, |v| (v.to_bits_u32() & 0xFFFF) as usize)
+}
+
+/// Counts of each `key(x)` (all below `bins`) over `data`, O(n) and parallel. Integer counts make
+/// the parallel sum independent of the thread count.
+pub fn key_histogram<T: Sync>(
+    data: &[T],
+    bins: usize,
+    key: impl Fn(&T) -> usize + Sync,
+) -> Vec<u64> {
     const CHUNK: usize = 1 << 18;
-    let count = |mut h: Vec<u64>, chunk: &[T]| {
-        for v in chunk {
-            h[(v.to_bits_u32() & 0xFFFF) as usize] += 1;
-        }
-        h
-    };
-    let empty = || vec![0u64; 1 << 16];
-    if data.len() <= CHUNK {
-        return count(empty(), data);
+    /// Counts in u32 (half the cache footprint of u64), moved to u64 before they could overflow.
+    struct Counts {
+        narrow: Vec<u32>,
+        wide: Vec<u64>,
+        pending: usize,
     }
-    // One histogram per rayon split, not per chunk: fresh 512 KB buffers cost page faults.
-    data.par_chunks(CHUNK)
-        .fold(empty, count)
+    impl Counts {
+        fn flush(&mut self) {
+            if self.wide.is_empty() {
+                self.wide = vec![0; self.narrow.len()];
+            }
+            for (w, n) in self.wide.iter_mut().zip(&mut self.narrow) {
+                *w += u64::from(std::mem::take(n));
+            }
+            self.pending = 0;
+        }
+        fn into_wide(mut self) -> Vec<u64> {
+            self.flush();
+            self.wide
+        }
+    }
+    let empty = || Counts {
+        narrow: vec![0; bins],
+        wide: Vec::new(),
+        pending: 0,
+    };
+    let count = |mut c: Counts, chunk: &[T]| {
+        if c.pending + chunk.len() > u32::MAX as usize {
+            c.flush();
+        }
+        for v in chunk {
+            c.narrow[key(v)] += 1;
+        }
+        c.pending += chunk.len();
+        c
+    };
+    if data.len() <= CHUNK {
+        return count(empty(), data).into_wide();
+    }
+    // A few pieces per thread, each with one table: fresh tables cost page faults, and counts
+    // add up to the same integers however the data is split.
+    let pieces = 4 * rayon::current_num_threads();
+    data.par_chunks(data.len().div_ceil(pieces).max(CHUNK))
+        .map(|piece| piece.chunks(CHUNK).fold(empty(), count).into_wide())
         .reduce_with(|mut a, b| {
             for (x, y) in a.iter_mut().zip(b) {
                 *x += y;
             }
             a
         })
-        .unwrap_or_else(empty)
+        .unwrap_or_else(|| vec![0; bins])
 }
 
 /// Monotone u32 key of an f32: `a < b` ⇔ `key(a) < key(b)` for non-NaN values. -0.0 and 0.0 get

@@ -217,6 +217,37 @@ pub fn pack_into<T: PackElem>(values: &[T], bits: u32, out: &mut [u8]) -> Result
     }
 }
 
+/// Packs `values` as fields `first..first + values.len()` of the stream that `out` holds from
+/// field 0 (for writers that fill a stream piece by piece, in order). Fields before the next
+/// multiple of eight are OR-ed into their bytes, which must hold only earlier fields so far; from
+/// there on whole bytes are written.
+pub fn pack_at<T: PackElem>(values: &[T], bits: u32, out: &mut [u8], first: usize) -> Result<()> {
+    check_bits(bits)?;
+    let lead = ((8 - first % 8) % 8).min(values.len());
+    let mask = (1u16 << bits) - 1;
+    for (j, v) in values[..lead].iter().enumerate() {
+        if !v.fits(bits) {
+            return Err(range_error(values, bits));
+        }
+        let at = (first + j) * bits as usize;
+        let field = (v.raw() as u16 & mask) << (at % 8);
+        out[at / 8] |= field as u8;
+        if at % 8 + bits as usize > 8 {
+            out[at / 8 + 1] |= (field >> 8) as u8;
+        }
+    }
+    let rest = &values[lead..];
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let start = (first + lead) / 8 * bits as usize;
+    pack_into(
+        rest,
+        bits,
+        &mut out[start..start + packed_len(rest.len(), bits)],
+    )
+}
+
 /// Packs `values` as `bits`-bit fields into `ceil(N·bits/8)` bytes (LSB first, unused high bits
 /// zero). `u8` values must be in `[0, 2^bits)`, `i8` values in `[-2^(bits-1), 2^(bits-1))`;
 /// anything else is an error.
@@ -514,6 +545,23 @@ mod tests {
             let p = pack(&vals, bits).unwrap();
             prop_assert!(padding_is_zero(&p, bits, vals.len()));
             prop_assert_eq!(unpack_signed(&p, bits, vals.len()).unwrap(), vals);
+        }
+
+        #[test]
+        fn pieces_pack_as_one_stream(bits in 1u32..=8, raw in prop::collection::vec(any::<i8>(), 0..200),
+                                     cuts in prop::collection::vec(0usize..200, 0..6)) {
+            let lo = -(1i32 << (bits - 1));
+            let span = 1i32 << bits;
+            let vals: Vec<i8> = raw.iter().map(|v| ((*v as i32 - lo).rem_euclid(span) + lo) as i8).collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(vals.len())).collect();
+            cuts.push(0);
+            cuts.push(vals.len());
+            cuts.sort_unstable();
+            let mut out = vec![0u8; packed_len(vals.len(), bits)];
+            for piece in cuts.windows(2) {
+                pack_at(&vals[piece[0]..piece[1]], bits, &mut out, piece[0]).unwrap();
+            }
+            prop_assert_eq!(out, pack(&vals, bits).unwrap());
         }
 
         #[test]

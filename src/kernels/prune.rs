@@ -25,7 +25,7 @@
 
 use rayon::prelude::*;
 
-use super::fp16::{bit_histogram, dispatch, load8, HalfLanes, LaneKernel, WeightElement};
+use super::fp16::{dispatch, key_histogram, load8, HalfLanes, LaneKernel, WeightElement};
 use crate::config_err;
 use crate::error::Result;
 use crate::format_err;
@@ -143,8 +143,25 @@ fn load_lanes<T: WeightElement>(w: &[T], i: usize) -> [T; 8] {
     }
 }
 
-/// Mask and nonzero values of one chunk of the weight (see [`collect`]).
-struct CollectTask<'a, T, F> {
+/// Eight lane flags as the bits of a byte (lane 0 in the lowest).
+#[inline(always)]
+fn lane_bits(flags: [bool; 8]) -> u8 {
+    (0..8).fold(0, |bits, l| bits | (u8::from(flags[l]) << l))
+}
+
+/// The value a pruned element becomes: `0 · v` (`by_multiply`, nonzero only for inf/NaN) or an
+/// exact 0.
+#[inline(always)]
+fn pruned_value(x: f32, by_multiply: bool) -> f32 {
+    if by_multiply {
+        0.0 * x
+    } else {
+        0.0
+    }
+}
+
+/// The first pass of [`collect`] over one chunk: its mask bytes, and what the second pass needs.
+struct MaskTask<'a, T, F> {
     weight: &'a [T],
     /// Index of `weight[0]` in the whole tensor.
     base: usize,
@@ -154,64 +171,102 @@ struct CollectTask<'a, T, F> {
     mask: &'a mut [u8],
 }
 
-impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for CollectTask<'_, T, F> {
-    /// The chunk's nonzero values and its energy.
-    type Output = (Vec<T>, (f64, f64));
+/// What the first pass learns about a chunk.
+struct ChunkMask {
+    /// Nonzero values in the chunk.
+    kept: usize,
+    /// Whether a pruned value stays nonzero (a pruned inf/NaN kept as `0 · v`, i.e. NaN).
+    special: bool,
+    /// Signal and noise energy of the chunk.
+    energy: (f64, f64),
+}
+
+impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for MaskTask<'_, T, F> {
+    type Output = ChunkMask;
     #[inline(always)]
-    fn run<H: HalfLanes>(self, h: H) -> Self::Output {
-        // Branch-free compaction, eight lanes at a time: the kept lanes (in order, by a table)
-        // go to `nz[k..k + 8]`, then `k` advances by their count (slack for the last group).
-        let mut nz = vec![T::default(); self.weight.len() + 8];
-        let mut k = 0;
+    fn run<H: HalfLanes>(self, h: H) -> ChunkMask {
         // f32 lane sums within the chunk (plenty for a report), f64 across chunks.
         let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
+        let (mut kept, mut special) = (0usize, false);
         for i in (0..self.weight.len()).step_by(8) {
             let xs = load8(h, self.weight, i);
-            let p = (self.pruned)(self.base + i, xs);
-            let mut keep = [false; 8];
-            let mut special = false;
+            let p = lane_bits((self.pruned)(self.base + i, xs));
+            // One loop per quantity, so that each is a vector over the lanes.
+            let mut v = [0f32; 8];
             for l in 0..8 {
-                // A pruned value is 0 (`np.where`) or `0 * v`, nonzero only for inf/NaN.
-                let v = if !p[l] {
-                    xs[l]
-                } else if self.by_multiply {
-                    0.0 * xs[l]
+                v[l] = if p >> l & 1 != 0 {
+                    pruned_value(xs[l], self.by_multiply)
                 } else {
-                    0.0
+                    xs[l]
                 };
-                keep[l] = v != 0.0;
-                special |= p[l] & keep[l];
-                // Lanes past the end are 0 and add nothing.
-                let d = xs[l] - v;
+            }
+            // Lanes past the end are 0: not kept (padding bits stay zero), no energy.
+            let bits = lane_bits(v.map(|x| x != 0.0));
+            let kept_pruned = p & bits;
+            for l in 0..8 {
                 signal[l] += xs[l] * xs[l];
-                noise[l] += d * d;
             }
-            // Lanes past the end are 0, so they are not kept: padding bits stay zero.
-            let bits = (0..8).fold(0u8, |byte, l| byte | (u8::from(keep[l]) << l));
+            for l in 0..8 {
+                noise[l] += (xs[l] - v[l]) * (xs[l] - v[l]);
+            }
+            special |= kept_pruned != 0;
             self.mask[i / 8] = bits;
-            if special {
-                // A pruned inf/NaN is kept as `0 * v` (NaN): the rare, lane-by-lane way.
-                for l in 0..(self.weight.len() - i).min(8) {
-                    nz[k] = if p[l] {
-                        T::from_f32(0.0 * xs[l])
-                    } else {
-                        self.weight[i + l]
-                    };
-                    k += keep[l] as usize;
-                }
-                continue;
-            }
-            let lanes = load_lanes(self.weight, i);
-            let order = &KEPT_LANES[bits as usize];
-            let out = &mut nz[k..k + 8];
-            for j in 0..8 {
-                out[j] = lanes[order[j] as usize];
-            }
-            k += bits.count_ones() as usize;
+            kept += bits.count_ones() as usize;
         }
-        nz.truncate(k);
         let total = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
-        (nz, (total(signal), total(noise)))
+        ChunkMask {
+            kept,
+            special,
+            energy: (total(signal), total(noise)),
+        }
+    }
+}
+
+/// The second pass of [`collect`] over one chunk: its kept values, in order, into `out`. Branch
+/// free, eight lanes at a time: the kept lanes (in order, by a table) go to `out[k..k + 8]`,
+/// then `k` advances by their count; the last group is written lane by lane.
+fn compact_chunk<T: WeightElement>(weight: &[T], mask: &[u8], out: &mut [T]) {
+    let mut k = 0;
+    for (i, &bits) in (0..weight.len()).step_by(8).zip(mask) {
+        let lanes = load_lanes(weight, i);
+        let order = &KEPT_LANES[bits as usize];
+        match out.get_mut(k..k + 8) {
+            Some(o) => {
+                for j in 0..8 {
+                    o[j] = lanes[order[j] as usize];
+                }
+            }
+            None => {
+                for (o, &lane) in out[k..].iter_mut().zip(order) {
+                    *o = lanes[lane as usize];
+                }
+            }
+        }
+        k += bits.count_ones() as usize;
+    }
+}
+
+/// [`compact_chunk`] for a chunk where some pruned values stay nonzero: each kept lane is the
+/// value itself, or `0 · v` where it was pruned.
+fn compact_chunk_special<T: WeightElement>(
+    weight: &[T],
+    base: usize,
+    mask: &[u8],
+    pruned: impl Fn(usize, [f32; 8]) -> [bool; 8],
+    out: &mut [T],
+) {
+    let mut k = 0;
+    for (i, &bits) in (0..weight.len()).step_by(8).zip(mask) {
+        let xs = std::array::from_fn(|l| weight.get(i + l).map_or(0.0, |v| v.to_f32()));
+        let p = pruned(base + i, xs);
+        for l in (0..8).filter(|l| bits & (1 << l) != 0) {
+            out[k] = if p[l] {
+                T::from_f32(pruned_value(xs[l], true))
+            } else {
+                weight[i + l]
+            };
+            k += 1;
+        }
     }
 }
 
@@ -219,45 +274,53 @@ impl<T: WeightElement, F: Fn(usize, [f32; 8]) -> [bool; 8]> LaneKernel for Colle
 /// of them for elements `i..i + 8` widened to `x` (lanes past the end are ignored): pruned
 /// elements become `T(0 · v)` (`by_multiply`, as `0 * val` / `val * (1 - mask)` in coremltools)
 /// or an exact 0 (`np.where(..., 0, val)`), kept ones stay `v`; `mask = result != 0`.
+///
+/// Two passes over the weight: the mask (with each chunk's count of kept values), then each
+/// chunk's values straight into their place in `nonzero`, with no buffer in between.
 fn collect<T: WeightElement>(
     weight: &[T],
     by_multiply: bool,
     pruned: impl Fn(usize, [f32; 8]) -> [bool; 8] + Sync,
 ) -> Pruned<T> {
-    // Small enough that the per-task buffer is not a fresh mmap (page faults on every task).
     const CHUNK: usize = 1 << 14;
     let mut mask = vec![0u8; weight.len().div_ceil(8)];
-    let task = |(c, (w, m)): (usize, (&[T], &mut [u8]))| {
-        dispatch(CollectTask {
-            weight: w,
-            base: c * CHUNK,
-            by_multiply,
-            pruned: &pruned,
-            mask: m,
-        })
-    };
-    let parts: Vec<(Vec<T>, (f64, f64))> = weight
+    let chunks: Vec<ChunkMask> = weight
         .par_chunks(CHUNK)
         .zip(mask.par_chunks_mut(CHUNK / 8))
         .enumerate()
-        .map(task)
+        .map(|(c, (w, m))| {
+            dispatch(MaskTask {
+                weight: w,
+                base: c * CHUNK,
+                by_multiply,
+                pruned: &pruned,
+                mask: m,
+            })
+        })
         .collect();
-    let energy = parts
+    let energy = chunks
         .iter()
-        .fold((0.0, 0.0), |(s, n), (_, (a, b))| (s + a, n + b));
-    // The chunks' values, concatenated in parallel into their places.
-    let mut nonzero = vec![T::default(); parts.iter().map(|(nz, _)| nz.len()).sum()];
-    let mut places = Vec::with_capacity(parts.len());
+        .fold((0.0, 0.0), |(s, n), c| (s + c.energy.0, n + c.energy.1));
+    let mut nonzero: Vec<T> = bytemuck::zeroed_vec(chunks.iter().map(|c| c.kept).sum());
+    let mut places = Vec::with_capacity(chunks.len());
     let mut rest = nonzero.as_mut_slice();
-    for (nz, _) in &parts {
-        let (place, tail) = rest.split_at_mut(nz.len());
+    for c in &chunks {
+        let (place, tail) = std::mem::take(&mut rest).split_at_mut(c.kept);
         places.push(place);
         rest = tail;
     }
     places
         .into_par_iter()
-        .zip(&parts)
-        .for_each(|(place, (nz, _))| place.copy_from_slice(nz));
+        .zip(weight.par_chunks(CHUNK).zip(mask.par_chunks(CHUNK / 8)))
+        .zip(&chunks)
+        .enumerate()
+        .for_each(|(c, ((out, (w, m)), info))| {
+            if info.special {
+                compact_chunk_special(w, c * CHUNK, m, &pruned, out);
+            } else {
+                compact_chunk(w, m, out);
+            }
+        });
     Pruned {
         mask,
         len: weight.len(),
@@ -315,16 +378,16 @@ fn mag_key<T: WeightElement>(x: T) -> u32 {
 fn order_stats<T: WeightElement>(values: &[T], k: usize) -> Option<(u32, u32)> {
     let k1 = (k + 1).min(values.len() - 1);
     if T::IS_HALF {
-        let h = bit_histogram(values);
-        let count = |a: usize| h[a] + h[a | 0x8000];
-        if (0x7C01..0x8000).any(|a| count(a) > 0) {
+        // Magnitude patterns only: a quarter of the table a histogram of all patterns needs.
+        let h = key_histogram(values, 1 << 15, |&v| (v.to_bits_u32() & 0x7FFF) as usize);
+        if h[0x7C01..].iter().any(|&n| n > 0) {
             return None;
         }
         // The smallest key whose cumulative count exceeds `rank`.
         let mut cum = 0u64;
         let (mut a, mut b) = (None, None);
-        for key in 0..=0x7C00usize {
-            cum += count(key);
+        for (key, &n) in h[..=0x7C00].iter().enumerate() {
+            cum += n;
             if a.is_none() && cum > k as u64 {
                 a = Some(key as u32);
             }

@@ -36,9 +36,10 @@ fn codes_array<'py>(
     codes: Codes,
     shape: Vec<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match codes {
-        Codes::Signed(v) => array(py, v, shape)?.into_any(),
-        Codes::Unsigned(v) => array(py, v, shape)?.into_any(),
+    Ok(if codes.dtype().signed() {
+        array(py, codes.into_signed(), shape)?.into_any()
+    } else {
+        array(py, codes.into_unsigned(), shape)?.into_any()
     })
 }
 
