@@ -365,60 +365,45 @@ pub fn bit_histogram<T: WeightElement>(data: &[T]) -> Vec<u64> {
 pub fn key_histogram<T: Sync>(
     data: &[T],
     bins: usize,
-    key: impl Fn(&T) -> usize + Sync,
+    key: impl Fn(&T) -> usize + Sync + Copy,
 ) -> Vec<u64> {
-    const CHUNK: usize = 1 << 18;
-    /// Counts in u32 (half the cache footprint of u64), moved to u64 before they could overflow.
-    struct Counts {
-        narrow: Vec<u32>,
-        wide: Vec<u64>,
-        pending: usize,
+    const MIN_PIECE: usize = 1 << 18;
+    if data.len() > u32::MAX as usize {
+        // Counted in u32 below: at most that many elements at a time.
+        return data
+            .chunks(u32::MAX as usize)
+            .map(|part| key_histogram(part, bins, key))
+            .reduce(add_counts)
+            .unwrap_or_else(|| vec![0; bins]);
     }
-    impl Counts {
-        fn flush(&mut self) {
-            if self.wide.is_empty() {
-                self.wide = vec![0; self.narrow.len()];
-            }
-            for (w, n) in self.wide.iter_mut().zip(&mut self.narrow) {
-                *w += u64::from(std::mem::take(n));
-            }
-            self.pending = 0;
+    // One u32 table (half the cache footprint of u64) per thread's piece: fresh tables cost page
+    // faults, and counts add up to the same integers however the data is split.
+    let count = |piece: &[T]| {
+        let mut table = vec![0u32; bins];
+        for v in piece {
+            table[key(v)] += 1;
         }
-        fn into_wide(mut self) -> Vec<u64> {
-            self.flush();
-            self.wide
-        }
-    }
-    let empty = || Counts {
-        narrow: vec![0; bins],
-        wide: Vec::new(),
-        pending: 0,
+        table
     };
-    let count = |mut c: Counts, chunk: &[T]| {
-        if c.pending + chunk.len() > u32::MAX as usize {
-            c.flush();
-        }
-        for v in chunk {
-            c.narrow[key(v)] += 1;
-        }
-        c.pending += chunk.len();
-        c
-    };
-    if data.len() <= CHUNK {
-        return count(empty(), data).into_wide();
-    }
-    // A few pieces per thread, each with one table: fresh tables cost page faults, and counts
-    // add up to the same integers however the data is split.
-    let pieces = 4 * rayon::current_num_threads();
-    data.par_chunks(data.len().div_ceil(pieces).max(CHUNK))
-        .map(|piece| piece.chunks(CHUNK).fold(empty(), count).into_wide())
-        .reduce_with(|mut a, b| {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-            a
-        })
+    let piece = data
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(MIN_PIECE);
+    data.par_chunks(piece)
+        .map(count)
+        .reduce_with(add_counts)
         .unwrap_or_else(|| vec![0; bins])
+        .into_iter()
+        .map(u64::from)
+        .collect()
+}
+
+/// Element-wise sum of two count tables.
+fn add_counts<C: std::ops::AddAssign + Copy>(mut a: Vec<C>, b: Vec<C>) -> Vec<C> {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+    a
 }
 
 /// Monotone u32 key of an f32: `a < b` ⇔ `key(a) < key(b)` for non-NaN values. -0.0 and 0.0 get

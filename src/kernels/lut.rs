@@ -961,7 +961,8 @@ fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> Gr
             pats.push((p as u16, (values.len() - 1) as u32));
         }
         let cl = optimal_kmeans_1d(&values, &weights, k);
-        let mut table = vec![0u8; 1 << 16];
+        // A fixed-size table: indexing it with a 16-bit pattern needs no bounds check.
+        let mut table = Box::new([0u8; 1 << 16]);
         for &(p, slot) in &pats {
             table[p as usize] = cl.labels[slot as usize] as u8;
         }
@@ -971,7 +972,7 @@ fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> Gr
             .zip(g.par_chunks(PAR_CHUNK))
             .for_each(|(out, src)| {
                 for (o, v) in out.iter_mut().zip(src) {
-                    *o = table[v.to_bits_u32() as usize & 0xFFFF];
+                    *o = table[v.to_bits_u32() as u16 as usize];
                 }
             });
         let lut: Vec<T> = lut_from_centroids(&cl, nbits);
