@@ -19,6 +19,7 @@
 //!
 //! Groups are independent and run in parallel; every result is the same for any thread count.
 
+use std::array::from_fn;
 use std::borrow::Cow;
 
 use rayon::prelude::*;
@@ -659,35 +660,139 @@ fn pad_lut<T: WeightElement>(mut lut: Vec<T>, len: usize) -> Vec<T> {
 // ---------------------------------------------------------------------------------------------
 // UNIFORM
 
-fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
-    let (mut lo, mut hi) = (g[0], g[0]);
-    for &v in g {
-        if v < lo {
-            lo = v;
+/// Extremes of one piece of a group, as f32 values of `T`.
+struct ExtremesTask<'a, T> {
+    values: &'a [T],
+}
+
+impl<T: WeightElement> LaneKernel for ExtremesTask<'_, T> {
+    type Output = (f32, f32);
+    #[inline(always)]
+    fn run<H: HalfLanes>(self, h: H) -> (f32, f32) {
+        let first = self.values[0].to_f32();
+        let (mut lo, mut hi) = ([first; 8], [first; 8]);
+        for i in (0..self.values.len()).step_by(8) {
+            // Lanes past the end repeat the first value.
+            let x: [f32; 8] = match self.values.get(i..i + 8) {
+                Some(s) => T::widen8(h, s.try_into().expect("eight")),
+                None => std::array::from_fn(|l| {
+                    self.values.get(i + l).unwrap_or(&self.values[0]).to_f32()
+                }),
+            };
+            for l in 0..8 {
+                lo[l] = if x[l] < lo[l] { x[l] } else { lo[l] };
+                hi[l] = if x[l] > hi[l] { x[l] } else { hi[l] };
+            }
         }
-        if v > hi {
-            hi = v;
-        }
+        (
+            lo.into_iter().fold(f32::INFINITY, f32::min),
+            hi.into_iter().fold(f32::NEG_INFINITY, f32::max),
+        )
     }
+}
+
+/// coremltools' uniform indices of one piece: `round((w − lo) / range · levels)`, each op
+/// rounded to `T` as numpy does, then cast to an integer; returns the piece's signal and noise
+/// energy against the LUT entries (`table`) the indices select.
+struct UniformTask<'a, T> {
+    values: &'a [T],
+    lo: f32,
+    range: f32,
+    levels: f32,
+    table: &'a [f32; 256],
+    indices: &'a mut [u8],
+}
+
+impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
+    type Output = (f64, f64);
+    #[inline(always)]
+    fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
+        let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
+        for (i, out) in (0..self.values.len())
+            .step_by(8)
+            .zip(self.indices.chunks_mut(8))
+        {
+            let x = load8(h, self.values, i);
+            // `from_fn`, not `map`: `map` is not inlined into the AVX2 code.
+            let a = T::round8(h, from_fn(|l| x[l] - self.lo));
+            let b = T::round8(h, from_fn(|l| a[l] / self.range));
+            let c = T::round8(h, from_fn(|l| b[l] * self.levels));
+            // Quotients are in [0, levels] (or NaN): rounded by adding 2^23, whose low mantissa
+            // bits are then the integer, a form that vectorizes; anything else as numpy casts it.
+            let idx: [u8; 8] = if c.iter().all(|v| (0.0..=255.0).contains(v)) {
+                from_fn(|l| (c[l] + 8_388_608.0).to_bits() as u8)
+            } else {
+                from_fn(|l| trunc_to_i32_x86(c[l].round_ties_even()) as u8)
+            };
+            out.copy_from_slice(&idx[..out.len()]);
+            for l in 0..8 {
+                signal[l] += x[l] * x[l];
+            }
+            for l in 0..out.len() {
+                let d = x[l] - self.table[idx[l] as usize];
+                noise[l] += d * d;
+            }
+        }
+        let total = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
+        (total(signal), total(noise))
+    }
+}
+
+fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
+    let extremes = g
+        .par_chunks(PAR_CHUNK)
+        .map(|values| dispatch(ExtremesTask { values }))
+        .reduce_with(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+        .expect("a group is never empty");
+    // A running minimum (maximum) keeps the first of equal values: for ±0 that is the first
+    // zero of the group.
+    let first_zero = || {
+        *g.iter()
+            .find(|v| v.to_f32() == 0.0)
+            .expect("a zero extreme")
+    };
+    let extreme = |v: f32| {
+        if v == 0.0 {
+            first_zero()
+        } else {
+            T::from_f32(v)
+        }
+    };
+    let (lo, hi) = (extreme(extremes.0), extreme(extremes.1));
     let levels = T::from_f32(((1u32 << nbits) - 1) as f32);
     let range = hi.sub(lo);
     let scale = range.div(levels);
-    let indices = g
-        .par_iter()
-        .with_min_len(1 << 14)
-        .map(|&v| {
-            let q = v.sub(lo).div(range).mul(levels).round_ties_even();
-            trunc_to_i32_x86(q.to_f32()) as u8
-        })
-        .collect();
     // numpy: int64 array times a numpy scalar computes in float64, then casts once.
-    let lut = (0..1u32 << nbits)
+    let lut: Vec<T> = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
         .collect();
+    // An index outside the LUT (a NaN quotient casts to 0, never above) restores to NaN.
+    let mut table = [f32::NAN; 256];
+    for (t, v) in table.iter_mut().zip(&lut) {
+        *t = v.to_f32();
+    }
+    let mut indices = vec![0u8; g.len()];
+    let parts: Vec<(f64, f64)> = indices
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(g.par_chunks(PAR_CHUNK))
+        .map(|(indices, values)| {
+            dispatch(UniformTask {
+                values,
+                lo: lo.to_f32(),
+                range: range.to_f32(),
+                levels: levels.to_f32(),
+                table: &table,
+                indices,
+            })
+        })
+        .collect();
+    let energy = parts
+        .into_iter()
+        .fold((0.0, 0.0), |(s, n), (a, b)| (s + a, n + b));
     GroupLut {
         lut,
         indices,
-        energy: None,
+        energy: Some(energy),
     }
 }
 
@@ -2597,6 +2702,68 @@ mod tests {
             let g = if a % 2 == 0 { 0 } else { shape[ax] / 2 };
             (shape, ax, g, cd)
         })
+    }
+
+    /// coremltools' uniform palettization element by element (running extremes keeping the
+    /// first of equal values, numpy's op-by-op rounding, x86's NaN cast).
+    fn uniform_reference<T: WeightElement>(g: &[T], nbits: u8) -> (Vec<T>, Vec<u8>) {
+        let (mut lo, mut hi) = (g[0], g[0]);
+        for &v in g {
+            if v < lo {
+                lo = v;
+            }
+            if v > hi {
+                hi = v;
+            }
+        }
+        let levels = T::from_f32(((1u32 << nbits) - 1) as f32);
+        let range = hi.sub(lo);
+        let scale = range.div(levels);
+        let indices = g
+            .iter()
+            .map(|&v| {
+                let q = v.sub(lo).div(range).mul(levels).round_ties_even();
+                trunc_to_i32_x86(q.to_f32()) as u8
+            })
+            .collect();
+        let lut = (0..1u32 << nbits)
+            .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
+            .collect();
+        (lut, indices)
+    }
+
+    proptest! {
+        #[test]
+        fn uniform_equals_the_elementwise_reference(
+            bits in proptest::collection::vec(any::<u16>(), 1..300),
+            spread in 0u16..4,
+            nbits in prop::sample::select(vec![1u8, 2, 4, 8]),
+        ) {
+            // Finite patterns, some runs narrowed to few values (ties, zeros of both signs,
+            // constant groups, ranges that overflow fp16).
+            let g: Vec<f16> = bits
+                .iter()
+                .map(|&b| {
+                    let b = match spread {
+                        0 => b & 0x8001,
+                        1 => b & 0x83FF,
+                        _ => b,
+                    };
+                    let v = f16::from_bits(b);
+                    if v.is_finite() { v } else { f16::from_bits(b & 0x83FF) }
+                })
+                .collect();
+            let got = uniform(&g, nbits);
+            let (lut, indices) = uniform_reference(&g, nbits);
+            prop_assert_eq!(got.indices, indices);
+            prop_assert_eq!(
+                got.lut.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                lut.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            let g32: Vec<f32> = g.iter().map(|v| v.to_f32() * 1e30).collect();
+            let got = uniform(&g32, nbits);
+            prop_assert_eq!(got.indices, uniform_reference(&g32, nbits).1);
+        }
     }
 
     proptest! {
