@@ -142,7 +142,7 @@ impl Codes {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// Element `i` widened.
+    /// Element `i` widened (a 4- or 8-bit field never straddles two bytes).
     pub fn get(&self, i: usize) -> i32 {
         let bits = self.dtype.nbits();
         let at = i * bits as usize;
