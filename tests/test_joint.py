@@ -107,3 +107,27 @@ def test_int4_then_prune_where_coremltools_fails(model_dir: Path, oracle_dir: Pa
         kept = after[k] != 0
         np.testing.assert_array_equal(after[k][kept], before[k][kept])
         assert (after[k] == 0).mean() >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(("prune", M(target_sparsity=0.5)), ("palettize", P(nbits=4))), (("palettize", P(nbits=4)), ("prune", M(target_sparsity=0.5)))],
+)
+def test_joint_report_measures_the_change(first: tuple, second: tuple, model_dir: Path, tmp_path: Path) -> None:
+    """The report's SNR of a joint step is that of the dense weight after it against before it."""
+    src = models.build("linear", model_dir, "iOS18", "fp16")
+    step1 = tmp_path / "step1.mlpackage"
+    STEP[first[0]](str(src), cto.OptimizationConfig(global_config=first[1]), output_path=step1)
+    ours = tmp_path / "ours.mlpackage"
+    _, report = STEP[second[0]](str(step1), cto.OptimizationConfig(global_config=second[1]), joint_compression=True, output_path=ours, with_report=True)
+    before, after = models.dense_weights(step1), models.dense_weights(ours)
+    assert before.keys() == after.keys()
+
+    def snr(w: np.ndarray, r: np.ndarray) -> float:
+        w, r = w.astype(np.float64), r.astype(np.float64)
+        return float(10 * np.log10(np.sum(w * w) / np.sum((w - r) ** 2)))
+
+    # Report names are the joint sites' names: compare the sets of values.
+    want = sorted(snr(before[k], after[k]) for k in before if not np.array_equal(before[k], after[k]))
+    assert len(report) == len(want) > 1
+    assert sorted(e["snr_db"] for e in report) == pytest.approx(want, abs=1e-3)

@@ -9,7 +9,7 @@ use half::f16;
 use crate::compress::config::{Granularity, OpConfig, PaletteConfig, QuantizeConfig};
 use crate::compress::materialize::{Dense, Elements, Materializer};
 use crate::compress::palettize::{self, index_dtype, repeat_axis, LutFunction};
-use crate::compress::pass::{Target, Weights};
+use crate::compress::pass::{error_energy, Target, Weights};
 use crate::compress::prune::prune_weight;
 use crate::compress::quantize::{codes_dtype, quantize_weight, scale_offset_params};
 use crate::compress::rewrite::{NewTensor, Replacement};
@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::format::spec::proto::mil_spec::Operation;
 use crate::kernels::fp16::WeightElement;
-use crate::kernels::lut::Palettized;
+use crate::kernels::lut::{self, Palettized};
 use crate::kernels::pack;
 use crate::kernels::quantize::Codes;
 use crate::mil::ops::{build_op, op_name, param, NewParam, Param, ParamStyle};
@@ -131,6 +131,26 @@ impl PalettizedAny {
         }
     }
 
+    /// Signal and noise energy of the weight `w` (zeros where `mask` is 0) against this
+    /// palettization restored at the kept positions only: the pruned zeros stay exact.
+    fn kept_energy(&self, w: &Weights, mask: &[u8]) -> Result<(f64, f64)> {
+        fn typed<T: WeightElement>(x: &Palettized<T>, w: &[T], mask: &[u8]) -> Result<(f64, f64)> {
+            let (mut restored, _) =
+                lut::lut_to_dense(&x.indices, &x.indices_shape, &x.lut, &x.lut_shape, None)?;
+            for ((r, &v), &m) in restored.iter_mut().zip(w).zip(mask) {
+                if m == 0 {
+                    *r = v;
+                }
+            }
+            Ok(error_energy(w, &restored))
+        }
+        match (self, w) {
+            (PalettizedAny::F16(x), Weights::F16(w)) => typed(x, w, mask),
+            (PalettizedAny::F32(x), Weights::F32(w)) => typed(x, w, mask),
+            _ => Err(config_err!("internal: palettization of another float type")),
+        }
+    }
+
     fn lut_tensor(&self) -> NewTensor {
         match self {
             PalettizedAny::F16(x) => NewTensor {
@@ -202,6 +222,7 @@ fn sparse_then_palettize(
     let Some(x) = palettize_float(c, p, &w, target, custom)? else {
         return Ok(false);
     };
+    r.error = Some(x.kept_energy(&w, &mask_bits)?);
     let (indices, _, nbits, _) = x.indices();
     let kept = select(indices, &mask_bits);
     let name = format!("{}_palettized", c.name);
@@ -624,10 +645,14 @@ fn prune_chain(
     let dense = m.op(op)?.swap_remove(0);
     let (w, float) = float_weights(dense)?;
     let pruned = match &w {
-        Weights::F16(v) => prune_weight(c, &c.config, v)?.map(|p| p.mask_bools()),
-        Weights::F32(v) => prune_weight(c, &c.config, v)?.map(|p| p.mask_bools()),
+        Weights::F16(v) => prune_weight(c, &c.config, v)?.map(|p| (p.mask_bools(), p.energy)),
+        Weights::F32(v) => prune_weight(c, &c.config, v)?.map(|p| (p.mask_bools(), p.energy)),
     };
-    let Some(mask) = pruned else { return Ok(false) };
+    let Some((mask, energy)) = pruned else {
+        return Ok(false);
+    };
+    // Against the chain's dense value, which is what pruning changes.
+    r.error = Some(energy);
     let mask: Vec<u8> = mask.into_iter().map(u8::from).collect();
     let kept_count = mask.iter().filter(|&&b| b != 0).count();
     let mask_value = r.value(NewTensor {
