@@ -111,7 +111,12 @@ def test_int4_then_prune_where_coremltools_fails(model_dir: Path, oracle_dir: Pa
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [(("prune", M(target_sparsity=0.5)), ("palettize", P(nbits=4))), (("palettize", P(nbits=4)), ("prune", M(target_sparsity=0.5)))],
+    [
+        (("prune", M(target_sparsity=0.5)), ("palettize", P(nbits=4))),
+        (("palettize", P(nbits=4)), ("prune", M(target_sparsity=0.5))),
+        (("prune", M(target_sparsity=0.5)), ("quantize", Q(mode="linear", dtype="uint4", granularity="per_block", block_size=32))),
+        (("prune", M(n_m_ratio=(2, 4))), ("quantize", Q())),
+    ],
 )
 def test_joint_report_measures_the_change(first: tuple, second: tuple, model_dir: Path, tmp_path: Path) -> None:
     """The report's SNR of a joint step is that of the dense weight after it against before it."""

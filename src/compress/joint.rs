@@ -183,6 +183,8 @@ struct QuantizedAny {
     scale_shape: Vec<usize>,
     zero_point: Option<Codes>,
     dtype: crate::kernels::quantize::QuantDtype,
+    /// Signal and noise energy of the quantized values (see `Quantized::energy`).
+    energy: (f64, f64),
 }
 
 fn quantize_any(c: &Candidate, q: &QuantizeConfig, w: &Weights) -> Result<Option<QuantizedAny>> {
@@ -193,6 +195,7 @@ fn quantize_any(c: &Candidate, q: &QuantizeConfig, w: &Weights) -> Result<Option
             scale_shape: x.scale_shape,
             zero_point: x.zero_point,
             dtype: x.dtype,
+            energy: x.energy,
         }
     }
     Ok(match w {
@@ -282,10 +285,14 @@ fn sparse_then_quantize(
         scale_shape,
         zero_point,
         dtype,
+        energy,
     }) = quantize_any(c, q, &w)?
     else {
         return Ok(false);
     };
+    // The pruned zeros quantize to the zero point and restore to exactly 0, so the energy of the
+    // whole dense weight is that of the kept values.
+    r.error = Some(energy);
     let codes_type = codes_dtype(dtype);
     let kept = if dtype.signed() {
         Codes::pack(dtype, &select(&codes.into_signed(), &mask_bits))?
@@ -369,6 +376,7 @@ fn quantize_lut(
         scale_shape,
         zero_point,
         dtype,
+        ..
     }) = quantize_any(c, q, &w)?
     else {
         return Ok(false);
