@@ -93,8 +93,8 @@ def prune_array(
     dim: int = 0,
     threshold: float = 0.0,
     minimum_sparsity_percentile: float = 0.0,
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any]] | str:
-    """``(mask, nonzero_data)``, or the reason the weight is skipped."""
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any], npt.NDArray[Any]] | str:
+    """``(mask, nonzero_data, dense)``, or the reason the weight is skipped."""
 
 
 # --- multifunction packages (src/python/multifunction.rs) -------------------------------------

@@ -523,9 +523,8 @@ def prune(
             )
     if _skipped(result):
         return None
-    mask, nonzero = result
-    mask = mask.reshape(w.shape)
-    return SparseParams(nonzero, mask, sparse_to_dense(nonzero, mask))
+    mask, nonzero, dense = result
+    return SparseParams(nonzero, mask.reshape(w.shape), dense.reshape(w.shape))
 
 
 def sparse_to_dense(nonzero_data: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -736,20 +736,37 @@ pub fn sparse_to_dense<T: Copy + Default + Send + Sync>(
             nonzero.len()
         ));
     }
+    // Chunks of whole mask bytes, each starting at the nonzero value that the set bits before
+    // it have used up (padding bits only ever sit in the last byte).
+    const CHUNK: usize = 1 << 14;
+    let bytes = &mask[..count.div_ceil(8)];
+    let starts: Vec<usize> = bytes
+        .chunks(CHUNK / 8)
+        .scan(0, |used, c| {
+            let start = *used;
+            *used += super::pack::popcount(c);
+            Some(start)
+        })
+        .collect();
     let mut out = vec![T::default(); count];
-    let mut k = 0usize;
-    for (byte_i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut bits = mask[byte_i];
-        while bits != 0 {
-            let j = bits.trailing_zeros() as usize;
-            if j >= chunk.len() {
-                break;
+    out.par_chunks_mut(CHUNK)
+        .zip(bytes.par_chunks(CHUNK / 8))
+        .zip(starts)
+        .for_each(|((out, mask), start)| {
+            let mut k = start;
+            for (chunk, &byte) in out.chunks_mut(8).zip(mask) {
+                let mut bits = byte;
+                while bits != 0 {
+                    let j = bits.trailing_zeros() as usize;
+                    if j >= chunk.len() {
+                        break;
+                    }
+                    chunk[j] = nonzero[k];
+                    k += 1;
+                    bits &= bits - 1;
+                }
             }
-            chunk[j] = nonzero[k];
-            k += 1;
-            bits &= bits - 1;
-        }
-    }
+        });
     Ok(out)
 }
 
@@ -1096,6 +1113,19 @@ mod tests {
             sparse_to_dense(&[1u8], &[0b1111_0001], 3).unwrap(),
             vec![1, 0, 0]
         );
+    }
+
+    #[test]
+    fn sparse_to_dense_across_chunks() {
+        // Several parallel chunks, an uneven count, every other pattern of set bits.
+        let count = 3 * (1 << 14) + 77;
+        let keep: Vec<bool> = (0..count).map(|i| (i * 7919) % 5 < 2).collect();
+        let nonzero: Vec<u32> = (0..count as u32).filter(|&i| keep[i as usize]).collect();
+        let dense = sparse_to_dense(&nonzero, &crate::kernels::pack::pack_mask(&keep), count);
+        let want: Vec<u32> = (0..count as u32)
+            .map(|i| if keep[i as usize] { i } else { 0 })
+            .collect();
+        assert_eq!(dense.unwrap(), want);
     }
 
     #[test]

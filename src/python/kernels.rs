@@ -348,15 +348,24 @@ fn prune_t<'py, T: WeightElement + Element>(
     match outcome {
         PruneOutcome::Skipped(reason) => reason.into_bound_py_any(py),
         PruneOutcome::Pruned(p) => {
+            let dense = py
+                .detach(|| prune::sparse_to_dense(&p.nonzero, &p.mask, p.len))
+                .map_err(to_py)?;
             let (mask, nonzero) = (p.mask_bools(), p.nonzero);
             let n = nonzero.len();
-            (array(py, mask, shape)?, array(py, nonzero, vec![n])?).into_bound_py_any(py)
+            (
+                array(py, mask, shape.clone())?,
+                array(py, nonzero, vec![n])?,
+                array(py, dense, shape)?,
+            )
+                .into_bound_py_any(py)
         }
     }
 }
 
-/// Prunes one weight: `(mask, nonzero_data)` with a boolean mask of the weight's shape and the
-/// surviving values in row-major order, or coremltools' reason for skipping it (a `str`).
+/// Prunes one weight: `(mask, nonzero_data, dense)` with a boolean mask of the weight's shape,
+/// the surviving values in row-major order and the pruned weight, or coremltools' reason for
+/// skipping it (a `str`).
 /// `kind` is "magnitude" (`target_sparsity`, optional `block_size` and `dim`), "n_m" (`n`, `m`,
 /// `dim`) or "threshold" (`threshold`, `minimum_sparsity_percentile`).
 #[pyfunction]
