@@ -131,14 +131,29 @@ def _run(
             f"joint_compression only supports bool, but got {type(joint_compression)}"
         )
     config_json, functions = _native_config(config, kind, _ACCEPTED[kind])
+    result, report = _into_package(
+        model,
+        output_path,
+        lambda src, dst: _native.compress(
+            kind, src, dst, config_json, joint_compression, functions or None, progress
+        ),
+    )
+    return (result, report) if with_report else result
+
+
+def _into_package(
+    model: ModelLike,
+    output_path: str | os.PathLike | None,
+    write: Callable[[str, str], tuple[str, Any]],
+) -> tuple[Any, Any]:
+    """Runs ``write(source, dest)`` from the model's package to ``output_path`` (a temporary
+    package when None, removed if ``write`` fails); returns the written model, wrapped as the
+    input was, and what ``write`` returned besides its path."""
     source = package_path(model)
     dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
     with _removed_on_failure(dest if output_path is None else None):
-        written, report = _native.compress(
-            kind, str(source), str(dest), config_json, joint_compression, functions or None, progress
-        )
-    result = wrap_output(Path(written), model, temporary=output_path is None)
-    return (result, report) if with_report else result
+        written, extra = write(str(source), str(dest))
+    return wrap_output(Path(written), model, temporary=output_path is None), extra
 
 
 def palettize_weights(
@@ -205,13 +220,11 @@ def apply_recipe(
         config_json, step_functions = _native_config(config, kind, _ACCEPTED[kind])
         native_steps.append((kind, config_json))
         functions.update(step_functions)
-    source = package_path(mlmodel)
-    dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
-    with _removed_on_failure(dest if output_path is None else None):
-        written, reports = _native.compress_recipe(
-            str(source), str(dest), native_steps, functions or None, progress
-        )
-    result = wrap_output(Path(written), mlmodel, temporary=output_path is None)
+    result, reports = _into_package(
+        mlmodel,
+        output_path,
+        lambda src, dst: _native.compress_recipe(src, dst, native_steps, functions or None, progress),
+    )
     return (result, reports) if with_report else result
 
 
@@ -219,8 +232,7 @@ def decompress_weights(
     mlmodel: ModelLike, *, output_path: str | os.PathLike | None = None
 ) -> Any:
     """Materialize every ``constexpr_*`` op into a dense ``const``, bit-identical to coremltools."""
-    source = package_path(mlmodel)
-    dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
-    with _removed_on_failure(dest if output_path is None else None):
-        written = _native.decompress(str(source), str(dest))
-    return wrap_output(Path(written), mlmodel, temporary=output_path is None)
+    result, _ = _into_package(
+        mlmodel, output_path, lambda src, dst: (_native.decompress(src, dst), None)
+    )
+    return result
