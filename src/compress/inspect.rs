@@ -18,7 +18,7 @@ use crate::format::spec::{
 };
 use crate::format_err;
 use crate::kernels::fp16::{bit_histogram, f32_order_key};
-use crate::mil::ops::{op_name, param, Param};
+use crate::mil::ops::{input_vars, op_name, param, Param};
 use crate::mil::program::Graph;
 use crate::mil::tensor::{tensor_info, TensorInfo};
 
@@ -131,14 +131,10 @@ fn chain<'a>(graph: &Graph<'a>, op: &'a Operation) -> Vec<&'a Operation> {
             continue;
         }
         order.push(op);
-        for arg in op.inputs.values() {
-            for b in &arg.arguments {
-                if let Some(Binding::Name(n)) = &b.binding {
-                    if let Some(&p) = graph.producers.get(n.as_str()) {
-                        if p.r#type == "const" || is_constexpr(&p.r#type) {
-                            stack.push(p);
-                        }
-                    }
+        for n in input_vars(op) {
+            if let Some(&p) = graph.producers.get(n) {
+                if p.r#type == "const" || is_constexpr(&p.r#type) {
+                    stack.push(p);
                 }
             }
         }

@@ -653,19 +653,23 @@ fn prune_chain(
     let dense = m.op(op)?.swap_remove(0);
     let (w, float) = float_weights(dense)?;
     let pruned = match &w {
-        Weights::F16(v) => prune_weight(c, &c.config, v)?.map(|p| (p.mask_bools(), p.energy)),
-        Weights::F32(v) => prune_weight(c, &c.config, v)?.map(|p| (p.mask_bools(), p.energy)),
+        Weights::F16(v) => {
+            prune_weight(c, &c.config, v)?.map(|p| (p.mask, p.nonzero.len(), p.energy))
+        }
+        Weights::F32(v) => {
+            prune_weight(c, &c.config, v)?.map(|p| (p.mask, p.nonzero.len(), p.energy))
+        }
     };
-    let Some((mask, energy)) = pruned else {
+    let Some((packed_mask, kept_count, energy)) = pruned else {
         return Ok(false);
     };
     // Against the chain's dense value, which is what pruning changes.
     r.error = Some(energy);
-    let mask: Vec<u8> = mask.into_iter().map(u8::from).collect();
-    let kept_count = mask.iter().filter(|&&b| b != 0).count();
+    // One flag per element, to select the kept indices or codes.
+    let mask = pack::unpack_unsigned(&packed_mask, 1, c.info.count())?;
     let mask_value = r.value(NewTensor {
         info: TensorInfo::new(DType::U1, &c.info.shape),
-        bytes: pack::pack(&mask, 1)?,
+        bytes: packed_mask,
     });
     let sparse_name = format!("{}_sparse", op_name(op));
     let (mask_out, data_out) = (format!("{sparse_name}_0"), format!("{sparse_name}_1"));

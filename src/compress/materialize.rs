@@ -200,20 +200,15 @@ impl<'a> Materializer<'a> {
                         elements: Elements::Str(vec![s.to_string()]),
                     }));
                 }
-                if let Some(held) = self.pending.and_then(|r| r.held(v)) {
-                    let (info, bytes) = held?;
-                    let elements = decode(info, &bytes)?;
-                    return Ok(Some(Dense {
-                        info: info.clone(),
-                        elements,
-                    }));
-                }
-                let t = read_tensor(v, self.package, &what)?;
-                let elements = decode(&t.info, &t.bytes)?;
-                Ok(Some(Dense {
-                    info: t.info,
-                    elements,
-                }))
+                let (info, bytes) = match self.pending.and_then(|r| r.held(v)) {
+                    Some(held) => held.map(|(info, bytes)| (info.clone(), bytes))?,
+                    None => {
+                        let t = read_tensor(v, self.package, &what)?;
+                        (t.info, t.bytes)
+                    }
+                };
+                let elements = decode(&info, &bytes)?;
+                Ok(Some(Dense { info, elements }))
             }
         }
     }

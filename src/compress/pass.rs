@@ -24,9 +24,8 @@ use crate::mil::tensor::read_tensor;
 use crate::{config_err, format_err};
 use std::collections::{BTreeMap, HashMap};
 
-use crate::format::spec::proto::mil_spec::argument::binding::Binding;
 use crate::format::spec::proto::mil_spec::{value, Block};
-use crate::mil::ops::output_name;
+use crate::mil::ops::{input_vars, output_name};
 use crate::mil::program::rename_uses;
 
 /// The compression passes, by their coremltools function names.
@@ -562,16 +561,10 @@ fn chain_block(chain: &Replacement, graph: &Graph<'_>, output: &str) -> Block {
     rename_uses(&mut consumers, &renames);
     let mut operations = chain.ops.clone();
     let mut seen = std::collections::HashSet::new();
-    for op in &consumers.operations {
-        for arg in op.inputs.values() {
-            for b in &arg.arguments {
-                if let Some(Binding::Name(n)) = &b.binding {
-                    if let Some(p) = graph.producers.get(n.as_str()) {
-                        if p.r#type == "const" && seen.insert(n.clone()) {
-                            operations.push((*p).clone());
-                        }
-                    }
-                }
+    for n in consumers.operations.iter().flat_map(input_vars) {
+        if let Some(p) = graph.producers.get(n) {
+            if p.r#type == "const" && seen.insert(n) {
+                operations.push((*p).clone());
             }
         }
     }

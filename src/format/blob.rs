@@ -114,19 +114,12 @@ impl BlobFile {
     /// Like [`BlobFile::release_pages`], for the pages under `part`, a slice of this file's
     /// bytes (for example a blob's data); parts outside the mapping are ignored.
     pub fn release(&self, part: &[u8]) {
-        let (Some(map), Some(at)) = (&self.map, self.offset_of(part)) else {
+        let Some((map, pages)) = self.pages_under(part) else {
             return;
         };
-        if part.is_empty() {
-            return;
-        }
-        let from = at / PAGE_GRAIN * PAGE_GRAIN;
-        let to = (at + part.len())
-            .next_multiple_of(PAGE_GRAIN)
-            .min(map.len());
         // SAFETY: as in `release_pages`.
         let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, pages.start, pages.len())
         };
     }
 
@@ -135,23 +128,33 @@ impl BlobFile {
     /// ignored where the kernel cannot do it (before Linux 5.14, other systems).
     pub fn prefault(&self, part: &[u8]) {
         #[cfg(target_os = "linux")]
-        if let (Some(map), Some(at)) = (&self.map, self.offset_of(part)) {
-            let from = at / PAGE_GRAIN * PAGE_GRAIN;
-            let to = (at + part.len())
-                .next_multiple_of(PAGE_GRAIN)
-                .min(map.len());
+        if let Some((map, pages)) = self.pages_under(part) {
             // In pieces on the thread pool: mapping pages is per-thread work that parallelizes.
             const PIECE: usize = 4 << 20;
-            (0..(to - from).div_ceil(PIECE))
+            (0..pages.len().div_ceil(PIECE))
                 .into_par_iter()
                 .for_each(|piece| {
-                    let at = from + piece * PIECE;
-                    let len = PIECE.min(to - at);
+                    let at = pages.start + piece * PIECE;
+                    let len = PIECE.min(pages.end - at);
                     let _ = map.advise_range(memmap2::Advice::PopulateRead, at, len);
                 });
         }
         #[cfg(not(target_os = "linux"))]
         let _ = part;
+    }
+
+    /// The mapping and the pages under `part`, rounded outwards to [`PAGE_GRAIN`] within it;
+    /// None for an empty part or memory outside the mapping.
+    fn pages_under(&self, part: &[u8]) -> Option<(&Mmap, std::ops::Range<usize>)> {
+        let (map, at) = (self.map.as_ref()?, self.offset_of(part)?);
+        if part.is_empty() {
+            return None;
+        }
+        let from = at / PAGE_GRAIN * PAGE_GRAIN;
+        let to = (at + part.len())
+            .next_multiple_of(PAGE_GRAIN)
+            .min(map.len());
+        Some((map, from..to))
     }
 
     /// Where `part`, a slice of this file's bytes, starts in the file; None for other memory.

@@ -692,22 +692,19 @@ impl<T: WeightElement> LaneKernel for ExtremesTask<'_, T> {
 }
 
 /// coremltools' uniform indices of one piece: `round((w − lo) / range · levels)`, each op
-/// rounded to `T` as numpy does, then cast to an integer; returns the piece's signal and noise
-/// energy against the LUT entries (`table`) the indices select.
+/// rounded to `T` as numpy does, then cast to an integer.
 struct UniformTask<'a, T> {
     values: &'a [T],
     lo: f32,
     range: f32,
     levels: f32,
-    table: &'a [f32; 256],
     indices: &'a mut [u8],
 }
 
 impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
-    type Output = (f64, f64);
+    type Output = ();
     #[inline(always)]
-    fn run<H: HalfLanes>(self, h: H) -> (f64, f64) {
-        let (mut signal, mut noise) = ([0f32; 8], [0f32; 8]);
+    fn run<H: HalfLanes>(self, h: H) {
         for (i, out) in (0..self.values.len())
             .step_by(8)
             .zip(self.indices.chunks_mut(8))
@@ -725,16 +722,7 @@ impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
                 from_fn(|l| trunc_to_i32_x86(c[l].round_ties_even()) as u8)
             };
             out.copy_from_slice(&idx[..out.len()]);
-            for l in 0..8 {
-                signal[l] += x[l] * x[l];
-            }
-            for l in 0..out.len() {
-                let d = x[l] - self.table[idx[l] as usize];
-                noise[l] += d * d;
-            }
         }
-        let total = |a: [f32; 8]| a.iter().map(|&v| v as f64).sum::<f64>();
-        (total(signal), total(noise))
     }
 }
 
@@ -762,37 +750,27 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
     let levels = T::from_f32(((1u32 << nbits) - 1) as f32);
     let range = hi.sub(lo);
     let scale = range.div(levels);
-    // numpy: int64 array times a numpy scalar computes in float64, then casts once.
-    let lut: Vec<T> = (0..1u32 << nbits)
-        .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
-        .collect();
-    // An index outside the LUT (a NaN quotient casts to 0, never above) restores to NaN.
-    let mut table = [f32::NAN; 256];
-    for (t, v) in table.iter_mut().zip(&lut) {
-        *t = v.to_f32();
-    }
     let mut indices = vec![0u8; g.len()];
-    let parts: Vec<(f64, f64)> = indices
+    indices
         .par_chunks_mut(PAR_CHUNK)
         .zip(g.par_chunks(PAR_CHUNK))
-        .map(|(indices, values)| {
+        .for_each(|(indices, values)| {
             dispatch(UniformTask {
                 values,
                 lo: lo.to_f32(),
                 range: range.to_f32(),
                 levels: levels.to_f32(),
-                table: &table,
                 indices,
             })
-        })
+        });
+    // numpy: int64 array times a numpy scalar computes in float64, then casts once.
+    let lut = (0..1u32 << nbits)
+        .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
         .collect();
-    let energy = parts
-        .into_iter()
-        .fold((0.0, 0.0), |(s, n), (a, b)| (s + a, n + b));
     GroupLut {
         lut,
         indices,
-        energy: Some(energy),
+        energy: None,
     }
 }
 

@@ -43,6 +43,17 @@ pub fn param<'a>(op: &'a Operation, name: &str) -> Option<Param<'a>> {
     op.attributes.get(name).map(Param::Value)
 }
 
+/// The variables an op reads (inputs bound to a name), parameter by parameter.
+pub fn input_vars(op: &Operation) -> impl Iterator<Item = &str> {
+    op.inputs
+        .values()
+        .flat_map(|arg| &arg.arguments)
+        .filter_map(|b| match &b.binding {
+            Some(argument::binding::Binding::Name(n)) => Some(n.as_str()),
+            _ => None,
+        })
+}
+
 /// Every parameter name of an op (inputs and attributes other than `name`), sorted.
 pub fn param_names(op: &Operation) -> Vec<&str> {
     let mut names: Vec<&str> = op
