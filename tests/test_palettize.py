@@ -15,6 +15,7 @@ import models
 import numpy as np
 import pytest
 from coreml_compress import optimize
+from distinct import distinct, sorted_values
 from test_quantize_prune import assert_same_compression, constexpr_params, constexpr_types
 
 P = cto.OpPalettizerConfig
@@ -107,9 +108,9 @@ def test_unique_and_custom(model_dir: Path, oracle_dir: Path, tmp_path: Path) ->
         assert_same_compression(Path(ours.package_path), theirs)
 
     def top_k(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values, counts = np.unique(group, return_counts=True)
+        values, counts = distinct(group, return_counts=True)
         lut = np.zeros(16, dtype=group.dtype)
-        top = np.sort(values[np.argsort(-counts, kind="stable")[:16]])
+        top = sorted_values(values[np.argsort(-counts, kind="stable")[:16]])
         lut[: len(top)] = top
         indices = np.abs(group.reshape(-1, 1) - lut[: len(top)].reshape(1, -1)).argmin(axis=1)
         return lut, indices.astype(np.uint8)
