@@ -305,7 +305,7 @@ def test_separately_compressed_adapters_share_their_base(
     # Two separate runs with the same config: identical blobs.
     a = compress(base, config, output_path=tmp_path / "a.mlpackage")
     b = compress(base, config, output_path=tmp_path / "b.mlpackage")
-    a, b = Path(a.package_path), Path(b.package_path)
+    assert isinstance(a, Path) and isinstance(b, Path)  # path in, path out
     assert (a / WEIGHTS).read_bytes() == (b / WEIGHTS).read_bytes()
 
     entries: Entries = [("a", a, "main"), ("b", b, "main"), ("dense", base, "main")]
