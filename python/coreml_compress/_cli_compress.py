@@ -101,7 +101,8 @@ def format_compression_report(report: list[dict[str, Any]]) -> str:
     params = sum(math.prod(r["shape"]) for r in report)
     out = [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]
     out.append(
-        f"\n{len(report)} weights, {params:,} parameters: {format_size(before)} -> {format_size(after)} "
+        f"\n{len(report)} weights, {params:,} parameters: "
+        f"{format_size(before)} -> {format_size(after)} "
         f"({before / max(after, 1):.2f}x smaller, {8 * after / max(params, 1):.2f} bits per weight)"
     )
     return "\n".join(out)
@@ -113,7 +114,9 @@ def _run(
     op_config: Callable[[argparse.Namespace], Any],
     api: Callable[..., Any],
 ) -> int:
-    config = cfg.OptimizationConfig.from_yaml(args.config) if args.config else _options_config(args, op_config)
+    config = cfg.OptimizationConfig.from_yaml(args.config) if args.config else _options_config(
+        args, op_config
+    )
     result = api(args.input, config, output_path=args.output, progress=_progress(label), with_report=True)
     _, report = result
     print(format_compression_report(report))

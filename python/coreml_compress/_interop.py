@@ -41,7 +41,9 @@ def package_path(model: ModelLike) -> Path:
                 "this MLModel has no .mlpackage behind it; only ML Program models are supported"
             )
         return Path(path)
-    raise TypeError(f"expected a .mlpackage path or a coremltools MLModel, got {type(model).__name__}")
+    raise TypeError(
+        f"expected a .mlpackage path or a coremltools MLModel, got {type(model).__name__}"
+    )
 
 
 def temp_package_path(stem: str = "model") -> Path:
@@ -50,7 +52,9 @@ def temp_package_path(stem: str = "model") -> Path:
     return Path(tempfile.mkdtemp(prefix="coreml_compress_")) / f"{stem}.mlpackage"
 
 
-def wrap_output(path: Path, source: ModelLike, temporary: bool, return_mlmodel: bool) -> ModelResult:
+def wrap_output(
+    path: Path, source: ModelLike, temporary: bool, return_mlmodel: bool
+) -> ModelResult:
     """The written package as the caller asked: an MLModel when the source was one or
     ``return_mlmodel`` is set, else its path. A temporary package handed out as an MLModel is
     removed at exit with its directory, as coremltools removes its own temporary packages."""

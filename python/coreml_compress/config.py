@@ -1098,7 +1098,11 @@ def load_yaml(source: IO[Any] | str | os.PathLike[str], build: Callable[[Any], A
     :class:`ConfigError` located at the file (``FILE:LINE`` for YAML syntax errors)."""
     import yaml
 
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stream>")
+    name = (
+        os.fspath(source)
+        if isinstance(source, (str, os.PathLike))
+        else getattr(source, "name", "<stream>")
+    )
     try:
         if isinstance(source, (str, os.PathLike)):
             with open(source) as stream:

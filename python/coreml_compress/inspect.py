@@ -149,7 +149,12 @@ class WeightReport(list):
         """One dict per weight: every field, plus ``size``, ``dense_bytes`` and
         ``bits_per_weight`` (``pandas.DataFrame(report.rows())``)."""
         return [
-            {**w.as_dict(), "size": w.size, "dense_bytes": w.dense_bytes, "bits_per_weight": w.bits_per_weight}
+            {
+                **w.as_dict(),
+                "size": w.size,
+                "dense_bytes": w.dense_bytes,
+                "bits_per_weight": w.bits_per_weight,
+            }
             for w in self
         ]
 
@@ -157,13 +162,27 @@ class WeightReport(list):
         """Column name → one value per weight, the columns of :meth:`rows`
         (``pandas.DataFrame(report.to_dict())``)."""
         rows = self.rows()
-        columns = list(rows[0]) if rows else [*WeightInfo.__dataclass_fields__, "size", "dense_bytes", "bits_per_weight"]
+        columns = (
+            list(rows[0])
+            if rows
+            else [*WeightInfo.__dataclass_fields__, "size", "dense_bytes", "bits_per_weight"]
+        )
         return {c: [r[c] for r in rows] for c in columns}
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         """The table's header and one row of display strings per weight."""
         multi = len({w.function for w in self}) > 1
-        headers = ["name", "shape", "dtype", "compression", "on disk", "bits/w", "distinct", "consumers", "params"]
+        headers = [
+            "name",
+            "shape",
+            "dtype",
+            "compression",
+            "on disk",
+            "bits/w",
+            "distinct",
+            "consumers",
+            "params",
+        ]
         if multi:
             headers.insert(0, "function")
         rows = []

@@ -31,7 +31,7 @@ from .config import (
     OpThresholdPrunerConfig,
     OptimizationConfig,
 )
-from .errors import ConfigError
+from .errors import ConfigError, ConfigTypeError
 
 __all__ = [
     "OpLinearQuantizerConfig",
@@ -89,7 +89,11 @@ def _native_config(
         raise ValueError(f"{pass_name} needs a config (an OptimizationConfig)")
     cfg = _config.as_config(config)
     names = ", ".join(t.__name__ for t in accepted)
-    for op_config in [cfg.global_config, *cfg.op_type_configs.values(), *cfg.op_name_configs.values()]:
+    for op_config in [
+        cfg.global_config,
+        *cfg.op_type_configs.values(),
+        *cfg.op_name_configs.values(),
+    ]:
         if op_config is not None and not isinstance(op_config, accepted):
             raise ValueError(
                 f"{pass_name} only accept {names} type config. Got {type(op_config).__name__}."
@@ -121,7 +125,11 @@ _ACCEPTED: dict[str, tuple[type, ...]] = {
     "prune_weights": (OpMagnitudePrunerConfig, OpThresholdPrunerConfig),
 }
 # Recipe step names (the CLI's subcommands) and the passes they run.
-_STEP_PASSES = {"palettize": "palettize_weights", "quantize": "linear_quantize_weights", "prune": "prune_weights"}
+_STEP_PASSES = {
+    "palettize": "palettize_weights",
+    "quantize": "linear_quantize_weights",
+    "prune": "prune_weights",
+}
 
 
 def _run(
@@ -241,7 +249,14 @@ def palettize_weights(
     return_mlmodel: bool = False,
 ) -> ModelResult | tuple[ModelResult, CompressionReport]:
     return _run(
-        "palettize_weights", mlmodel, config, joint_compression, output_path, progress, with_report, return_mlmodel
+        "palettize_weights",
+        mlmodel,
+        config,
+        joint_compression,
+        output_path,
+        progress,
+        with_report,
+        return_mlmodel,
     )
 
 
@@ -267,7 +282,14 @@ def linear_quantize_weights(
     return_mlmodel: bool = False,
 ) -> ModelResult | tuple[ModelResult, CompressionReport]:
     return _run(
-        "linear_quantize_weights", mlmodel, config, joint_compression, output_path, progress, with_report, return_mlmodel
+        "linear_quantize_weights",
+        mlmodel,
+        config,
+        joint_compression,
+        output_path,
+        progress,
+        with_report,
+        return_mlmodel,
     )
 
 
@@ -292,7 +314,14 @@ def prune_weights(
     return_mlmodel: bool = False,
 ) -> ModelResult | tuple[ModelResult, CompressionReport]:
     return _run(
-        "prune_weights", mlmodel, config, joint_compression, output_path, progress, with_report, return_mlmodel
+        "prune_weights",
+        mlmodel,
+        config,
+        joint_compression,
+        output_path,
+        progress,
+        with_report,
+        return_mlmodel,
     )
 
 
@@ -345,14 +374,17 @@ def _recipe_steps(document: Any) -> list[tuple[str, OptimizationConfig]]:
 
 
 def _step_config(where: str, body: Any) -> OptimizationConfig:
-    """A recipe step's config: an op config mapping (the global config), a whole
-    OptimizationConfig mapping, or any config object; errors located at ``where``."""
+    """A recipe file step's config: an op config mapping (the global config) or a whole
+    OptimizationConfig mapping; errors located at ``where``."""
     try:
-        if isinstance(body, Mapping) and body.get("config_type") not in (None, "OptimizationConfig"):
-            return OptimizationConfig.from_dict({"config_type": body["config_type"], "global_config": body})
-        if isinstance(body, Mapping):
-            return OptimizationConfig.from_dict({"config_type": "OptimizationConfig", **body})
-        return _config.as_config(body)
+        if not isinstance(body, Mapping):
+            raise ConfigTypeError(
+                f"expected the step's config as a mapping, got {type(body).__name__}"
+            )
+        config_type = body.get("config_type", "OptimizationConfig")
+        if config_type == "OptimizationConfig":
+            return OptimizationConfig.from_dict({**body, "config_type": config_type})
+        return OptimizationConfig.from_dict({"config_type": config_type, "global_config": body})
     except ConfigError as e:
         raise e.located(where)
 
@@ -432,7 +464,9 @@ def apply_recipe(
         mlmodel,
         output_path,
         return_mlmodel,
-        lambda src, dst: _native.compress_recipe(src, dst, native_steps, functions or None, progress),
+        lambda src, dst: _native.compress_recipe(
+            src, dst, native_steps, functions or None, progress
+        ),
     )
     return (result, reports) if with_report else result
 

@@ -25,9 +25,7 @@ _originals: dict[str, Callable[..., Any]] = {}
 _handed_over: list[str] = []  # the first call handed to coremltools, to warn once
 
 
-def _engine_or_original(
-    name: str, ours: Callable[[], Any], original: Callable[[], Any]
-) -> Any:
+def _engine_or_original(name: str, ours: Callable[[], Any], original: Callable[[], Any]) -> Any:
     """``ours()``; when the engine does not take the model, ``original()`` with a warning (the
     first time) that says which call went to coremltools and why."""
     try:
