@@ -161,6 +161,8 @@ def test_recipe_mistakes_name_the_file_step_and_key(linear: Path, tmp_path: Path
     assert str(caught.value).startswith('step 1 (prune): global_config: "n_m_ratio" must be')
     with pytest.raises(ConfigError, match=r"^step 1: unknown step 'prun'; did you mean 'prune'\?"):
         optimize.apply_recipe(linear, [("prun", PALETTIZE)])
+    with pytest.raises(ConfigError, match=r"^step 1 \(prune\): prune_weights only accept "):
+        optimize.apply_recipe(linear, [("prune", PALETTIZE)])
 
 
 def test_patch_runs_joint_compression_on_the_engine(

@@ -86,7 +86,7 @@ def _native_config(
     """The engine's JSON form of a config, after coremltools' type check for this pass; and the
     user functions (CUSTOM palettization) it refers to, by id."""
     if config is None:
-        raise ValueError(f"{pass_name} needs a config (an OptimizationConfig)")
+        raise ConfigError(f"{pass_name} needs a config (an OptimizationConfig)")
     cfg = _config.as_config(config)
     names = ", ".join(t.__name__ for t in accepted)
     for op_config in [
@@ -95,7 +95,7 @@ def _native_config(
         *cfg.op_name_configs.values(),
     ]:
         if op_config is not None and not isinstance(op_config, accepted):
-            raise ValueError(
+            raise ConfigError(
                 f"{pass_name} only accept {names} type config. Got {type(op_config).__name__}."
             )
     resolved = _config.resolve(cfg)
