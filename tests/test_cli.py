@@ -193,3 +193,21 @@ def test_path_only_run_never_imports_coremltools(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_interrupt_exits_130_and_leaves_nothing(
+    linear: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from coreml_compress import cli, optimize
+
+    def interrupted(kind: str, src: str, dst: str, *rest: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optimize._native, "compress", interrupted)
+    out = tmp_path / "out.mlpackage"
+    assert cli.main(["palettize", str(linear), str(out)]) == 130
+    assert capsys.readouterr().err.endswith("coreml-compress: interrupted\n")
+    assert list(tmp_path.iterdir()) == []

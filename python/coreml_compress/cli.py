@@ -33,8 +33,7 @@ from .multifunction import MultiFunctionDescriptor, extract_function, save_multi
 
 __all__ = ["main"]
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2  # argparse's status for usage errors
+EXIT_ERROR = 1  # usage errors exit 2 through argparse (parser.error)
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 EXIT_STATUS_HELP = """exit status:
@@ -190,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except UsageError as e:
-        args.parser.error(str(e))  # exits with EXIT_USAGE
+        args.parser.error(str(e))  # exits 2
     except (CoreMLCompressError, ValueError, TypeError, OSError) as e:
         # Bad input of any kind (our errors, invalid configs, missing files): one line, no trace.
         print(f"coreml-compress: error: {e}", file=sys.stderr)
