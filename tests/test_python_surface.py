@@ -251,6 +251,9 @@ PUBLIC_FUNCTIONS = [
     multifunction.save_multifunction,
     multifunction.extract_function,
     multifunction.function_names,
+    multifunction.MultiFunctionDescriptor.add_function,
+    multifunction.MultiFunctionDescriptor.add_model,
+    multifunction.MultiFunctionDescriptor.remove_function,
     coreml_compress.inspect,
     coreml_compress.patch_coremltools,
     coreml_compress.unpatch_coremltools,
@@ -265,7 +268,7 @@ def test_public_functions_have_numpy_docstrings_and_types(fn: object) -> None:
     signature = pyinspect.signature(fn)  # type: ignore[arg-type]
     if signature.parameters:
         sections.append("Parameters\n----------")
-        sections.extend(f"{name} :" for name in signature.parameters)
+        sections.extend(f"{name} :" for name in signature.parameters if name != "self")
     if signature.return_annotation not in ("None", None):
         sections.append("Returns\n-------")
     for section in sections:

@@ -140,7 +140,28 @@ class MultiFunctionDescriptor:
     def add_function(
         self, model_path: ModelLike, src_function_name: str, target_function_name: str
     ) -> None:
-        """Add function ``src_function_name`` of ``model_path`` as ``target_function_name``."""
+        """Add one function of a package under a (new) name.
+
+        Parameters
+        ----------
+        model_path : str, os.PathLike or coremltools.models.MLModel
+            The package that holds the function.
+        src_function_name : str
+            The function's name in that package (``"main"`` for a single-function package).
+        target_function_name : str
+            Its name in the multifunction package.
+
+        Raises
+        ------
+        ValueError
+            The function is not in the package, or the target name is taken.
+        coreml_compress.errors.UnsupportedModelError
+            The package cannot be read.
+
+        Example
+        -------
+        >>> desc.add_function("adapter.mlpackage", "main", "adapter")
+        """
         path = self._add_modelpath_to_cache(model_path)
         if src_function_name not in self._modelpath_to_functions[path]:
             raise ValueError(f"src_function_name {src_function_name} not found in {path}.")
@@ -149,13 +170,45 @@ class MultiFunctionDescriptor:
         self._name_to_source_function[target_function_name] = (path, src_function_name)
 
     def add_model(self, model_path: ModelLike) -> None:
-        """Add every function of ``model_path`` under its own name."""
+        """Add every function of a package under its own name.
+
+        Parameters
+        ----------
+        model_path : str, os.PathLike or coremltools.models.MLModel
+            The package.
+
+        Raises
+        ------
+        ValueError
+            One of its names is taken already.
+        coreml_compress.errors.UnsupportedModelError
+            The package cannot be read.
+
+        Example
+        -------
+        >>> desc.add_model("base.mlpackage")
+        """
         path = self._add_modelpath_to_cache(model_path)
         for name in self._modelpath_to_functions[path]:
             self.add_function(path, name, name)
 
     def remove_function(self, function_name: str) -> None:
-        """Remove function ``function_name`` from the descriptor."""
+        """Remove a function from the descriptor.
+
+        Parameters
+        ----------
+        function_name : str
+            Its name in the multifunction package.
+
+        Raises
+        ------
+        ValueError
+            No function has that name.
+
+        Example
+        -------
+        >>> desc.remove_function("adapter")
+        """
         if function_name not in self._name_to_source_function:
             raise ValueError(f"function_name {function_name} not found.")
         del self._name_to_source_function[function_name]
