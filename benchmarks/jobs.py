@@ -11,8 +11,9 @@ coremltools side: ``ct.models.MLModel(path, skip_model_load=True)``, the
 Our side: ``coreml_compress`` public API with paths in and ``output_path`` out. These jobs run
 with ``import coremltools`` blocked (the engine needs only numpy, PyYAML and attrs; without
 coremltools paths go in and paths come out), so configs are ``coreml_compress.config``'s
-classes, which have coremltools' fields. With coremltools importable, our API would also wrap
-the result in an ``MLModel``, which costs the coremltools import (see the "import" row).
+classes, which have coremltools' fields. Paths give paths whether or not coremltools is
+importable; an ``MLModel`` result (``return_mlmodel=True``) would cost the coremltools import
+(see the "import" row).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python3 benchmarks/run_all.py             # full run (~30 min on 2 cores), writes RESULTS.md
     python3 benchmarks/run_all.py --quick     # smoke run, writes .cache/results/RESULTS-quick.md
 
-Scripts: bench_layer.py, bench_llm.py, bench_multifunction.py, and bench_torch.py when present
+Scripts: bench_layer.py, bench_llm.py, bench_multifunction.py, bench_cli.py, and bench_torch.py when present
 (its stdout markdown is pasted as is). Each runs as a subprocess; each of their jobs runs in
 its own process (see harness.py), never two at once.
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_layer.py", "bench_llm.py", "bench_multifunction.py"]
+SCRIPTS = ["bench_layer.py", "bench_llm.py", "bench_multifunction.py", "bench_cli.py"]
 TORCH_SCRIPT = "bench_torch.py"
 
 INTRO = """\
@@ -51,9 +51,8 @@ and the **median** is shown. Columns:
   only difference in the protobuf).
 
 Our jobs run with `import coremltools` blocked and use `coreml_compress.config`'s classes (same
-fields as coremltools'); the engine needs only numpy, PyYAML and attrs, and without
-coremltools paths go in and paths come out. With coremltools importable, our API would also
-wrap the result in an `MLModel`, adding the coremltools import to our wall time and RSS.
+fields as coremltools'); the engine needs only numpy, PyYAML and attrs. Paths go in and paths
+come out, and coremltools is not imported for them even where it is installed.
 Inputs are read from the page cache (warm) for both sides.
 """
 

@@ -1,9 +1,11 @@
 """Tests for coreml_compress.config: parity with coremltools' configs and the native forms.
 
 Most tests build the same config twice, once with coremltools' classes and once
-with ours, and require the same outcome: the same exception type and message
-(recursively for cattrs exception groups), or equal field values (names, order,
-values and value types). coremltools is only needed for the parity tests; the
+with ours, and require the same outcome: equal field values (names, order, values
+and value types), or the same exception type and message (recursively for cattrs
+exception groups). Dict input is the exception: there ours is a ConfigError whose
+message names the key, that is also coremltools' exception type, with the same
+sub-exceptions. coremltools is only needed for the parity tests; the
 rest runs without it.
 """
 
@@ -11,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import importlib
-import importlib.util
 import io
 import json
 import os
@@ -21,33 +21,15 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import numpy as np
 import pytest
 import yaml
-
-CONFIG_PATH = Path(__file__).resolve().parents[1] / "python" / "coreml_compress" / "config.py"
-
-
-def _load_config_module() -> ModuleType:
-    try:
-        return importlib.import_module("coreml_compress.config")
-    except Exception:  # noqa: BLE001 - the package (or its native module) may not be importable
-        name = "_coreml_compress_config_standalone"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, CONFIG_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-
-
-cc = _load_config_module()
+from coreml_compress import config as cc
+from coreml_compress.errors import ConfigError, CoreMLCompressError
 
 OURS = SimpleNamespace(
     OptimizationConfig=cc.OptimizationConfig,
@@ -196,9 +178,23 @@ def _outcome(build: Callable[[SimpleNamespace], Any], ns: SimpleNamespace) -> tu
     return ("ok", _normalize(result))
 
 
+# Where coremltools fails by accident (AttributeError: 'str' object has no attribute 'keys'),
+# ours is a ConfigTypeError saying that a mapping was expected.
+_ACCIDENTAL = ("object has no attribute 'keys'", "object has no attribute 'get'")
+
+
 def _assert_same(build: Callable[[SimpleNamespace], Any], ct: SimpleNamespace) -> tuple[str, Any]:
     theirs = _outcome(build, ct)
     ours = _outcome(build, OURS)
+    if ours[0] == theirs[0] == "error" and issubclass(ours[1]["type"], ConfigError):
+        ours_d, theirs_d = dict(ours[1]), dict(theirs[1])
+        if not any(a in theirs_d["message"] for a in _ACCIDENTAL):
+            assert issubclass(ours_d["type"], theirs_d["type"]), (ours_d, theirs_d)
+        assert issubclass(ours_d["type"], CoreMLCompressError)
+        assert ours_d.pop("message") and ours_d.pop("type")
+        theirs_d.pop("message"), theirs_d.pop("type")
+        assert ours_d == theirs_d
+        return theirs
     assert ours == theirs
     if theirs[0] == "ok":
         # Reprs match too, except where a MIL dtype object is printed.
@@ -602,9 +598,7 @@ def test_unknown_keys_rejected() -> None:
         (sub,) = info.value.exceptions
         assert isinstance(sub, cc.ForbiddenExtraKeysError)
         assert str(sub) == f"Extra fields in constructor for {cls.__name__}: invalid"
-    with pytest.raises(
-        ValueError, match="Invalid key bobby_joe to construct an OptimizationConfig"
-    ):
+    with pytest.raises(ValueError, match="unknown key 'bobby_joe' for OptimizationConfig"):
         cc.OptimizationConfig.from_dict({"config_type": P, "bobby_joe": 56})
 
 
@@ -685,8 +679,85 @@ def test_from_dict_unknown_config_type(ct: SimpleNamespace) -> None:
     data = {"config_type": "Foo", "global_config": {}}
     with pytest.raises(AttributeError, match="has no attribute 'Foo'"):
         ct.OptimizationConfig.from_dict(copy.deepcopy(data))
-    with pytest.raises(AttributeError, match="has no attribute 'Foo'"):
+    with pytest.raises(AttributeError, match="unknown config_type 'Foo'; expected one of Op"):
         cc.OptimizationConfig.from_dict(copy.deepcopy(data))
+
+
+# --------------------------------------------------------------------------------------
+# Mistakes in dicts and YAML: ConfigErrors that say where and why, caught as coremltools' types
+# --------------------------------------------------------------------------------------
+
+
+def _config_error(build: Callable[[], Any], *coremltools_types: type) -> str:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert isinstance(info.value, CoreMLCompressError)
+    for t in coremltools_types:
+        assert isinstance(info.value, t), (type(info.value).__mro__, t)
+    return str(info.value)
+
+
+def test_misspelled_key_names_the_level_and_suggests() -> None:
+    cattrs_errors = pytest.importorskip("cattrs.errors")
+    data = {
+        "config_type": "OptimizationConfig",
+        "op_type_configs": {"linear": {"config_type": M, "target_sparsty": 0.5}},
+    }
+    message = _config_error(
+        lambda: cc.OptimizationConfig.from_dict(data), cattrs_errors.ClassValidationError
+    )
+    assert message == (
+        "op_type_configs: linear: unknown key 'target_sparsty' for OpMagnitudePrunerConfig; "
+        "did you mean 'target_sparsity'?"
+    )
+    message = _config_error(
+        lambda: cc.OptimizationConfig.from_dict({"config_type": P, "global_confg": {}}), ValueError
+    )
+    assert message.endswith("did you mean 'global_config'?")
+
+
+def test_misspelled_config_type_suggests_the_class() -> None:
+    data = {"config_type": "OpMagnitudPrunerConfig", "global_config": {"target_sparsity": 0.5}}
+    message = _config_error(
+        lambda: cc.OptimizationConfig.from_dict(data), AttributeError, ValueError
+    )
+    assert message == (
+        "global_config: unknown config_type 'OpMagnitudPrunerConfig'; did you mean 'OpMagnitudePrunerConfig'?"
+    )
+
+
+def test_invalid_value_gives_the_real_reason() -> None:
+    data = {"config_type": P, "global_config": {"nbits": 5}}
+    message = _config_error(lambda: cc.OptimizationConfig.from_dict(data), cc.ClassValidationError)
+    assert message.startswith("global_config: ") and '"nbits"' in message and "5" in message
+    assert "sub-exception" not in message
+    message = _config_error(
+        lambda: cc.OptimizationConfig.from_dict(
+            {"config_type": P, "op_name_configs": {"w": {"nbits": "x"}}}
+        )
+    )
+    assert message == "op_name_configs: w: nbits: invalid literal for int() with base 10: 'x'"
+    message = _config_error(
+        lambda: cc.OptimizationConfig.from_dict({"config_type": P, "global_config": 5}), TypeError
+    )
+    assert message == "global_config: expected a mapping of OpPalettizerConfig fields, got int"
+
+
+def test_yaml_mistakes_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "config_type: OpPalettizerConfig\nglobal_config:\n  nbits: [4\n  mode: kmeans\n"
+    )
+    message = _config_error(lambda: cc.OptimizationConfig.from_yaml(path))
+    assert message.startswith(f"{path}:4: invalid YAML: ") and "\n" not in message
+    path.write_text("config_type: OpPalettizerConfig\nglobal_config: {nbitz: 4}\n")
+    message = _config_error(lambda: cc.OptimizationConfig.from_yaml(str(path)))
+    assert message == (
+        f"{path}: global_config: unknown key 'nbitz' for OpPalettizerConfig; did you mean 'nbits'?"
+    )
+    missing = tmp_path / "missing.yaml"
+    message = _config_error(lambda: cc.OptimizationConfig.from_yaml(missing), OSError)
+    assert str(missing) in message
 
 
 def test_from_dict_does_not_modify_input() -> None:
@@ -1219,12 +1290,9 @@ def test_get_const_op_config_resolution() -> None:
 
 def _run_isolated(code: str) -> str:
     script = textwrap.dedent(
-        f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("cfg_isolated", {str(CONFIG_PATH)!r})
-        cfg = importlib.util.module_from_spec(spec)
-        sys.modules["cfg_isolated"] = cfg
-        spec.loader.exec_module(cfg)
+        """
+        import sys
+        from coreml_compress import config as cfg
         """
     ) + textwrap.dedent(code)
     result = subprocess.run(
@@ -1272,23 +1340,19 @@ def test_coremltools_blocked_still_works() -> None:
 
 def test_fallback_errors_without_cattrs() -> None:
     script = textwrap.dedent(
-        f"""
+        """
         import sys
         sys.modules["cattrs"] = None
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("cfg_nocattrs", {str(CONFIG_PATH)!r})
-        cfg = importlib.util.module_from_spec(spec)
-        sys.modules["cfg_nocattrs"] = cfg
-        spec.loader.exec_module(cfg)
+        from coreml_compress import config as cfg
         try:
-            cfg.OpPalettizerConfig._from_dict({{"nbits": "x", "invalid": 2}})
+            cfg.OpPalettizerConfig._from_dict({"nbits": "x", "invalid": 2})
         except ValueError as e:
             assert isinstance(e, cfg.ClassValidationError), type(e)
             print(str(e))
             for sub in e.exceptions:
                 print(type(sub).__name__, "|", sub, "|", getattr(sub, "__notes__", []))
         try:
-            cfg.OpMagnitudePrunerConfig._from_dict({{"n_m_ratio": [1]}})
+            cfg.OpMagnitudePrunerConfig._from_dict({"n_m_ratio": [1]})
         except ValueError as e:
             (sub,) = e.exceptions
             print(type(sub).__name__, "|", sub, "|", [str(s) for s in sub.exceptions])
@@ -1299,7 +1363,12 @@ def test_fallback_errors_without_cattrs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "While structuring OpPalettizerConfig (2 sub-exceptions)",
+        (
+            "nbits: invalid literal for int() with base 10: 'x'; unknown key 'invalid' for "
+            "OpPalettizerConfig; expected one of channel_axis, cluster_dim, "
+            "enable_per_channel_scale, granularity, group_size, lut_function, mode, nbits, "
+            "num_kmeans_workers, weight_threshold"
+        ),
         (
             "ValueError | invalid literal for int() with base 10: 'x' | "
             "['Structuring class OpPalettizerConfig @ attribute nbits']"

@@ -149,7 +149,7 @@ def check_failure(
         assert list(out.iterdir()) == [], f"{name} left {list(out.iterdir())}"
         if before is not None:
             assert tree_digest(src) == before, f"{name} modified its input"
-    # The CLI: one line on stderr, exit status 2, nothing written.
+    # The CLI: one line on stderr, exit status 1, nothing written.
     for argv in (["info", str(src)], ["decompress", str(src), str(tmp_path / "cli-out" / "o.mlpackage")]):
         (tmp_path / "cli-out").mkdir(exist_ok=True)
         proc = subprocess.run(
@@ -158,7 +158,7 @@ def check_failure(
             text=True,
             check=False,
         )
-        assert proc.returncode == 2, (argv, proc.returncode, proc.stderr)
+        assert proc.returncode == 1, (argv, proc.returncode, proc.stderr)
         assert proc.stderr.startswith("coreml-compress: error: "), proc.stderr
         assert "Traceback" not in proc.stderr
         for fragment in fragments:
@@ -491,7 +491,7 @@ def test_output_inside_an_unwritable_place(pkg: Path, tmp_path: Path) -> None:
 
 def test_cli_reports_one_line(pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (pkg / MODEL_REL).write_bytes(b"\xff" * 10)
-    assert cli_main(["info", str(pkg)]) == 2
+    assert cli_main(["info", str(pkg)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.mlmodel" in err
 

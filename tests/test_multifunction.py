@@ -305,7 +305,7 @@ def test_separately_compressed_adapters_share_their_base(
     # Two separate runs with the same config: identical blobs.
     a = compress(base, config, output_path=tmp_path / "a.mlpackage")
     b = compress(base, config, output_path=tmp_path / "b.mlpackage")
-    a, b = Path(a.package_path), Path(b.package_path)
+    assert isinstance(a, Path) and isinstance(b, Path)  # path in, path out
     assert (a / WEIGHTS).read_bytes() == (b / WEIGHTS).read_bytes()
 
     entries: Entries = [("a", a, "main"), ("b", b, "main"), ("dense", base, "main")]
@@ -469,9 +469,9 @@ def test_cli_merge_and_extract(
     assert "written to" in capsys.readouterr().out
     assert normalized_function(single, "main") == normalized_function(multifunction18, "alt")
 
-    # Errors: one line on stderr, exit status 2.
-    assert cli_main(["merge", str(out), f"{linear18}:nope=x"]) == 2
+    # Errors: one line on stderr, exit status 1.
+    assert cli_main(["merge", str(out), f"{linear18}:nope=x"]) == 1
     assert "src_function_name nope not found" in capsys.readouterr().err
-    assert cli_main(["merge", str(out), str(linear18), "--default", "zzz"]) == 2
+    assert cli_main(["merge", str(out), str(linear18), "--default", "zzz"]) == 1
     assert "default_function_name zzz not found" in capsys.readouterr().err
-    assert cli_main(["extract", str(out), "zzz", str(tmp_path / "z.mlpackage")]) == 2
+    assert cli_main(["extract", str(out), "zzz", str(tmp_path / "z.mlpackage")]) == 1

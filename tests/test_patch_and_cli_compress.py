@@ -81,7 +81,7 @@ def test_cli_config_file_and_errors(model_dir: Path, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "constexpr_lut_to_dense" in models.op_types(tmp_path / "y.mlpackage")
     run = cli("palettize", str(src), str(tmp_path / "z.mlpackage"), "--granularity", "per-grouped-channel")
-    assert run.returncode == 2 and "supported since iOS18" in run.stderr
+    assert run.returncode == 1 and "supported since iOS18" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -119,4 +119,19 @@ def test_cli_recipe_matches_joint_steps(model_dir: Path, oracle_dir: Path, tmp_p
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [{squash: {}}]\n")
     run = cli("compress", str(src), str(tmp_path / "x.mlpackage"), "--recipe", str(bad))
-    assert run.returncode == 2 and "must be one of" in run.stderr
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        f"coreml-compress: error: {bad}: step 1: unknown step 'squash'; "
+        "expected one of palettize, prune, quantize"
+    )
+    bad.write_text("steps:\n  - prune: {config_type: OpMagnitudePrunerConfig, target_sparsty: 0.5}\n")
+    run = cli("compress", str(src), str(tmp_path / "x.mlpackage"), "--recipe", str(bad))
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        f"coreml-compress: error: {bad}: step 1 (prune): global_config: unknown key 'target_sparsty' "
+        "for OpMagnitudePrunerConfig; did you mean 'target_sparsity'?"
+    )
+    bad.write_text("steps:\n  - prune: {config_type: OpMagnitudePrunerConfig\n")
+    run = cli("compress", str(src), str(tmp_path / "x.mlpackage"), "--recipe", str(bad))
+    assert run.returncode == 1 and len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith(f"coreml-compress: error: {bad}:3: invalid YAML: ")

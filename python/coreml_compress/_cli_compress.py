@@ -15,6 +15,49 @@ from typing import Any
 
 from . import config as cfg
 from . import optimize
+from .inspect import format_size
+
+
+class UsageError(Exception):
+    """Options that do not make a valid config together; the CLI reports it as a usage error."""
+
+
+def _parsed(accepted: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type``: ``parse(text)``, or an error naming the ``accepted`` form (argparse
+    prefixes the option: "argument --n-m: expected N:M such as 2:4, got '2-4'")."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        return value
+
+    return convert
+
+
+def _in_range(cast: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = cast(text)
+        return value if low <= value <= high else None
+
+    return parse
+
+
+def _n_m(text: str) -> tuple[int, int] | None:
+    n, sep, m = text.partition(":")
+    pair = (int(n), int(m)) if sep else None
+    return pair if pair is not None and 0 <= pair[0] <= pair[1] and pair[1] > 0 else None
+
+
+_POSITIVE_INT = _parsed("a positive integer such as 32", _in_range(int, 1, math.inf))
+_COUNT = _parsed("an integer >= 0 such as 2048", _in_range(int, 0, math.inf))
+_FRACTION = _parsed("a fraction in [0, 1] such as 0.5", _in_range(float, 0.0, 1.0))
+_MAGNITUDE = _parsed("a number >= 0 such as 1e-3", _in_range(float, 0.0, math.inf))
+_N_M = _parsed("N:M such as 2:4 (N <= M)", _n_m)
+_AXIS = _parsed("an integer axis such as 0", int)
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
@@ -27,14 +70,6 @@ def _progress(label: str) -> Callable[[int, int], None]:
         sys.stderr.flush()
 
     return report
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def format_compression_report(report: list[dict[str, Any]]) -> str:
@@ -51,8 +86,8 @@ def format_compression_report(report: list[dict[str, Any]]) -> str:
                 r["name"],
                 "x".join(map(str, r["shape"])),
                 f"{8 * r['bytes_after'] / count:.2f}",
-                _size(r["bytes_before"]),
-                _size(r["bytes_after"]),
+                format_size(r["bytes_before"]),
+                format_size(r["bytes_after"]),
                 snr,
             ]
         )
@@ -66,7 +101,8 @@ def format_compression_report(report: list[dict[str, Any]]) -> str:
     params = sum(math.prod(r["shape"]) for r in report)
     out = [line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)]
     out.append(
-        f"\n{len(report)} weights, {params:,} parameters: {_size(before)} -> {_size(after)} "
+        f"\n{len(report)} weights, {params:,} parameters: "
+        f"{format_size(before)} -> {format_size(after)} "
         f"({before / max(after, 1):.2f}x smaller, {8 * after / max(params, 1):.2f} bits per weight)"
     )
     return "\n".join(out)
@@ -78,14 +114,48 @@ def _run(
     op_config: Callable[[argparse.Namespace], Any],
     api: Callable[..., Any],
 ) -> int:
-    config = cfg.OptimizationConfig.from_yaml(args.config) if args.config else cfg.OptimizationConfig(
-        global_config=op_config(args)
+    config = cfg.OptimizationConfig.from_yaml(args.config) if args.config else _options_config(
+        args, op_config
     )
     result = api(args.input, config, output_path=args.output, progress=_progress(label), with_report=True)
     _, report = result
     print(format_compression_report(report))
     print(f"\nWritten to {args.output}")
     return 0
+
+
+# Config fields as the options that set them, for usage errors.
+_OPTION_OF_FIELD = {
+    "target_sparsity": "--sparsity",
+    "n_m_ratio": "--n-m",
+    "block_size": "--block-size",
+    "dim": "--dim",
+    "threshold": "--threshold",
+    "minimum_sparsity_percentile": "--min-sparsity",
+    "nbits": "--nbits",
+    "group_size": "--group-size",
+    "channel_axis": "--channel-axis",
+    "cluster_dim": "--cluster-dim",
+    "enable_per_channel_scale": "--per-channel-scale",
+    "granularity": "--granularity",
+    "mode": "--mode",
+    "dtype": "--dtype",
+    "weight_threshold": "--weight-threshold",
+}
+
+
+def _options_config(
+    args: argparse.Namespace, op_config: Callable[[argparse.Namespace], Any]
+) -> cfg.OptimizationConfig:
+    """The config the options describe; options that contradict each other are a usage error
+    that names the options."""
+    try:
+        return cfg.OptimizationConfig(global_config=op_config(args))
+    except ValueError as e:
+        message = str(e)
+        for field, option in _OPTION_OF_FIELD.items():
+            message = message.replace(f'"{field}"', option)
+        raise UsageError(message) from e
 
 
 def _palettizer(a: argparse.Namespace) -> Any:
@@ -118,10 +188,9 @@ def _pruner(a: argparse.Namespace) -> Any:
             minimum_sparsity_percentile=a.min_sparsity,
             weight_threshold=a.weight_threshold,
         )
-    n_m = tuple(int(x) for x in a.n_m.split(":")) if a.n_m else None
     return cfg.OpMagnitudePrunerConfig(
         target_sparsity=a.sparsity,
-        n_m_ratio=n_m,
+        n_m_ratio=a.n_m,
         block_size=a.block_size,
         dim=a.dim,
         weight_threshold=a.weight_threshold,
@@ -131,43 +200,16 @@ def _pruner(a: argparse.Namespace) -> Any:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
-    p.add_argument("--config", help="a coremltools OptimizationConfig YAML file (overrides the options)")
-    p.add_argument("--weight-threshold", type=int, default=2048, help="compress weights larger than this")
-
-
-_STEPS = ("palettize", "quantize", "prune")
-
-
-def load_recipe(path: str) -> list[tuple[str, Any]]:
-    """A recipe file: ``steps:``, a list of one-key mappings ``{palettize|quantize|prune: config}``
-    where the config is an op config mapping (``config_type: OpPalettizerConfig, nbits: 4``, used
-    as the global config) or a whole ``OptimizationConfig`` mapping."""
-    import yaml
-
-    with open(path) as f:
-        doc = yaml.safe_load(f)
-    steps = doc.get("steps") if isinstance(doc, dict) else None
-    if not isinstance(steps, list) or not steps:
-        raise ValueError(f"{path}: a recipe needs a non-empty 'steps' list")
-    out = []
-    for i, step in enumerate(steps):
-        if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in _STEPS:
-            raise ValueError(f"{path}: step {i + 1} must be one of {sorted(_STEPS)} with its config")
-        kind, body = next(iter(step.items()))
-        body = dict(body or {})
-        if body.get("config_type", "OptimizationConfig") == "OptimizationConfig":
-            body.setdefault("config_type", "OptimizationConfig")
-            config = cfg.OptimizationConfig.from_dict(body)
-        else:
-            config = cfg.OptimizationConfig.from_dict(
-                {"config_type": "OptimizationConfig", "global_config": body}
-            )
-        out.append((kind, config))
-    return out
+    p.add_argument(
+        "--config", metavar="YAML", help="a coremltools OptimizationConfig YAML file (overrides the options)"
+    )
+    p.add_argument(
+        "--weight-threshold", type=_COUNT, default=2048, metavar="N", help="compress weights larger than N elements"
+    )
 
 
 def _compress(args: argparse.Namespace) -> int:
-    steps = load_recipe(args.recipe)
+    steps = optimize.load_recipe(args.recipe)
     label = " then ".join(kind for kind, _ in steps)
     _, reports = optimize.apply_recipe(
         args.input, steps, output_path=args.output, progress=_progress(label), with_report=True
@@ -186,9 +228,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--nbits", type=int, default=4, choices=[1, 2, 3, 4, 6, 8])
     p.add_argument("--mode", default="kmeans", choices=["kmeans", "uniform", "unique"])
     p.add_argument("--granularity", default="per-tensor", choices=["per-tensor", "per-grouped-channel"])
-    p.add_argument("--group-size", type=int, default=32)
-    p.add_argument("--channel-axis", type=int, default=None)
-    p.add_argument("--cluster-dim", type=int, default=1)
+    p.add_argument("--group-size", type=_POSITIVE_INT, default=32, metavar="N")
+    p.add_argument("--channel-axis", type=_AXIS, default=None, metavar="AXIS")
+    p.add_argument("--cluster-dim", type=_POSITIVE_INT, default=1, metavar="N")
     p.add_argument("--per-channel-scale", action="store_true")
     p.set_defaults(run=lambda a: _run(a, "palettize", _palettizer, optimize.palettize_weights))
 
@@ -197,22 +239,32 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--dtype", default="int8", choices=["int8", "uint8", "int4", "uint4"])
     p.add_argument("--mode", default="linear-symmetric", choices=["linear-symmetric", "linear"])
     p.add_argument("--granularity", default="per-channel", choices=["per-tensor", "per-channel", "per-block"])
-    p.add_argument("--block-size", type=int, default=32)
+    p.add_argument("--block-size", type=_POSITIVE_INT, default=32, metavar="N")
     p.set_defaults(run=lambda a: _run(a, "quantize", _quantizer, optimize.linear_quantize_weights))
 
     p = sub.add_parser("prune", help="prune weights (magnitude, block, n:m or threshold)")
     _common(p)
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--sparsity", type=float, help="fraction of weights to zero (magnitude pruning)")
-    how.add_argument("--n-m", help="n:m structured sparsity, e.g. 2:4")
-    how.add_argument("--threshold", type=float, help="zero weights with |w| <= threshold")
-    p.add_argument("--block-size", type=int, default=None, help="block sparsity with --sparsity")
-    p.add_argument("--dim", type=int, default=None, help="axis of blocks or n:m groups")
-    p.add_argument("--min-sparsity", type=float, default=0.5, help="with --threshold: skip sparser-than")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--sparsity", type=_FRACTION, metavar="FRACTION", help="fraction of weights to zero (magnitude pruning)"
+    )
+    how.add_argument("--n-m", type=_N_M, metavar="N:M", help="n:m structured sparsity, e.g. 2:4")
+    how.add_argument("--threshold", type=_MAGNITUDE, metavar="T", help="zero weights with |w| <= T")
+    p.add_argument("--block-size", type=_POSITIVE_INT, default=None, metavar="N", help="block sparsity with --sparsity")
+    p.add_argument("--dim", type=int, default=None, choices=[0, 1], help="axis of blocks or n:m groups")
+    p.add_argument(
+        "--min-sparsity",
+        type=_FRACTION,
+        default=0.5,
+        metavar="FRACTION",
+        help="with --threshold: compress only weights at least this sparse",
+    )
     p.set_defaults(run=lambda a: _run(a, "prune", _pruner, optimize.prune_weights))
 
-    p = sub.add_parser("compress", help="run a recipe of steps, e.g. prune 50% then palettize 4 bits")
+    p = sub.add_parser("compress", help="run a recipe of steps, e.g. prune 50%% then palettize 4 bits")
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
-    p.add_argument("--recipe", required=True, help="YAML: steps: [{prune: {...}}, {palettize: {...}}]")
+    p.add_argument(
+        "--recipe", required=True, metavar="YAML", help="YAML: steps: [{prune: {...}}, {palettize: {...}}]"
+    )
     p.set_defaults(run=_compress)

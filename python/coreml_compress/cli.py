@@ -10,109 +10,42 @@
                                                 one multifunction package, equal weights shared
     coreml-compress extract IN FUNCTION OUT     one function back out as its own package
 
-Errors of coreml-compress (bad paths, malformed packages, …) print one line on stderr and exit
-with status 2. coremltools is not needed.
+Exit status (also in ``--help``): 0 when the asked work was done, 1 when it could not be (an
+error prints one line on stderr), 2 for a usage error (argparse's), 130 when interrupted.
+coremltools is not needed, and not imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import _native, optimize
+from . import __version__, _native, optimize
+from ._cli_compress import UsageError, format_compression_report
 from ._cli_compress import add_commands as add_compression_commands
-from ._cli_compress import format_compression_report
 from .config import OpPalettizerConfig, OptimizationConfig
 from .errors import CoreMLCompressError
-from .inspect import WeightInfo, WeightReport, inspect
+from .inspect import format_size, inspect
 from .multifunction import MultiFunctionDescriptor, extract_function, save_multifunction
 
 __all__ = ["main"]
 
-EXIT_ERROR = 2
+EXIT_ERROR = 1  # usage errors exit 2 through argparse (parser.error)
+EXIT_INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _params(w: WeightInfo) -> str:
-    keys = ("nbits", "cluster_dim", "data_dtype", "scale_shape", "has_offset", "sparsity")
-    parts = []
-    for k in keys:
-        if k in w.params:
-            v = w.params[k]
-            if isinstance(v, float):
-                v = f"{v:.2f}"
-            elif isinstance(v, tuple):
-                v = "x".join(map(str, v))
-            parts.append(f"{k}={v}")
-    return " ".join(parts)
-
-
-def format_report(report: WeightReport) -> str:
-    """The report as an aligned text table followed by the totals."""
-    multi = len({w.function for w in report}) > 1
-    headers = [
-        "name",
-        "shape",
-        "dtype",
-        "compression",
-        "on disk",
-        "bits/w",
-        "distinct",
-        "consumers",
-        "params",
-    ]
-    if multi:
-        headers.insert(0, "function")
-    rows = []
-    for w in report:
-        consumers = ", ".join(f"{c.op_type}:{c.param}" for c in w.consumers)
-        if w.block_output:
-            consumers = ", ".join(filter(None, [consumers, "<output>"]))
-        row = [
-            w.name,
-            "x".join(map(str, w.shape)) or "()",
-            w.dtype,
-            w.compression,
-            _size(w.bytes_on_disk),
-            f"{w.bits_per_weight:.2f}",
-            str(w.distinct),
-            consumers,
-            _params(w),
-        ]
-        if multi:
-            row.insert(0, w.function)
-        rows.append(row)
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(wd) for c, wd in zip(cells, widths)).rstrip()
-
-    out = [line(headers), line(["-" * wd for wd in widths])]
-    out.extend(line(r) for r in rows)
-    t = report.totals
-    kinds = ", ".join(f"{k}: {n}" for k, n in t["by_compression"].items()) or "-"
-    out.append("")
-    out.append(
-        f"{t['weights']} weights ({kinds}), {t['parameters']:,} parameters; "
-        f"{_size(t['bytes_on_disk'])} on disk, {_size(t['dense_bytes'])} dense "
-        f"({t['compression_ratio']:.2f}x, {t['bits_per_weight']:.2f} bits/weight)"
-    )
-    return "\n".join(out)
+EXIT_STATUS_HELP = """exit status:
+  0    the asked work was done
+  1    it could not be: bad or unreadable input, a config or recipe with mistakes, an
+       engine error (one line on stderr; nothing is written)
+  2    usage error: an unknown command or option, a missing or malformed value
+  130  interrupted (Ctrl-C); temporary files are removed"""
 
 
 def _info(args: argparse.Namespace) -> int:
-    print(format_report(inspect(args.path)))
+    print(inspect(args.path))
     return 0
 
 
@@ -139,13 +72,13 @@ def _demo(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     example = Path(_native.write_example(str(out_dir / "example.mlpackage")))
     print(f"Example package written to {example}\n")
-    print(format_report(inspect(example)))
+    print(inspect(example))
     if DEMO_STEP is not None:
         label, step = DEMO_STEP
         result = out_dir / f"example.{label.split()[0]}.mlpackage"
         step(example, result)
         print(f"\n{label.capitalize()}: {result}\n")
-        print(format_report(inspect(result)))
+        print(inspect(result))
     return 0
 
 
@@ -185,9 +118,9 @@ def _merge(args: argparse.Namespace) -> int:
     separate = report.separate_bytes
     share = f" ({100 * report.saved_bytes / separate:.1f}%)" if separate else ""
     print(
-        f"weight.bin {_size(report.weight_file_bytes)}: {report.blobs_written} distinct blobs for "
-        f"{report.blob_references} uses; sharing saved {_size(report.saved_bytes)}{share} "
-        f"against {report.functions} separate packages ({_size(separate)})"
+        f"weight.bin {format_size(report.weight_file_bytes)}: {report.blobs_written} distinct blobs for "
+        f"{report.blob_references} uses; sharing saved {format_size(report.saved_bytes)}{share} "
+        f"against {report.functions} separate packages ({format_size(separate)})"
     )
     return 0
 
@@ -196,7 +129,7 @@ def _extract(args: argparse.Namespace) -> int:
     report = extract_function(args.input, args.function, args.output)
     print(
         f"Function {args.function} written to {report.path} "
-        f"({report.blobs_written} blobs, weight.bin {_size(report.weight_file_bytes)})"
+        f"({report.blobs_written} blobs, weight.bin {format_size(report.weight_file_bytes)})"
     )
     return 0
 
@@ -205,8 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coreml-compress",
         description="Inspect and compress Core ML ML Program (.mlpackage) weights.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("info", help="list the weights of a package and how they are stored")
     p.add_argument("path", help="a .mlpackage directory")
     p.set_defaults(run=_info)
@@ -239,19 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .mlpackage to write")
     p.set_defaults(run=_extract)
     add_compression_commands(sub)
+    for command in sub.choices.values():
+        command.epilog = EXIT_STATUS_HELP
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        command.set_defaults(parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # coremltools (imported to hand back MLModels) logs its missing macOS runtime on Linux.
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
+    """Runs the command line; returns the exit status (see ``EXIT_STATUS_HELP``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except UsageError as e:
+        args.parser.error(str(e))  # exits 2
     except (CoreMLCompressError, ValueError, TypeError, OSError) as e:
         # Bad input of any kind (our errors, invalid configs, missing files): one line, no trace.
         print(f"coreml-compress: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("coreml-compress: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

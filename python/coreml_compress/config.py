@@ -27,15 +27,19 @@ Helpers for the rest of the package:
 
 coremltools itself is never required; it is only consulted when a coremltools
 object (a MIL dtype or a config) is handed in, and then it is already imported.
-``cattrs`` is optional as well: when it is installed, ``from_dict`` errors are
-the real ``cattrs.errors`` exception types (as in coremltools); otherwise
-look-alike classes defined here are raised.
 
-This module must stay importable on its own (no imports from the package).
+Mistakes in dict and YAML input raise :class:`~coreml_compress.errors.ConfigError`
+subclasses that name the file, the key and the reason (with "did you mean ..." for
+misspelled keys and config types) and also derive from the type coremltools raises
+for the same mistake. A field that does not structure raises :class:`ConfigFieldError`,
+which is cattrs' ``ClassValidationError`` too (with the same sub-exceptions as
+coremltools'). ``cattrs`` is optional: without it, look-alike group classes defined
+here take its place.
 """
 
 from __future__ import annotations
 
+import difflib
 import enum
 import numbers
 import os
@@ -43,14 +47,21 @@ import sys
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Union
 
 import attrs
 from attrs import validators as _v
 
+from .errors import ConfigError, ConfigFileError, ConfigTypeError, UnknownConfigTypeError
+
+if TYPE_CHECKING:
+    import coremltools.optimize.coreml as _cto
+
 __all__ = [
     "ClassValidationError",
     "CompressionGranularity",
+    "ConfigFieldError",
+    "ConfigLike",
     "ForbiddenExtraKeysError",
     "IterableValidationError",
     "OpActivationLinearQuantizerConfig",
@@ -143,6 +154,49 @@ def _note(text: str, key: Any, typ: Any, *, iterable: bool = False) -> str:
 def _append_note(exc: BaseException, note: str) -> None:
     # Same effect as cattrs: keep earlier notes, add ours at the end.
     exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+class ConfigFieldError(ClassValidationError, ConfigError):  # type: ignore[misc, valid-type]
+    """Fields of an op config dict that do not structure: unknown keys, wrong types, invalid
+    values. A ``ClassValidationError`` with coremltools' sub-exceptions, whose message says
+    which keys and why (the group's own message only counts the sub-exceptions)."""
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(_field_problem(self.cl, exc) for exc in self.exceptions)
+
+    def __str__(self) -> str:
+        return ConfigError.__str__(self)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, else the list of them."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; expected one of {', '.join(choices)}"
+
+
+def _field_problem(cls: type, exc: BaseException) -> str:
+    """One sub-exception of a :class:`ConfigFieldError` as "key: reason"."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = [name for name, _, _ in getattr(cls, "_FIELD_SPEC", ())]
+        return "; ".join(
+            f"unknown key {key!r} for {cls.__name__}{did_you_mean(key, known)}"
+            for key in sorted(exc.extra_fields)
+        )
+    # cattrs' notes and ours read "Structuring class X @ attribute KEY".
+    notes = [str(n) for n in getattr(exc, "__notes__", [])]
+    key = next((n.rpartition("@ attribute ")[2] for n in notes if "@ attribute " in n), "")
+    subs = getattr(exc, "exceptions", None)
+    if subs:
+        reason = "; ".join(str(s) for s in subs)
+    elif isinstance(exc, TypeError) and len(exc.args) == 4:
+        reason = str(exc.args[0])  # attrs' instance_of: (message, attribute, type, value)
+    else:
+        reason = str(exc)
+    return f"{key}: {reason}" if key else reason
 
 
 # --------------------------------------------------------------------------------------
@@ -324,15 +378,11 @@ def _structure(cls: type, data: Any, spec: _FieldSpec) -> Any:
     if unknown:
         errors.append(ForbiddenExtraKeysError("", cls, unknown))  # type: ignore[call-arg]
     if errors:
-        raise ClassValidationError(  # type: ignore[call-arg]
-            f"While structuring {cls.__name__}", errors, cls
-        )
+        raise ConfigFieldError(f"While structuring {cls.__name__}", errors, cls)
     try:
         return cls(**kwargs)
     except Exception as exc:
-        raise ClassValidationError(  # type: ignore[call-arg]
-            f"While structuring {cls.__name__}", [exc], cls
-        ) from exc
+        raise ConfigFieldError(f"While structuring {cls.__name__}", [exc], cls) from exc
 
 
 # --------------------------------------------------------------------------------------
@@ -936,51 +986,65 @@ class OptimizationConfig:
     # -- construction from dicts / YAML -----------------------------------------------
 
     @classmethod
-    def from_dict(cls, config_dict: dict[str, Any]) -> OptimizationConfig:
+    def from_dict(cls, config_dict: Mapping[str, Any]) -> OptimizationConfig:
         """Build a config from a nested dict (same format as coremltools).
 
         Keys: ``config_type`` (required, an op config class name), ``global_config``,
         ``op_type_configs`` and ``op_name_configs``. Each nested dict may override
         ``config_type``; a nested ``None`` becomes a ``None`` config. Unlike
         coremltools, the input dict is not modified.
+
+        Raises
+        ------
+        ConfigError
+            Any mistake, naming the key (``global_config``, ``op_type_configs: linear``, ...)
+            and the reason, with "did you mean ..." for misspelled keys and config types. Each
+            is also the exception type coremltools raises for the same mistake (``ValueError``,
+            ``TypeError``, ``AttributeError``, or cattrs' ``ClassValidationError`` for fields).
         """
+        if not isinstance(config_dict, Mapping):
+            raise ConfigTypeError(
+                f"an OptimizationConfig dict is a mapping, got {type(config_dict).__name__}"
+            )
         for key in config_dict:
             if key not in _OPTIMIZATION_CONFIG_KEYS:
-                raise ValueError(
-                    f"Invalid key {key} to construct an OptimizationConfig object. "
-                    f"Supported keys are {_OPTIMIZATION_CONFIG_KEYS}."
+                raise ConfigError(
+                    f"unknown key {key!r} for OptimizationConfig"
+                    f"{did_you_mean(str(key), _OPTIMIZATION_CONFIG_KEYS)}"
                 )
         config_type = config_dict.get("config_type", None)
         if config_type is None or not isinstance(config_type, str):
-            raise ValueError("config_type must be provided with type of string.")
+            raise ConfigError("config_type must be provided with type of string.")
 
         kwargs: dict[str, Any] = {}
         if config_dict.get("global_config", None) is not None:
-            kwargs["global_config"] = _op_config_from_dict(
-                config_type, config_dict["global_config"]
+            kwargs["global_config"] = _located(
+                "global_config", _op_config_from_dict, config_type, config_dict["global_config"]
             )
         for key in ("op_type_configs", "op_name_configs"):
             level = config_dict.get(key, None)
             if level is None:
                 continue
             if not isinstance(level, dict):
-                raise ValueError(f"{key} must be type of dict. Got {type(level)}")  # noqa: TRY004
+                raise ConfigError(f"{key} must be type of dict. Got {type(level)}")
             kwargs[key] = {
-                name: _op_config_from_dict(config_type, value) for name, value in level.items()
+                name: _located(f"{key}: {name}", _op_config_from_dict, config_type, value)
+                for name, value in level.items()
             }
-        return cls(**kwargs)
+        return _located(None, cls, **kwargs)
 
     @classmethod
     def from_yaml(cls, yml: IO[Any] | str | os.PathLike[str]) -> OptimizationConfig:
-        """Build a config from a YAML file path or an open stream (see :meth:`from_dict`)."""
-        import yaml
+        """Build a config from a YAML file path or an open stream (see :meth:`from_dict`).
 
-        if isinstance(yml, (str, os.PathLike)):
-            with open(yml) as stream:
-                config_dict = yaml.safe_load(stream)
-        else:
-            config_dict = yaml.safe_load(yml)
-        return cls.from_dict(config_dict)
+        Raises
+        ------
+        ConfigError
+            As :meth:`from_dict`, prefixed with the file's name; a YAML syntax error as
+            ``FILE:LINE: ...`` on one line; :class:`~coreml_compress.errors.ConfigFileError`
+            (an ``OSError``) when the file cannot be read.
+        """
+        return load_yaml(yml, cls.from_dict)
 
     def to_native(self) -> dict[str, Any]:
         """Plain-dict form of all three levels (see :func:`resolve`)."""
@@ -999,17 +1063,63 @@ _FROM_DICT_CLASSES: dict[str, type[OpCompressorConfig]] = {
 def _op_config_from_dict(config_type: Any, attributes: Any) -> OpCompressorConfig | None:
     if attributes is None:
         return None
+    if not isinstance(attributes, Mapping):
+        raise ConfigTypeError(
+            f"expected a mapping of {config_type} fields, got {type(attributes).__name__}"
+        )
     if "config_type" in attributes:
         config_type = attributes["config_type"]
         attributes = {k: v for k, v in attributes.items() if k != "config_type"}
     if not isinstance(config_type, str):
-        raise TypeError(f"attribute name must be string, not '{type(config_type).__name__}'")
-    if config_type == "OptimizationConfig":
-        raise AttributeError("type object 'OptimizationConfig' has no attribute '_from_dict'")
+        raise ConfigTypeError(f"config_type must be a string, not {type(config_type).__name__}")
     config_cls = _FROM_DICT_CLASSES.get(config_type)
-    if config_cls is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {config_type!r}")
-    return config_cls._from_dict(attributes)
+    if config_cls is None or config_cls is OpCompressorConfig:
+        raise UnknownConfigTypeError(
+            f"unknown config_type {config_type!r}"
+            f"{did_you_mean(config_type, [n for n in _FROM_DICT_CLASSES if n != 'OpCompressorConfig'])}"
+        )
+    return config_cls._from_dict(dict(attributes))
+
+
+def _located(where: str | None, build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``build(*args, **kwargs)``, its errors raised as :class:`ConfigError` located at ``where``
+    (keeping the type coremltools raises: ``ValueError`` or ``TypeError``)."""
+    try:
+        return build(*args, **kwargs)
+    except ConfigError as exc:
+        raise exc.located(where) if where else exc
+    except (TypeError, ValueError) as exc:
+        error = ConfigTypeError(str(exc)) if isinstance(exc, TypeError) else ConfigError(str(exc))
+        raise (error.located(where) if where else error) from exc
+
+
+def load_yaml(source: IO[Any] | str | os.PathLike[str], build: Callable[[Any], Any]) -> Any:
+    """``build(document)`` for the YAML document in a file (path) or stream; every mistake is a
+    :class:`ConfigError` located at the file (``FILE:LINE`` for YAML syntax errors)."""
+    import yaml
+
+    name = (
+        os.fspath(source)
+        if isinstance(source, (str, os.PathLike))
+        else getattr(source, "name", "<stream>")
+    )
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source) as stream:
+                document = yaml.safe_load(stream)
+        else:
+            document = yaml.safe_load(source)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else str(name)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}").located(where) from None
+    try:
+        return build(document)
+    except ConfigError as exc:
+        raise exc.located(str(name))
 
 
 # --------------------------------------------------------------------------------------
@@ -1229,6 +1339,19 @@ def from_coremltools(obj: Any) -> Any:
     return target(**values)
 
 
+# Everything a pass takes as its config (see :func:`as_config`).
+ConfigLike = Union[
+    OptimizationConfig,
+    OpCompressorConfig,
+    "_cto.OptimizationConfig",
+    "_cto.OpCompressorConfig",
+    Mapping[str, Any],
+    str,
+    "os.PathLike[str]",
+    IO[str],
+]
+
+
 def _convert_or_none(obj: Any) -> Any:
     if obj is None:
         return None
@@ -1237,7 +1360,7 @@ def _convert_or_none(obj: Any) -> Any:
     return obj
 
 
-def as_config(obj: Any) -> OptimizationConfig:
+def as_config(obj: ConfigLike) -> OptimizationConfig:
     """Return an :class:`OptimizationConfig` (ours) for any supported input.
 
     Accepted: our ``OptimizationConfig`` (returned as is); one of our op configs

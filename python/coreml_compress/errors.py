@@ -1,4 +1,14 @@
-"""Exceptions raised by coreml-compress: one hierarchy rooted at CoreMLCompressError."""
+"""Exceptions raised by coreml-compress: one hierarchy rooted at CoreMLCompressError.
+
+Config and recipe mistakes (from a file, a dict or YAML) are :class:`ConfigError`\\ s that name
+where the mistake is (file, step, key) and also derive from the exception type coremltools raises
+for the same mistake, so ``except ValueError`` / ``except TypeError`` / ``except AttributeError``
+written for coremltools still catches them. A field that does not structure (an unknown key, a
+value of the wrong type or out of range) raises ``coreml_compress.config.ConfigFieldError``, a
+``ConfigError`` that is also cattrs' ``ClassValidationError``, as in coremltools.
+"""
+
+from __future__ import annotations
 
 
 class CoreMLCompressError(Exception):
@@ -21,10 +31,47 @@ class CompressionConfigError(CoreMLCompressError, ValueError):
     """A compression configuration that is invalid, or invalid for this model."""
 
 
+class ConfigError(CompressionConfigError):
+    """A mistake in a config or recipe given as a file, a dict or YAML.
+
+    ``str()`` is the location (``where``: file, step, key, outermost first) and the reason.
+    """
+
+    where: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def located(self, *where: str) -> ConfigError:
+        """Prefix the location with ``where`` (outer context); returns ``self`` to re-raise."""
+        self.where = (*where, *self.where)
+        return self
+
+    def __str__(self) -> str:
+        return ": ".join([*self.where, self.reason])
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A config value of the wrong type where coremltools raises TypeError."""
+
+
+class UnknownConfigTypeError(ConfigError, AttributeError):
+    """A ``config_type`` that names no config class (coremltools raises AttributeError)."""
+
+
+class ConfigFileError(ConfigError, OSError):
+    """A config or recipe file that cannot be read."""
+
+
 __all__ = [
     "CompressionConfigError",
+    "ConfigError",
+    "ConfigFileError",
+    "ConfigTypeError",
     "CoreMLCompressError",
     "MalformedPackageError",
     "PackageIOError",
+    "UnknownConfigTypeError",
     "UnsupportedModelError",
 ]

@@ -1,5 +1,7 @@
 """``coreml_compress.inspect(model)``: what every weight of a package is and how it is stored.
 
+Returns a :class:`WeightReport`: a list of one record per weight that prints as a table, renders
+as an HTML table in Jupyter and converts for pandas (``pandas.DataFrame(report.rows())``).
 One record per weight: every dense ``const`` (at least 10 elements) the model computes with, and
 every ``constexpr_*`` chain end (a compressed weight). A superset of coremltools'
 ``coremltools.optimize.coreml.get_weights_metadata``: names, consumers, shape, dtype, distinct
@@ -10,15 +12,17 @@ The walk runs in the Rust engine; ``coremltools`` is not needed.
 
 from __future__ import annotations
 
+import html
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _native
 from ._interop import ModelLike, package_path
 
-__all__ = ["Consumer", "WeightInfo", "WeightReport", "inspect"]
+__all__ = ["Consumer", "WeightInfo", "WeightReport", "format_size", "inspect"]
 
 _DTYPE_BYTES = {
     "fp16": 2,
@@ -86,8 +90,38 @@ class WeightInfo:
         return d
 
 
+def format_size(n: float) -> str:
+    """A byte count for people: ``512 B``, ``1.5 KiB``, ``3.2 MiB``, ``1.1 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+_PARAM_KEYS = ("nbits", "cluster_dim", "data_dtype", "scale_shape", "has_offset", "sparsity")
+
+
+def _params_cell(w: WeightInfo) -> str:
+    parts = []
+    for k in _PARAM_KEYS:
+        if k in w.params:
+            v = w.params[k]
+            if isinstance(v, float):
+                v = f"{v:.2f}"
+            elif isinstance(v, tuple):
+                v = "x".join(map(str, v))
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
 class WeightReport(list):
-    """The list of :class:`WeightInfo` records, with :attr:`totals` over them."""
+    """The list of :class:`WeightInfo` records, with :attr:`totals` over them.
+
+    Still the list it always was (``len``, iteration, indexing); prints as an aligned table
+    with the totals, renders as an HTML table in Jupyter, and gives :meth:`rows` (one dict per
+    weight) and :meth:`to_dict` (one list per column) for ``pandas.DataFrame``.
+    """
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -108,7 +142,104 @@ class WeightReport(list):
         }
 
     def by_name(self) -> dict[str, WeightInfo]:
+        """The records by weight name."""
         return {w.name: w for w in self}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per weight: every field, plus ``size``, ``dense_bytes`` and
+        ``bits_per_weight`` (``pandas.DataFrame(report.rows())``)."""
+        return [
+            {
+                **w.as_dict(),
+                "size": w.size,
+                "dense_bytes": w.dense_bytes,
+                "bits_per_weight": w.bits_per_weight,
+            }
+            for w in self
+        ]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Column name → one value per weight, the columns of :meth:`rows`
+        (``pandas.DataFrame(report.to_dict())``)."""
+        rows = self.rows()
+        columns = (
+            list(rows[0])
+            if rows
+            else [*WeightInfo.__dataclass_fields__, "size", "dense_bytes", "bits_per_weight"]
+        )
+        return {c: [r[c] for r in rows] for c in columns}
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        """The table's header and one row of display strings per weight."""
+        multi = len({w.function for w in self}) > 1
+        headers = [
+            "name",
+            "shape",
+            "dtype",
+            "compression",
+            "on disk",
+            "bits/w",
+            "distinct",
+            "consumers",
+            "params",
+        ]
+        if multi:
+            headers.insert(0, "function")
+        rows = []
+        for w in self:
+            consumers = ", ".join(f"{c.op_type}:{c.param}" for c in w.consumers)
+            if w.block_output:
+                consumers = ", ".join(filter(None, [consumers, "<output>"]))
+            row = [
+                w.name,
+                "x".join(map(str, w.shape)) or "()",
+                w.dtype,
+                w.compression,
+                format_size(w.bytes_on_disk),
+                f"{w.bits_per_weight:.2f}",
+                str(w.distinct),
+                consumers,
+                _params_cell(w),
+            ]
+            if multi:
+                row.insert(0, w.function)
+            rows.append(row)
+        return headers, rows
+
+    def summary(self) -> str:
+        """The totals as one line: weights per kind, parameters, sizes, ratio, bits/weight."""
+        t = self.totals
+        kinds = ", ".join(f"{k}: {n}" for k, n in t["by_compression"].items()) or "-"
+        return (
+            f"{t['weights']} weights ({kinds}), {t['parameters']:,} parameters; "
+            f"{format_size(t['bytes_on_disk'])} on disk, {format_size(t['dense_bytes'])} dense "
+            f"({t['compression_ratio']:.2f}x, {t['bits_per_weight']:.2f} bits/weight)"
+        )
+
+    def __str__(self) -> str:
+        headers, rows = self._cells()
+        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(c.ljust(wd) for c, wd in zip(cells, widths)).rstrip()
+
+        out = [line(headers), line(["-" * wd for wd in widths])]
+        out.extend(line(r) for r in rows)
+        return "\n".join([*out, "", self.summary()])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        headers, rows = self._cells()
+
+        def tr(cells: Sequence[str], tag: str) -> str:
+            return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
+
+        body = "".join(tr(r, "td") for r in rows)
+        return (
+            f"<table><thead>{tr(headers, 'th')}</thead><tbody>{body}</tbody></table>"
+            f"<p>{html.escape(self.summary())}</p>"
+        )
 
 
 def _record(d: dict[str, Any]) -> WeightInfo:
@@ -129,10 +260,35 @@ def _record(d: dict[str, Any]) -> WeightInfo:
 
 
 def inspect(model: ModelLike) -> WeightReport:
-    """Every weight of ``model`` (a ``.mlpackage`` path or a coremltools ``MLModel``).
+    """Every weight of a model and how it is stored.
 
-    Returns a :class:`WeightReport`: a list of :class:`WeightInfo` in function and program
-    order, with ``.totals`` (weight count, parameters, bytes on disk, dense bytes, ratio).
+    Parameters
+    ----------
+    model : str, os.PathLike or coremltools.models.MLModel
+        A ``.mlpackage`` path, or an MLModel of an ML Program (coremltools is not needed for a
+        path).
+
+    Returns
+    -------
+    WeightReport
+        A list of :class:`WeightInfo` in function and program order, with ``.totals`` (weight
+        count, parameters, bytes on disk, dense bytes, ratio). It prints as a table, renders as
+        an HTML table in Jupyter, and gives ``.rows()`` / ``.to_dict()`` for pandas.
+
+    Raises
+    ------
+    coreml_compress.errors.CoreMLCompressError
+        A malformed or unsupported package (``MalformedPackageError``,
+        ``UnsupportedModelError``), or one that cannot be read (``PackageIOError``).
+
+    Example
+    -------
+    >>> import coreml_compress
+    >>> report = coreml_compress.inspect("model.mlpackage")
+    >>> report                                  # the table
+    >>> report.totals["bits_per_weight"]
+    4.25
+    >>> import pandas; pandas.DataFrame(report.rows())
     """
     path = package_path(model)
     return WeightReport(_record(d) for d in _native.inspect(str(path)))

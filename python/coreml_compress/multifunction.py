@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _native
 from ._interop import ModelLike, package_path
@@ -41,6 +41,9 @@ __all__ = [
     "function_names",
     "save_multifunction",
 ]
+
+if TYPE_CHECKING:
+    import coremltools.utils
 
 Progress = Callable[[int, int], None]
 
@@ -69,8 +72,28 @@ class MergeReport:
 
 
 def function_names(model_path: ModelLike) -> list[str]:
-    """The functions of a package as coremltools lists them: ``description.functions`` of a
-    multifunction package, ``["main"]`` otherwise."""
+    """The functions of a package as coremltools lists them.
+
+    Parameters
+    ----------
+    model_path : str, os.PathLike or coremltools.models.MLModel
+        The package.
+
+    Returns
+    -------
+    list of str
+        ``description.functions`` of a multifunction package, ``["main"]`` otherwise.
+
+    Raises
+    ------
+    coreml_compress.errors.CoreMLCompressError
+        A malformed, unsupported or unreadable package.
+
+    Example
+    -------
+    >>> function_names("merged.mlpackage")
+    ['main', 'adapter']
+    """
     return list(_native.function_names(str(package_path(model_path))))
 
 
@@ -117,7 +140,28 @@ class MultiFunctionDescriptor:
     def add_function(
         self, model_path: ModelLike, src_function_name: str, target_function_name: str
     ) -> None:
-        """Add function ``src_function_name`` of ``model_path`` as ``target_function_name``."""
+        """Add one function of a package under a (new) name.
+
+        Parameters
+        ----------
+        model_path : str, os.PathLike or coremltools.models.MLModel
+            The package that holds the function.
+        src_function_name : str
+            The function's name in that package (``"main"`` for a single-function package).
+        target_function_name : str
+            Its name in the multifunction package.
+
+        Raises
+        ------
+        ValueError
+            The function is not in the package, or the target name is taken.
+        coreml_compress.errors.UnsupportedModelError
+            The package cannot be read.
+
+        Example
+        -------
+        >>> desc.add_function("adapter.mlpackage", "main", "adapter")
+        """
         path = self._add_modelpath_to_cache(model_path)
         if src_function_name not in self._modelpath_to_functions[path]:
             raise ValueError(f"src_function_name {src_function_name} not found in {path}.")
@@ -126,13 +170,45 @@ class MultiFunctionDescriptor:
         self._name_to_source_function[target_function_name] = (path, src_function_name)
 
     def add_model(self, model_path: ModelLike) -> None:
-        """Add every function of ``model_path`` under its own name."""
+        """Add every function of a package under its own name.
+
+        Parameters
+        ----------
+        model_path : str, os.PathLike or coremltools.models.MLModel
+            The package.
+
+        Raises
+        ------
+        ValueError
+            One of its names is taken already.
+        coreml_compress.errors.UnsupportedModelError
+            The package cannot be read.
+
+        Example
+        -------
+        >>> desc.add_model("base.mlpackage")
+        """
         path = self._add_modelpath_to_cache(model_path)
         for name in self._modelpath_to_functions[path]:
             self.add_function(path, name, name)
 
     def remove_function(self, function_name: str) -> None:
-        """Remove function ``function_name`` from the descriptor."""
+        """Remove a function from the descriptor.
+
+        Parameters
+        ----------
+        function_name : str
+            Its name in the multifunction package.
+
+        Raises
+        ------
+        ValueError
+            No function has that name.
+
+        Example
+        -------
+        >>> desc.remove_function("adapter")
+        """
         if function_name not in self._name_to_source_function:
             raise ValueError(f"function_name {function_name} not found.")
         del self._name_to_source_function[function_name]
@@ -145,17 +221,45 @@ class MultiFunctionDescriptor:
 
 
 def save_multifunction(
-    desc: Any,
+    desc: MultiFunctionDescriptor | coremltools.utils.MultiFunctionDescriptor,
     destination_path: str | os.PathLike,
     *,
     progress: Progress | None = None,
 ) -> MergeReport:
-    """Save the functions of ``desc`` as one multifunction package at ``destination_path``.
+    """Save the functions of a descriptor as one multifunction package.
 
-    ``desc`` is a :class:`MultiFunctionDescriptor` (a ``coremltools.utils.MultiFunctionDescriptor``
-    works too). Weights equal in content are stored once, whichever input they come from. Returns
-    a :class:`MergeReport` (coremltools returns None). ``progress(done, total)`` is called as
-    blobs are written.
+    Weights equal in content are stored once, whichever input they come from.
+
+    Parameters
+    ----------
+    desc : MultiFunctionDescriptor or coremltools.utils.MultiFunctionDescriptor
+        Which function of which package goes in, under which name, and the default function.
+    destination_path : str or os.PathLike
+        The package to write.
+    progress : callable(done, total), optional
+        Called as blobs are written.
+
+    Returns
+    -------
+    MergeReport
+        What was written: functions, blobs written and referenced, weight.bin size, and what
+        sharing saved (coremltools returns None).
+
+    Raises
+    ------
+    ValueError
+        No default function is set, or a function name is unknown.
+    coreml_compress.errors.CoreMLCompressError
+        A malformed, unsupported or unreadable input, or an output that cannot be written.
+
+    Example
+    -------
+    >>> desc = MultiFunctionDescriptor()
+    >>> desc.add_function("base.mlpackage", "main", "main")
+    >>> desc.add_function("adapter.mlpackage", "main", "adapter")
+    >>> desc.default_function_name = "main"
+    >>> save_multifunction(desc, "merged.mlpackage").saved_bytes
+    3774873
     """
     default = desc.default_function_name
     if default is None:
@@ -173,9 +277,37 @@ def save_multifunction(
 def extract_function(
     model_path: ModelLike, function_name: str, destination_path: str | os.PathLike
 ) -> MergeReport:
-    """Write function ``function_name`` of a package as a single-function package holding only
-    the weights it uses. Its specification version follows the function's opset (an iOS16
-    function merged into an iOS18 package comes back as iOS16); metadata is kept."""
+    """Write one function of a package as a single-function package holding only the weights
+    it uses.
+
+    Its specification version follows the function's opset (an iOS16 function merged into an
+    iOS18 package comes back as iOS16); metadata is kept.
+
+    Parameters
+    ----------
+    model_path : str, os.PathLike or coremltools.models.MLModel
+        The (multifunction) package to read.
+    function_name : str
+        The function to take out.
+    destination_path : str or os.PathLike
+        The package to write.
+
+    Returns
+    -------
+    MergeReport
+        What was written (one function, its blobs, the weight.bin size).
+
+    Raises
+    ------
+    coreml_compress.errors.CoreMLCompressError
+        An unknown function, a malformed, unsupported or unreadable input, or an output that
+        cannot be written.
+
+    Example
+    -------
+    >>> extract_function("merged.mlpackage", "adapter", "adapter.mlpackage").path
+    PosixPath('adapter.mlpackage')
+    """
     stats = _native.extract_function(
         str(package_path(model_path)), function_name, str(destination_path)
     )

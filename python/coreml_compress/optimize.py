@@ -1,8 +1,9 @@
 """coremltools-compatible compression entry points (``coremltools.optimize.coreml`` names and
 signatures), running on the Rust engine.
 
-Each function takes a ``.mlpackage`` path or a coremltools ``MLModel`` and returns an ``MLModel``
-when coremltools is installed (the path of the written package otherwise). Keyword-only additions
+Each function takes a ``.mlpackage`` path or a coremltools ``MLModel`` and returns what it was
+given: the written package's path for a path (coremltools is not imported), an ``MLModel`` for an
+``MLModel``; ``return_mlmodel=True`` asks for an ``MLModel`` from a path. Keyword-only additions
 to coremltools' signatures: ``output_path`` places the result (by default it goes to a temporary
 package, as coremltools does); ``progress(done, total)`` is called as weights are processed;
 ``with_report=True`` returns ``(model, report)``, one dict per compressed weight (function, name,
@@ -15,20 +16,22 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from . import _native
 from . import config as _config
-from ._interop import ModelLike, package_path, temp_package_path, wrap_output
+from ._interop import ModelLike, ModelResult, package_path, temp_package_path, wrap_output
 from .config import (
+    ConfigLike,
     OpLinearQuantizerConfig,
     OpMagnitudePrunerConfig,
     OpPalettizerConfig,
     OpThresholdPrunerConfig,
     OptimizationConfig,
 )
+from .errors import ConfigError, ConfigTypeError
 
 __all__ = [
     "OpLinearQuantizerConfig",
@@ -39,11 +42,16 @@ __all__ = [
     "apply_recipe",
     "decompress_weights",
     "linear_quantize_weights",
+    "load_recipe",
     "palettize_weights",
     "prune_weights",
 ]
 
 Progress = Callable[[int, int], None]
+# One dict per compressed weight: function, name, shape, bytes_before, bytes_after, snr_db.
+CompressionReport = list[dict[str, Any]]
+# A recipe: (step, config) pairs, or a YAML file of them (see load_recipe).
+Recipe = Union[Sequence[tuple[str, ConfigLike]], str, "os.PathLike[str]"]
 
 
 @contextlib.contextmanager
@@ -73,17 +81,21 @@ def _engine_lut_function(fn: Callable) -> Callable[[bytes, str, list[int]], tupl
 
 
 def _native_config(
-    config: Any, pass_name: str, accepted: tuple[type, ...]
+    config: ConfigLike | None, pass_name: str, accepted: tuple[type, ...]
 ) -> tuple[str, dict[int, Callable]]:
     """The engine's JSON form of a config, after coremltools' type check for this pass; and the
     user functions (CUSTOM palettization) it refers to, by id."""
     if config is None:
-        raise ValueError(f"{pass_name} needs a config (an OptimizationConfig)")
+        raise ConfigError(f"{pass_name} needs a config (an OptimizationConfig)")
     cfg = _config.as_config(config)
     names = ", ".join(t.__name__ for t in accepted)
-    for op_config in [cfg.global_config, *cfg.op_type_configs.values(), *cfg.op_name_configs.values()]:
+    for op_config in [
+        cfg.global_config,
+        *cfg.op_type_configs.values(),
+        *cfg.op_name_configs.values(),
+    ]:
         if op_config is not None and not isinstance(op_config, accepted):
-            raise ValueError(
+            raise ConfigError(
                 f"{pass_name} only accept {names} type config. Got {type(op_config).__name__}."
             )
     resolved = _config.resolve(cfg)
@@ -113,18 +125,23 @@ _ACCEPTED: dict[str, tuple[type, ...]] = {
     "prune_weights": (OpMagnitudePrunerConfig, OpThresholdPrunerConfig),
 }
 # Recipe step names (the CLI's subcommands) and the passes they run.
-_STEP_PASSES = {"palettize": "palettize_weights", "quantize": "linear_quantize_weights", "prune": "prune_weights"}
+_STEP_PASSES = {
+    "palettize": "palettize_weights",
+    "quantize": "linear_quantize_weights",
+    "prune": "prune_weights",
+}
 
 
 def _run(
     kind: str,
     model: ModelLike,
-    config: Any,
+    config: ConfigLike,
     joint_compression: bool,
     output_path: str | os.PathLike | None,
     progress: Progress | None,
     with_report: bool,
-) -> Any:
+    return_mlmodel: bool,
+) -> ModelResult | tuple[ModelResult, CompressionReport]:
     if not isinstance(joint_compression, bool):
         # ValueError, not TypeError: coremltools raises ValueError here.
         raise ValueError(  # noqa: TRY004
@@ -134,6 +151,7 @@ def _run(
     result, report = _into_package(
         model,
         output_path,
+        return_mlmodel,
         lambda src, dst: _native.compress(
             kind, src, dst, config_json, joint_compression, functions or None, progress
         ),
@@ -144,95 +162,350 @@ def _run(
 def _into_package(
     model: ModelLike,
     output_path: str | os.PathLike | None,
+    return_mlmodel: bool,
     write: Callable[[str, str], tuple[str, Any]],
-) -> tuple[Any, Any]:
+) -> tuple[ModelResult, Any]:
     """Runs ``write(source, dest)`` from the model's package to ``output_path`` (a temporary
-    package when None, removed if ``write`` fails); returns the written model, wrapped as the
-    input was, and what ``write`` returned besides its path."""
+    package when None, removed with its directory if ``write`` fails or is interrupted);
+    returns the written model, of the input's kind (see ``_interop.wrap_output``), and what
+    ``write`` returned besides its path."""
     source = package_path(model)
     dest = Path(output_path) if output_path is not None else temp_package_path(source.stem)
-    with _removed_on_failure(dest if output_path is None else None):
+    temporary = output_path is None
+    with _removed_on_failure(dest if temporary else None):
         written, extra = write(str(source), str(dest))
-    return wrap_output(Path(written), model, temporary=output_path is None), extra
+        result = wrap_output(Path(written), model, temporary, return_mlmodel)
+    return result, extra
 
 
+_COMMON_PARAMETERS = """    mlmodel : str, os.PathLike or coremltools.models.MLModel
+        The model: a ``.mlpackage`` path, or an MLModel of an ML Program. It is never modified.
+    config : OptimizationConfig, op config, coremltools config, dict or YAML path
+        What to compress and how (see ``coreml_compress.config.as_config``); an op config
+        applies to every op. Dict and YAML input take the ``OptimizationConfig.from_dict`` form.
+    joint_compression : bool
+        Compress weights that are already compressed further (e.g. quantize a pruned model's
+        nonzero values), as coremltools does.
+    output_path : str or os.PathLike, optional
+        Where to write the package. Default: a new temporary package (an MLModel over it is
+        removed at exit, as coremltools does with its own).
+    progress : callable(done, total), optional
+        Called as weights are processed.
+    with_report : bool
+        Also return the per-weight report.
+    return_mlmodel : bool
+        Return a coremltools MLModel even when ``mlmodel`` is a path (imports coremltools).
+
+    Returns
+    -------
+    pathlib.Path or coremltools.models.MLModel
+        The written package, of the input's kind: its path for a path, an MLModel for an
+        MLModel (or with ``return_mlmodel=True``). With ``with_report=True``, the tuple
+        ``(model, report)``: one dict per compressed weight with ``function``, ``name``,
+        ``shape``, ``bytes_before``, ``bytes_after`` and ``snr_db``.
+
+    Raises
+    ------
+    coreml_compress.errors.ConfigError
+        A mistake in a dict or YAML config (also a ValueError or TypeError, as coremltools).
+    ValueError
+        A config of the wrong kind for this pass, or invalid for this model
+        (``CompressionConfigError``).
+    coreml_compress.errors.CoreMLCompressError
+        A malformed or unsupported package (``MalformedPackageError``,
+        ``UnsupportedModelError``), or a file that cannot be read or written
+        (``PackageIOError``, an OSError).
+"""
+
+
+def _documented(summary: str, example: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Gives a pass its numpy-style docstring: its summary, the shared parameters, its example."""
+
+    def document(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__doc__ = f"{summary}\n\n    Parameters\n    ----------\n{_COMMON_PARAMETERS}\n    Example\n    -------\n{example}"
+        return fn
+
+    return document
+
+
+@_documented(
+    "Palettize weights (k-means, uniform, unique or custom look-up tables), as coremltools'\n"
+    "    ``palettize_weights`` does, on the engine.",
+    """    >>> from coreml_compress import optimize
+    >>> config = optimize.OpPalettizerConfig(nbits=4, granularity="per_grouped_channel",
+    ...                                      group_size=16)
+    >>> path, report = optimize.palettize_weights(
+    ...     "model.mlpackage", config, output_path="model.4bit.mlpackage", with_report=True)
+""",
+)
 def palettize_weights(
     mlmodel: ModelLike,
-    config: Any,
+    config: ConfigLike,
     joint_compression: bool = False,
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
     with_report: bool = False,
-) -> Any:
-    """Palettize weights (k-means, uniform, unique or custom LUTs), as coremltools does."""
-    return _run("palettize_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
+    return_mlmodel: bool = False,
+) -> ModelResult | tuple[ModelResult, CompressionReport]:
+    return _run(
+        "palettize_weights",
+        mlmodel,
+        config,
+        joint_compression,
+        output_path,
+        progress,
+        with_report,
+        return_mlmodel,
+    )
 
 
+@_documented(
+    "Linearly quantize weights to int8/uint8/int4/uint4, bit-identical to coremltools'\n"
+    "    ``linear_quantize_weights``.",
+    """    >>> from coreml_compress import optimize
+    >>> config = optimize.OpLinearQuantizerConfig(dtype="int4", granularity="per_block",
+    ...                                           block_size=32)
+    >>> optimize.linear_quantize_weights("model.mlpackage", config,
+    ...                                  output_path="model.int4.mlpackage")
+    PosixPath('model.int4.mlpackage')
+""",
+)
 def linear_quantize_weights(
     mlmodel: ModelLike,
-    config: Any,
+    config: ConfigLike,
     joint_compression: bool = False,
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
     with_report: bool = False,
-) -> Any:
-    """Linearly quantize weights to int8/uint8/int4/uint4, bit-identical to coremltools."""
-    return _run("linear_quantize_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
+    return_mlmodel: bool = False,
+) -> ModelResult | tuple[ModelResult, CompressionReport]:
+    return _run(
+        "linear_quantize_weights",
+        mlmodel,
+        config,
+        joint_compression,
+        output_path,
+        progress,
+        with_report,
+        return_mlmodel,
+    )
 
 
+@_documented(
+    "Prune weights (magnitude, block, n:m or threshold sparsity), as coremltools'\n"
+    "    ``prune_weights`` does, on the engine.",
+    """    >>> from coreml_compress import optimize
+    >>> optimize.prune_weights("model.mlpackage",
+    ...                        optimize.OpMagnitudePrunerConfig(n_m_ratio=(2, 4)),
+    ...                        output_path="model.2of4.mlpackage")
+    PosixPath('model.2of4.mlpackage')
+""",
+)
 def prune_weights(
     mlmodel: ModelLike,
-    config: Any,
+    config: ConfigLike,
     joint_compression: bool = False,
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
     with_report: bool = False,
-) -> Any:
-    """Prune weights (magnitude, block, n:m or threshold sparsity), as coremltools does."""
-    return _run("prune_weights", mlmodel, config, joint_compression, output_path, progress, with_report)
+    return_mlmodel: bool = False,
+) -> ModelResult | tuple[ModelResult, CompressionReport]:
+    return _run(
+        "prune_weights",
+        mlmodel,
+        config,
+        joint_compression,
+        output_path,
+        progress,
+        with_report,
+        return_mlmodel,
+    )
+
+
+def load_recipe(path: str | os.PathLike[str]) -> list[tuple[str, OptimizationConfig]]:
+    """Read a recipe file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A YAML file: ``steps:``, a list of one-key mappings ``{palettize|quantize|prune: config}``
+        where the config is an op config mapping (``config_type: OpPalettizerConfig, nbits: 4``,
+        used as the global config) or a whole ``OptimizationConfig`` mapping.
+
+    Returns
+    -------
+    list of (str, OptimizationConfig)
+        The steps, as :func:`apply_recipe` takes them.
+
+    Raises
+    ------
+    coreml_compress.errors.ConfigError
+        Any mistake, naming the file (``FILE:LINE`` for YAML syntax), the step and the key.
+
+    Example
+    -------
+    >>> steps = load_recipe("recipe.yaml")   # steps: [{prune: {...}}, {palettize: {...}}]
+    >>> [name for name, _ in steps]
+    ['prune', 'palettize']
+    """
+    return _config.load_yaml(path, _recipe_steps)
+
+
+def _recipe_steps(document: Any) -> list[tuple[str, OptimizationConfig]]:
+    steps = document.get("steps") if isinstance(document, Mapping) else None
+    if not isinstance(steps, list) or not steps:
+        raise ConfigError("a recipe needs a non-empty 'steps' list")
+    out = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, Mapping) or len(step) != 1:
+            raise ConfigError(
+                f"step {i + 1} must be one mapping {{STEP: config}}, STEP one of {sorted(_STEP_PASSES)}"
+            )
+        name, body = next(iter(step.items()))
+        if name not in _STEP_PASSES:
+            raise ConfigError(
+                f"step {i + 1}: unknown step {name!r}{_config.did_you_mean(str(name), _STEP_PASSES)}"
+            )
+        out.append((name, _step_config(f"step {i + 1} ({name})", body or {})))
+    return out
+
+
+def _step_config(where: str, body: Any) -> OptimizationConfig:
+    """A recipe file step's config: an op config mapping (the global config) or a whole
+    OptimizationConfig mapping; errors located at ``where``."""
+    try:
+        if not isinstance(body, Mapping):
+            raise ConfigTypeError(
+                f"expected the step's config as a mapping, got {type(body).__name__}"
+            )
+        config_type = body.get("config_type", "OptimizationConfig")
+        if config_type == "OptimizationConfig":
+            return OptimizationConfig.from_dict({**body, "config_type": config_type})
+        return OptimizationConfig.from_dict({"config_type": config_type, "global_config": body})
+    except ConfigError as e:
+        raise e.located(where)
 
 
 def apply_recipe(
     mlmodel: ModelLike,
-    steps: Sequence[tuple[str, Any]],
+    steps: Recipe,
     *,
     output_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
     with_report: bool = False,
-) -> Any:
-    """Runs several compression steps, e.g. ``[("prune", prune_config), ("palettize",
-    palettize_config)]``, each after the first with joint compression, in one pass over the
-    weights (nothing intermediate is written). A step is ``palettize``, ``quantize`` or ``prune``
-    (or the pass's name) with an ``OptimizationConfig``. The result equals running the passes one
-    after the other with ``joint_compression=True`` from the second on. With ``with_report``,
-    returns ``(model, reports)``: one list of per-weight records per step."""
+    return_mlmodel: bool = False,
+) -> ModelResult | tuple[ModelResult, list[CompressionReport]]:
+    """Run several compression steps in one pass over the weights, each after the first with
+    joint compression (nothing intermediate is written).
+
+    The result equals running the passes one after the other with ``joint_compression=True``
+    from the second on.
+
+    Parameters
+    ----------
+    mlmodel : str, os.PathLike or coremltools.models.MLModel
+        The model: a ``.mlpackage`` path, or an MLModel of an ML Program. It is never modified.
+    steps : sequence of (str, config), or a YAML path
+        ``[("prune", prune_config), ("palettize", palettize_config)]``: a step is
+        ``palettize``, ``quantize`` or ``prune`` (or the pass's name) with anything the pass
+        takes as its config; or a recipe file, as the CLI's ``compress --recipe`` takes it
+        (see :func:`load_recipe`).
+    output_path : str or os.PathLike, optional
+        Where to write the package. Default: a new temporary package.
+    progress : callable(done, total), optional
+        Called as weights are processed.
+    with_report : bool
+        Also return the reports: one list of per-weight dicts per step.
+    return_mlmodel : bool
+        Return a coremltools MLModel even when ``mlmodel`` is a path (imports coremltools).
+
+    Returns
+    -------
+    pathlib.Path or coremltools.models.MLModel
+        The written package, of the input's kind; with ``with_report=True`` the tuple
+        ``(model, reports)``.
+
+    Raises
+    ------
+    coreml_compress.errors.ConfigError
+        A mistake in the recipe, naming the file, the step and the key.
+    coreml_compress.errors.CoreMLCompressError
+        As the single passes (see :func:`palettize_weights`).
+
+    Example
+    -------
+    >>> from coreml_compress import optimize
+    >>> optimize.apply_recipe("model.mlpackage", "recipe.yaml", output_path="small.mlpackage")
+    PosixPath('small.mlpackage')
+    """
+    if isinstance(steps, (str, os.PathLike)):
+        steps = load_recipe(steps)
     if not steps:
-        raise ValueError("a recipe needs at least one step")
+        raise ConfigError("a recipe needs at least one step")
     native_steps = []
     functions: dict[int, Callable] = {}
     for i, (name, config) in enumerate(steps):
         kind = _STEP_PASSES.get(name, name)
+        where = f"step {i + 1} ({name})"
         if kind not in _ACCEPTED:
-            raise ValueError(f"step {i + 1}: unknown step {name!r}; use one of {sorted(_STEP_PASSES)}")
-        config_json, step_functions = _native_config(config, kind, _ACCEPTED[kind])
+            raise ConfigError(
+                f"unknown step {name!r}{_config.did_you_mean(str(name), _STEP_PASSES)}"
+            ).located(f"step {i + 1}")
+        try:
+            config_json, step_functions = _native_config(config, kind, _ACCEPTED[kind])
+        except ConfigError as e:
+            raise e.located(where)
         native_steps.append((kind, config_json))
         functions.update(step_functions)
     result, reports = _into_package(
         mlmodel,
         output_path,
-        lambda src, dst: _native.compress_recipe(src, dst, native_steps, functions or None, progress),
+        return_mlmodel,
+        lambda src, dst: _native.compress_recipe(
+            src, dst, native_steps, functions or None, progress
+        ),
     )
     return (result, reports) if with_report else result
 
 
 def decompress_weights(
-    mlmodel: ModelLike, *, output_path: str | os.PathLike | None = None
-) -> Any:
-    """Materialize every ``constexpr_*`` op into a dense ``const``, bit-identical to coremltools."""
+    mlmodel: ModelLike,
+    *,
+    output_path: str | os.PathLike | None = None,
+    return_mlmodel: bool = False,
+) -> ModelResult:
+    """Materialize every ``constexpr_*`` op into a dense ``const``, bit-identical to
+    coremltools' ``decompress_weights``.
+
+    Parameters
+    ----------
+    mlmodel : str, os.PathLike or coremltools.models.MLModel
+        The model: a ``.mlpackage`` path, or an MLModel of an ML Program. It is never modified.
+    output_path : str or os.PathLike, optional
+        Where to write the package. Default: a new temporary package.
+    return_mlmodel : bool
+        Return a coremltools MLModel even when ``mlmodel`` is a path (imports coremltools).
+
+    Returns
+    -------
+    pathlib.Path or coremltools.models.MLModel
+        The written package, of the input's kind.
+
+    Raises
+    ------
+    coreml_compress.errors.CoreMLCompressError
+        A malformed or unsupported package, or a file that cannot be read or written.
+
+    Example
+    -------
+    >>> from coreml_compress import optimize
+    >>> optimize.decompress_weights("model.4bit.mlpackage", output_path="dense.mlpackage")
+    PosixPath('dense.mlpackage')
+    """
     result, _ = _into_package(
-        mlmodel, output_path, lambda src, dst: (_native.decompress(src, dst), None)
+        mlmodel, output_path, return_mlmodel, lambda src, dst: (_native.decompress(src, dst), None)
     )
     return result

@@ -2,22 +2,44 @@
 
 After ``coreml_compress.patch_coremltools()``, ``coremltools.optimize.coreml.palettize_weights``,
 ``linear_quantize_weights``, ``prune_weights`` and ``decompress_weights`` run on this engine and
-return coremltools ``MLModel`` objects as before. ``unpatch_coremltools()`` restores the originals.
-Calls this engine does not take yet (``joint_compression=True``) go to the original functions.
+return coremltools ``MLModel`` objects as before, joint compression included.
+``unpatch_coremltools()`` restores the originals. A model the engine does not take (no ML Program
+package behind the MLModel, e.g. a NeuralNetwork model) goes to coremltools' own function, and a
+warning says so, once.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from . import optimize
+from .errors import UnsupportedModelError
 
 __all__ = ["is_patched", "patch_coremltools", "unpatch_coremltools"]
 
 _NAMES = ("palettize_weights", "linear_quantize_weights", "prune_weights", "decompress_weights")
 _originals: dict[str, Callable[..., Any]] = {}
+_handed_over: list[str] = []  # the first call handed to coremltools, to warn once
+
+
+def _engine_or_original(name: str, ours: Callable[[], Any], original: Callable[[], Any]) -> Any:
+    """``ours()``; when the engine does not take the model, ``original()`` with a warning (the
+    first time) that says which call went to coremltools and why."""
+    try:
+        return ours()
+    except UnsupportedModelError as e:
+        if not _handed_over:
+            _handed_over.append(name)
+            warnings.warn(
+                f"coreml_compress: {name} ran on coremltools' own code, not on the engine ({e}); "
+                "further calls the engine does not take go there without a warning",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return original()
 
 
 def _modules() -> list[Any]:
@@ -34,21 +56,41 @@ def _accelerated(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(original)
         def decompress(mlmodel: Any) -> Any:
-            return ours(mlmodel)
+            return _engine_or_original(name, lambda: ours(mlmodel), lambda: original(mlmodel))
 
         return decompress
 
     @functools.wraps(original)
     def compress(mlmodel: Any, config: Any = None, joint_compression: bool = False) -> Any:
-        if joint_compression:
-            return original(mlmodel, config, joint_compression=joint_compression)
-        return ours(mlmodel, config, joint_compression=False)
+        return _engine_or_original(
+            name,
+            lambda: ours(mlmodel, config, joint_compression),
+            lambda: original(mlmodel, config, joint_compression=joint_compression),
+        )
 
     return compress
 
 
 def patch_coremltools() -> None:
-    """Route coremltools' post-training compression functions to this engine (idempotent)."""
+    """Route coremltools' post-training compression functions to this engine (idempotent).
+
+    ``coremltools.optimize.coreml.palettize_weights``, ``linear_quantize_weights``,
+    ``prune_weights`` (``joint_compression=True`` included) and ``decompress_weights`` then run
+    on this engine and return MLModels, as before. A model the engine does not take goes to
+    coremltools' own function, with a ``RuntimeWarning`` the first time.
+
+    Raises
+    ------
+    ImportError
+        coremltools is not installed.
+
+    Example
+    -------
+    >>> import coreml_compress, coremltools.optimize.coreml as cto
+    >>> coreml_compress.patch_coremltools()
+    >>> small = cto.palettize_weights(mlmodel, cto.OptimizationConfig(
+    ...     global_config=cto.OpPalettizerConfig(nbits=4)))    # runs on the engine
+    """
     if _originals:
         return
     public, impl = _modules()
@@ -62,7 +104,13 @@ def patch_coremltools() -> None:
 
 
 def unpatch_coremltools() -> None:
-    """Restore coremltools' own functions."""
+    """Restore coremltools' own functions (a no-op when they are not patched).
+
+    Example
+    -------
+    >>> coreml_compress.unpatch_coremltools()
+    """
+    _handed_over.clear()
     if not _originals:
         return
     for module in _modules():
@@ -73,4 +121,16 @@ def unpatch_coremltools() -> None:
 
 
 def is_patched() -> bool:
+    """Whether coremltools' functions currently run on this engine.
+
+    Returns
+    -------
+    bool
+        True between :func:`patch_coremltools` and :func:`unpatch_coremltools`.
+
+    Example
+    -------
+    >>> coreml_compress.patch.is_patched()
+    False
+    """
     return bool(_originals)
