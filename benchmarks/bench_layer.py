@@ -8,6 +8,11 @@ in fresh processes (see ``harness.py``, ``jobs.py``).
 
     python3 benchmarks/bench_layer.py            # 3 repeats, prints a markdown table
     python3 benchmarks/bench_layer.py --quick    # 1024x1024 layer, 1 repeat (smoke run)
+    python3 benchmarks/bench_layer.py --half-lanes   # ours only, per fp16 lane conversion
+
+``--half-lanes`` runs every case of ours three times over, with this project's F16C lanes, the
+`half` crate's dispatched conversions (what portable builds and aarch64 run) and pure software
+(the `half` crate's const functions), chosen with ``COREML_COMPRESS_HALF_LANES``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +150,38 @@ def cases_for(n: int) -> list[Case]:
     ]
 
 
+HALF_LANES = ("f16c", "half", "software")
+
+
+def half_lanes_table(cases: list[Case], repeats: int, mem_limit_gb: float | None) -> str:
+    """Op time of each of our cases per lane conversion, and the ratios to the F16C lanes."""
+    head = ["case", *(f"{v} op" for v in HALF_LANES), "half / f16c", "software / f16c"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in cases:
+        if case.ours is None or case.ours.kwargs.get("kind") is None:
+            continue
+        ops = []
+        for lanes in HALF_LANES:
+            job = Job(**{**asdict(case.ours), "env": {"COREML_COMPRESS_HALF_LANES": lanes}})
+            print(f"  {case.name} [{lanes}]", file=sys.stderr, flush=True)
+            limit = mem_limit_gb or harness._default_mem_limit_gb()
+            ops.append(
+                harness.run_job(job, repeats, mem_limit_gb=limit, hashes=False).median("op_s")
+            )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    case.name,
+                    *map(harness.fmt_s, ops),
+                    *(f"{op / ops[0]:.2f}×" if op and ops[0] else "—" for op in ops[1:]),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def check_targets(cases: list[Case]) -> None:
     for case in cases:
         goal = TARGETS.get(case.name)
@@ -161,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.common_args(parser)
     parser.add_argument("--size", type=int, help="layer is size x size (default 4096)")
+    parser.add_argument(
+        "--half-lanes", action="store_true", help="ours only, per fp16 lane conversion"
+    )
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build-int4", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -172,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n = args.size or (1024 if args.quick else 4096)
     print(f"bench_layer: {n}x{n} fp16 linear", file=sys.stderr)
+    if args.half_lanes:
+        md = (
+            f"### fp16 lane conversions, one {n}×{n} fp16 linear: op time (median)\n\n"
+            + half_lanes_table(cases_for(n), harness.repeats_for(args), args.mem_limit_gb)
+        )
+        if args.md_out:
+            args.md_out.write_text(md)
+        print(md)
+        return 0
     cases = harness.run_cases(
         cases_for(n), harness.repeats_for(args), mem_limit_gb=args.mem_limit_gb
     )

@@ -71,6 +71,8 @@ class Job:
     block_coremltools: bool = False
     timeout_s: float = 3600.0
     repeats: int | None = None  # None: the harness default
+    #: Extra environment variables for the job process.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -360,7 +362,12 @@ def run_once(job: Job, *, mem_limit_gb: float, hashes: bool = False, log: Any = 
     stderr_f = open(work / "stderr.txt", "wb")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, stdout=stdout_f, stderr=stderr_f, start_new_session=True, cwd=str(work)
+        cmd,
+        stdout=stdout_f,
+        stderr=stderr_f,
+        start_new_session=True,
+        cwd=str(work),
+        env={**os.environ, **job.env},
     )
     guard = _MemoryGuard(proc.pid, mem_limit_gb * 1024**3)
     guard.start()

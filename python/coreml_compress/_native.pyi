@@ -16,6 +16,12 @@ _Progress: TypeAlias = Callable[[int, int], object] | None
 
 # --- packages (src/python/mod.rs) ----------------------------------------------------------------
 
+def build_info() -> dict[str, str | bool]:
+    """``version``, ``portable`` (built with the ``portable`` feature), ``target`` (arch-os) and
+    ``half_lanes``: the fp16 conversions the kernels run on this CPU (``f16c``, ``half`` or
+    ``software``; ``COREML_COMPRESS_HALF_LANES`` picks one for measurement)."""
+
+
 def save_unchanged(input: _Path, output: _Path) -> Path: ...
 def decompress(input: _Path, output: _Path, progress: _Progress = None) -> Path: ...
 def compress(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use memmap2::Mmap;
-#[cfg(target_os = "linux")]
+#[cfg(linux_syscalls)]
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -127,7 +127,7 @@ impl BlobFile {
     /// before a kernel reads them all: cheaper than one page fault per few pages. A hint only:
     /// ignored where the kernel cannot do it (before Linux 5.14, other systems).
     pub fn prefault(&self, part: &[u8]) {
-        #[cfg(target_os = "linux")]
+        #[cfg(linux_syscalls)]
         if let Some((map, pages)) = self.pages_under(part) {
             // In pieces on the thread pool: mapping pages is per-thread work that parallelizes.
             const PIECE: usize = 4 << 20;
@@ -139,7 +139,7 @@ impl BlobFile {
                     let _ = map.advise_range(memmap2::Advice::PopulateRead, at, len);
                 });
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(linux_syscalls))]
         let _ = part;
     }
 
@@ -295,9 +295,10 @@ impl BlobWriter {
         Ok(meta_offset)
     }
 
-    /// Copies `blob`, read from `source`, unchanged. The data goes file to file inside the kernel
-    /// where the OS can (`copy_file_range` on Linux, through `std::io::copy`), which avoids
-    /// faulting the source pages into this process and copying them through user space.
+    /// Copies `blob`, read from `source`, unchanged. On Linux the data goes file to file inside
+    /// the kernel (`std::io::copy` uses `copy_file_range` between files), which avoids faulting
+    /// the source pages into this process and copying them through user space; elsewhere, and in
+    /// `portable` builds, it is a read/write loop.
     pub fn copy(&mut self, source: &BlobFile, blob: &Blob<'_>) -> Result<u64> {
         let at = source.offset_of(blob.data).ok_or_else(|| {
             format_err!("internal: blob to copy is not in {}", source.path.display())
@@ -307,7 +308,10 @@ impl BlobWriter {
         let mut file = source.file.lock().unwrap_or_else(|e| e.into_inner());
         file.seek(SeekFrom::Start(at as u64))
             .map_err(|e| Error::io(&source.path, e))?;
-        let copied = std::io::copy(&mut (&mut *file).take(len), &mut self.out)
+        let source_part = (&mut *file).take(len);
+        #[cfg(not(linux_syscalls))]
+        let source_part = ReadOnly(source_part);
+        let copied = std::io::copy(&mut { source_part }, &mut self.out)
             .map_err(|e| Error::io(&self.path, e))?;
         if copied != len {
             return Err(format_err!(
@@ -369,6 +373,18 @@ impl BlobWriter {
         // No fsync: like coremltools, leave write-back to the OS (it dominated large writes).
         file.write_all(&self.count.to_le_bytes()).map_err(io)?;
         Ok(())
+    }
+}
+
+/// A reader seen only as `Read`, so that `std::io::copy` cannot specialize a file-to-file copy
+/// into a Linux system call: what other platforms do, for `portable` builds.
+#[cfg(not(linux_syscalls))]
+struct ReadOnly<R>(R);
+
+#[cfg(not(linux_syscalls))]
+impl<R: Read> Read for ReadOnly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
     }
 }
 

@@ -200,8 +200,15 @@ impl WeightElement for f32 {
 //
 // The hot kernels process `[f32; 8]` arrays with plain loops that the compiler turns into SIMD.
 // Only the f16 <-> f32 conversions need dedicated instructions: [`dispatch`] runs a kernel body
-// with [`F16c`] (compiled for AVX2 + F16C) when the CPU has them, otherwise with the portable
-// [`SoftHalf`]. Both round to nearest even and give identical bits for every input, NaN included.
+// with [`F16c`] (this project's own AVX2 + F16C code) when the CPU has them, otherwise with
+// [`HalfSlices`] (the `half` crate's slice conversions, which use F16C on x86-64 and FCVT on
+// aarch64 when the CPU has them, software otherwise). [`SoftHalf`], the `half` crate's const
+// software functions, is kept to measure and test against. All three round to nearest even and
+// give identical bits for every input, NaN included.
+//
+// The `portable` cargo feature compiles [`F16c`] out, so x86-64 runs what other platforms run.
+// `COREML_COMPRESS_HALF_LANES=f16c|half|software` (read once) picks a variant for measurement;
+// unset, or naming one this build or CPU lacks, the default above applies.
 
 /// Conversion of eight f16 bit patterns to and from f32.
 pub trait HalfLanes: Copy {
@@ -209,7 +216,30 @@ pub trait HalfLanes: Copy {
     fn narrow(self, x: [f32; 8]) -> [u16; 8];
 }
 
-/// Software conversion (the `half` crate's portable code).
+/// The `half` crate's slice conversions: its own runtime dispatch to the CPU's conversion
+/// instructions, element-wise software where there are none.
+#[derive(Clone, Copy, Debug)]
+pub struct HalfSlices;
+
+impl HalfLanes for HalfSlices {
+    #[inline(always)]
+    fn widen(self, x: [u16; 8]) -> [f32; 8] {
+        use half::slice::HalfFloatSliceExt;
+        let mut out = [0.0f32; 8];
+        x.map(f16::from_bits).convert_to_f32_slice(&mut out);
+        out
+    }
+    #[inline(always)]
+    fn narrow(self, x: [f32; 8]) -> [u16; 8] {
+        use half::slice::HalfFloatSliceExt;
+        let mut out = [f16::ZERO; 8];
+        out.convert_from_f32_slice(&x);
+        out.map(f16::to_bits)
+    }
+}
+
+/// Software conversion (the `half` crate's const functions): what platforms without a dispatched
+/// conversion would run; the reference the others are tested against.
 #[derive(Clone, Copy, Debug)]
 pub struct SoftHalf;
 
@@ -225,11 +255,11 @@ impl HalfLanes for SoftHalf {
 }
 
 /// The x86 F16C instructions. Only [`dispatch`] creates one, after checking the CPU.
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_f16c)]
 #[derive(Clone, Copy, Debug)]
 pub struct F16c(());
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_f16c)]
 impl HalfLanes for F16c {
     #[inline(always)]
     fn widen(self, x: [u16; 8]) -> [f32; 8] {
@@ -262,19 +292,81 @@ pub trait LaneKernel {
     fn run<H: HalfLanes>(self, h: H) -> Self::Output;
 }
 
-/// Runs `k` with AVX2 + F16C code when the CPU has them (detected once, then cached by std),
-/// otherwise with the portable code; the results are identical.
-pub fn dispatch<K: LaneKernel>(k: K) -> K::Output {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
-        #[target_feature(enable = "avx2,f16c")]
-        fn fast<K: LaneKernel>(k: K) -> K::Output {
-            k.run(F16c(()))
+/// The lane conversions [`dispatch`] can run a kernel with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneVariant {
+    /// [`F16c`]; never chosen by a `portable` build or on a CPU without AVX2 and F16C.
+    F16c,
+    /// [`HalfSlices`].
+    HalfSlices,
+    /// [`SoftHalf`].
+    Software,
+}
+
+impl LaneVariant {
+    const ALL: [LaneVariant; 3] = [
+        LaneVariant::F16c,
+        LaneVariant::HalfSlices,
+        LaneVariant::Software,
+    ];
+
+    /// The name `COREML_COMPRESS_HALF_LANES` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            LaneVariant::F16c => "f16c",
+            LaneVariant::HalfSlices => "half",
+            LaneVariant::Software => "software",
         }
-        // SAFETY: the features were just detected.
-        return unsafe { fast(k) };
     }
-    k.run(SoftHalf)
+
+    /// Whether this build can run the variant on this CPU.
+    fn available(self) -> bool {
+        match self {
+            #[cfg(x86_f16c)]
+            LaneVariant::F16c => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(x86_f16c))]
+            LaneVariant::F16c => false,
+            LaneVariant::HalfSlices | LaneVariant::Software => true,
+        }
+    }
+
+    /// The variant named by `COREML_COMPRESS_HALF_LANES` if this build and CPU have it, else
+    /// F16C where available and the `half` crate's conversions otherwise. Chosen once.
+    pub fn current() -> LaneVariant {
+        static CHOSEN: std::sync::OnceLock<LaneVariant> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let asked = std::env::var("COREML_COMPRESS_HALF_LANES").unwrap_or_default();
+            LaneVariant::ALL
+                .into_iter()
+                .find(|v| v.name() == asked && v.available())
+                .unwrap_or(if LaneVariant::F16c.available() {
+                    LaneVariant::F16c
+                } else {
+                    LaneVariant::HalfSlices
+                })
+        })
+    }
+}
+
+/// Runs `k` with the lane conversions of [`LaneVariant::current`]; the results are identical
+/// whichever it is.
+pub fn dispatch<K: LaneKernel>(k: K) -> K::Output {
+    match LaneVariant::current() {
+        #[cfg(x86_f16c)]
+        LaneVariant::F16c => {
+            #[target_feature(enable = "avx2,f16c")]
+            fn fast<K: LaneKernel>(k: K) -> K::Output {
+                k.run(F16c(()))
+            }
+            // SAFETY: `current` chooses F16c only where the CPU has both features.
+            unsafe { fast(k) }
+        }
+        LaneVariant::Software => k.run(SoftHalf),
+        _ => k.run(HalfSlices),
+    }
 }
 
 /// `src` widened to f32 into `dst` (`dst.len() >= src.len()`, rounded up to 8); the padding
@@ -530,38 +622,43 @@ mod tests {
         }
     }
 
+    /// Every lane variant this build and CPU have gives the software conversion's bits.
+    fn lanes_match_software<H: HalfLanes>(h: H) {
+        for b in (0..=u16::MAX).step_by(8) {
+            let x: [u16; 8] = std::array::from_fn(|l| b + l as u16);
+            let (hw, sw) = (h.widen(x), SoftHalf.widen(x));
+            assert_eq!(hw.map(f32::to_bits), sw.map(f32::to_bits));
+            assert_eq!(h.narrow(hw), SoftHalf.narrow(sw));
+        }
+        let mut r = testgen::SplitMix(7);
+        for i in 0..1_000_000u32 {
+            // Random patterns, and every f16 midpoint and its neighbours.
+            let x: [f32; 8] = std::array::from_fn(|l| {
+                let v = r.next_u64() as u32;
+                match l {
+                    0 => f32::from_bits(v),
+                    1..=3 => f32::from_bits(
+                        ((v & 0x8FFF_E000) + 0x3000_0000).wrapping_add((l as u32).wrapping_sub(2)),
+                    ),
+                    _ => f32::from_bits(
+                        (((i & 0xFFFF) << 13) + 0x1000).wrapping_add((l as u32).wrapping_sub(5)),
+                    ),
+                }
+            });
+            assert_eq!(h.narrow(x), SoftHalf.narrow(x), "{x:?}");
+        }
+    }
+
     #[test]
+    fn half_slice_lanes_match_software() {
+        lanes_match_software(HalfSlices);
+    }
+
+    #[test]
+    #[cfg(x86_f16c)]
     fn f16c_lanes_match_software() {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            let h = F16c(());
-            for b in (0..=u16::MAX).step_by(8) {
-                let x: [u16; 8] = std::array::from_fn(|l| b + l as u16);
-                let (hw, sw) = (h.widen(x), SoftHalf.widen(x));
-                assert_eq!(hw.map(f32::to_bits), sw.map(f32::to_bits));
-                assert_eq!(h.narrow(hw), SoftHalf.narrow(sw));
-            }
-            let mut r = testgen::SplitMix(7);
-            for i in 0..1_000_000u32 {
-                // Random patterns, and every f16 midpoint and its neighbours.
-                let x: [f32; 8] = std::array::from_fn(|l| {
-                    let v = r.next_u64() as u32;
-                    match l {
-                        0 => f32::from_bits(v),
-                        1..=3 => f32::from_bits(
-                            ((v & 0x8FFF_E000) + 0x3000_0000)
-                                .wrapping_add((l as u32).wrapping_sub(2)),
-                        ),
-                        _ => f32::from_bits(
-                            (((i & 0xFFFF) << 13) + 0x1000)
-                                .wrapping_add((l as u32).wrapping_sub(5)),
-                        ),
-                    }
-                });
-                assert_eq!(h.narrow(x), SoftHalf.narrow(x), "{x:?}");
-            }
+        if LaneVariant::F16c.available() {
+            lanes_match_software(F16c(()));
         }
     }
 

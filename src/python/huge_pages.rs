@@ -14,7 +14,7 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// Advises huge pages for the whole 2 MiB extents inside `[ptr, ptr + size)`.
 fn advise(ptr: *mut u8, size: usize) {
-    #[cfg(target_os = "linux")]
+    #[cfg(linux_syscalls)]
     if !ptr.is_null() && size >= HINT_FROM {
         let start = (ptr as usize).next_multiple_of(HUGE_PAGE);
         let end = (ptr as usize + size) / HUGE_PAGE * HUGE_PAGE;
@@ -27,7 +27,7 @@ fn advise(ptr: *mut u8, size: usize) {
             }
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(linux_syscalls))]
     let _ = (ptr, size, HINT_FROM, HUGE_PAGE);
 }
 

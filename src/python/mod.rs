@@ -16,6 +16,7 @@ use crate::compress::config::OptimizationConfig;
 use crate::compress::palettize::{GroupData, LutFunction};
 use crate::compress::{decompress as decompress_pass, example, pass, roundtrip};
 use crate::error::Error;
+use crate::kernels::fp16::LaneVariant;
 
 #[global_allocator]
 static ALLOCATOR: huge_pages::HugePageAlloc = huge_pages::HugePageAlloc;
@@ -200,8 +201,23 @@ fn write_example(py: Python<'_>, output: PathBuf) -> PyResult<PathBuf> {
     py.detach(|| example::write_example(&output)).map_err(to_py)
 }
 
+/// How this extension was built, and the fp16 lane conversions it runs on this CPU.
+#[pyfunction]
+fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let info = PyDict::new(py);
+    info.set_item("version", env!("CARGO_PKG_VERSION"))?;
+    info.set_item("portable", cfg!(feature = "portable"))?;
+    info.set_item(
+        "target",
+        format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+    )?;
+    info.set_item("half_lanes", LaneVariant::current().name())?;
+    Ok(info)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(save_unchanged, m)?)?;
     m.add_function(wrap_pyfunction!(decompress, m)?)?;
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
