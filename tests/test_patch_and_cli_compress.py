@@ -11,6 +11,7 @@ import coreml_compress
 import coremltools as ct
 import coremltools.optimize.coreml as cto
 import models
+import pytest
 from coreml_compress import patch
 from test_quantize_prune import assert_same_compression
 
@@ -33,6 +34,18 @@ def test_patch_and_unpatch(model_dir: Path, oracle_dir: Path, tmp_path: Path) ->
         coreml_compress.unpatch_coremltools()
     assert cto.palettize_weights is original and not patch.is_patched()
     assert_same_compression(tmp_path / "patched.mlpackage", theirs)
+
+
+def test_patch_warns_on_untested_coremltools_versions() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for version in ("8.3.0", "9.0", "9.0b1"):
+            patch._warn_if_untested(version)
+    for version in ("8.2.1", "9.1.0", "10.0"):
+        with pytest.warns(RuntimeWarning, match=f"tested with coremltools 8.3, 9.0, not {version}"):
+            patch._warn_if_untested(version)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,8 @@ warning says so, once.
 from __future__ import annotations
 
 import functools
+import re
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +23,9 @@ from .errors import UnsupportedModelError
 __all__ = ["is_patched", "patch_coremltools", "unpatch_coremltools"]
 
 _NAMES = ("palettize_weights", "linear_quantize_weights", "prune_weights", "decompress_weights")
+# coremltools releases (major, minor) whose private modules the patch is tested against
+# (pyproject.toml's `coremltools` extra; README, "Wheels and platforms").
+SUPPORTED_COREMLTOOLS = ((8, 3), (9, 0))
 _originals: dict[str, Callable[..., Any]] = {}
 _handed_over: list[str] = []  # the first call handed to coremltools, to warn once
 
@@ -94,6 +99,7 @@ def patch_coremltools() -> None:
     if _originals:
         return
     public, impl = _modules()
+    _warn_if_untested(sys.modules["coremltools"].__version__)
     for name in _NAMES:
         original = getattr(public, name)
         _originals[name] = original
@@ -101,6 +107,20 @@ def patch_coremltools() -> None:
         for module in (public, impl):
             if hasattr(module, name):
                 setattr(module, name, replacement)
+
+
+def _warn_if_untested(version: str) -> None:
+    """A ``RuntimeWarning`` when ``version`` is not a coremltools release the patch is tested
+    with: its private modules may have moved."""
+    release = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if release not in SUPPORTED_COREMLTOOLS:
+        tested = ", ".join(f"{a}.{b}" for a, b in SUPPORTED_COREMLTOOLS)
+        warnings.warn(
+            f"coreml_compress: patch_coremltools() is tested with coremltools {tested}, "
+            f"not {version}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def unpatch_coremltools() -> None:
