@@ -74,6 +74,9 @@ def format_report(report: WeightReport) -> str:
     ]
     if multi:
         headers.insert(0, "function")
+    shared = any(w.shared_with for w in report)
+    if shared:
+        headers.append("shared with")
     rows = []
     for w in report:
         consumers = ", ".join(f"{c.op_type}:{c.param}" for c in w.consumers)
@@ -92,6 +95,8 @@ def format_report(report: WeightReport) -> str:
         ]
         if multi:
             row.insert(0, w.function)
+        if shared:
+            row.append(", ".join(w.shared_with))
         rows.append(row)
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
@@ -107,6 +112,7 @@ def format_report(report: WeightReport) -> str:
         f"{t['weights']} weights ({kinds}), {t['parameters']:,} parameters; "
         f"{_size(t['bytes_on_disk'])} on disk, {_size(t['dense_bytes'])} dense "
         f"({t['compression_ratio']:.2f}x, {t['bits_per_weight']:.2f} bits/weight)"
+        + ("; weights shared by several functions counted once" if shared else "")
     )
     return "\n".join(out)
 

@@ -47,7 +47,12 @@ class Consumer:
 
 @dataclass(frozen=True)
 class WeightInfo:
-    """One weight. ``name`` is the const op's name, or the name of the chain's last op."""
+    """One weight. ``name`` is the const op's name, or the name of the chain's last op.
+
+    ``counted_bytes`` is what the weight adds to the package: ``bytes_on_disk`` less the blobs
+    an earlier weight of the listing already holds (functions of a merged multifunction package
+    share identical weights); ``shared_with`` names the other functions that read its blobs.
+    """
 
     name: str
     var: str
@@ -61,6 +66,8 @@ class WeightInfo:
     chain: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
     distinct: int = 0
+    counted_bytes: int = 0
+    shared_with: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -83,6 +90,7 @@ class WeightInfo:
         d["consumers"] = [tuple(c.values()) for c in d["consumers"]]
         d["shape"] = list(self.shape)
         d["chain"] = list(self.chain)
+        d["shared_with"] = list(self.shared_with)
         return d
 
 
@@ -94,7 +102,8 @@ class WeightReport(list):
         by_kind: dict[str, int] = {}
         for w in self:
             by_kind[w.compression] = by_kind.get(w.compression, 0) + 1
-        on_disk = sum(w.bytes_on_disk for w in self)
+        # A blob shared by several functions counts once.
+        on_disk = sum(w.counted_bytes for w in self)
         dense = sum(w.dense_bytes for w in self)
         params = sum(w.size for w in self)
         return {
@@ -125,6 +134,8 @@ def _record(d: dict[str, Any]) -> WeightInfo:
         chain=tuple(d["chain"]),
         params={k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()},
         distinct=int(d["distinct"]),
+        counted_bytes=int(d["counted_bytes"]),
+        shared_with=tuple(d["shared_with"]),
     )
 
 
