@@ -38,7 +38,9 @@ def cfg(op_config: Any) -> cto.OptimizationConfig:
     return cto.OptimizationConfig(global_config=op_config)
 
 
-def run_pass(kind: str, src: Path, op_config: Any, out: Path) -> tuple[Any, list[SkippedWeightsWarning]]:
+def run_pass(
+    kind: str, src: Path, op_config: Any, out: Path
+) -> tuple[Any, list[SkippedWeightsWarning]]:
     """The pass's report and the SkippedWeightsWarnings it issued."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -84,7 +86,9 @@ SIZE_48 = {
 
 
 @pytest.mark.parametrize("kind", sorted(SIZE_48))
-def test_a_size_that_divides_no_channel_count_is_named(kind: str, mlp: Path, tmp_path: Path) -> None:
+def test_a_size_that_divides_no_channel_count_is_named(
+    kind: str, mlp: Path, tmp_path: Path
+) -> None:
     report, warned = run_pass(kind, mlp, SIZE_48[kind], tmp_path / "out.mlpackage")
     assert list(report) == []
     assert [(s["name"], tuple(s["shape"]), s["reason"]) for s in report.skipped] == [
@@ -99,19 +103,29 @@ def test_a_size_that_divides_no_channel_count_is_named(kind: str, mlp: Path, tmp
 
 
 def test_weights_below_the_threshold_are_counted_not_warned(mlp: Path, tmp_path: Path) -> None:
-    report, warned = run_pass("palettize", mlp, L(nbits=4, weight_threshold=10**7), tmp_path / "o.mlpackage")
+    report, warned = run_pass(
+        "palettize", mlp, L(nbits=4, weight_threshold=10**7), tmp_path / "o.mlpackage"
+    )
     assert list(report) == [] and report.skipped == [] and warned == []
     assert report.below_threshold == 2
 
 
-def test_a_partial_skip_warns_about_the_skipped_weight_only(model_dir: Path, tmp_path: Path) -> None:
+def test_a_partial_skip_warns_about_the_skipped_weight_only(
+    model_dir: Path, tmp_path: Path
+) -> None:
     # build_linear: 48 divides 96 (lin2, shared) but not 128 or 64 (lin1, lin3).
     src = models.build_linear(model_dir)
     report, warned = run_pass(
-        "palettize", src, L(nbits=4, granularity="per_grouped_channel", group_size=48), tmp_path / "o.mlpackage"
+        "palettize",
+        src,
+        L(nbits=4, granularity="per_grouped_channel", group_size=48),
+        tmp_path / "o.mlpackage",
     )
     assert sorted(r["name"] for r in report) == ["lin2_weight_to_fp16", "shared_weight_to_fp16"]
-    assert sorted(s["name"] for s in report.skipped) == ["lin1_weight_to_fp16", "lin3_weight_to_fp16"]
+    assert sorted(s["name"] for s in report.skipped) == [
+        "lin1_weight_to_fp16",
+        "lin3_weight_to_fp16",
+    ]
     assert report.below_threshold == 1  # lin_small_weight: exactly 2048 elements
     assert len(warned) == 1 and "lin1_weight_to_fp16" in str(warned[0])
     assert "lin2_weight_to_fp16" not in str(warned[0])
@@ -120,7 +134,9 @@ def test_a_partial_skip_warns_about_the_skipped_weight_only(model_dir: Path, tmp
 def test_a_recipe_names_skips_by_step(mlp: Path, tmp_path: Path) -> None:
     steps = [("prune", cfg(P(target_sparsity=0.5))), ("quantize", cfg(SIZE_48["quantize"]))]
     with pytest.warns(SkippedWeightsWarning) as caught:
-        _, reports = optimize.apply_recipe(mlp, steps, output_path=tmp_path / "o.mlpackage", with_report=True)
+        _, reports = optimize.apply_recipe(
+            mlp, steps, output_path=tmp_path / "o.mlpackage", with_report=True
+        )
     assert [r["name"] for r in reports[0]] == [FC1, FC2] and reports[0].skipped == []
     assert list(reports[1]) == []
     assert [s["name"] for s in reports[1].skipped] == [FC1, FC2]
@@ -129,13 +145,25 @@ def test_a_recipe_names_skips_by_step(mlp: Path, tmp_path: Path) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "coreml_compress.cli", *args], capture_output=True, check=False, text=True, timeout=300
+        [sys.executable, "-m", "coreml_compress.cli", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
     )
 
 
 def test_cli_exits_1_with_the_reasons_when_nothing_is_compressed(mlp: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.mlpackage"
-    r = cli("palettize", str(mlp), str(out), "--granularity", "per-grouped-channel", "--group-size", "48")
+    r = cli(
+        "palettize",
+        str(mlp),
+        str(out),
+        "--granularity",
+        "per-grouped-channel",
+        "--group-size",
+        "48",
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "No weight was compressed" in r.stderr
     for name in (FC1, FC2):
@@ -144,10 +172,22 @@ def test_cli_exits_1_with_the_reasons_when_nothing_is_compressed(mlp: Path, tmp_
     assert "SkippedWeightsWarning" not in r.stderr, "listed once, not again as a warning"
 
 
-def test_cli_lists_skips_and_exits_0_when_something_is_compressed(model_dir: Path, tmp_path: Path) -> None:
+def test_cli_lists_skips_and_exits_0_when_something_is_compressed(
+    model_dir: Path, tmp_path: Path
+) -> None:
     src = models.build_linear(model_dir)
     out = tmp_path / "o.mlpackage"
-    r = cli("quantize", str(src), str(out), "--dtype", "int4", "--granularity", "per-block", "--block-size", "48")
+    r = cli(
+        "quantize",
+        str(src),
+        str(out),
+        "--dtype",
+        "int4",
+        "--granularity",
+        "per-block",
+        "--block-size",
+        "48",
+    )
     assert r.returncode == 0, r.stderr
     assert "lin1_weight_to_fp16" in r.stdout and "not compressed" in r.stdout
     assert "not larger than weight_threshold" in r.stdout
@@ -189,7 +229,9 @@ def test_non_finite_weights_are_skipped_and_named(mode: str, mlp_nan: Path, tmp_
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_weights_at_fp16_extremes_never_restore_to_nan(mode: str, mlp_max: Path, tmp_path: Path) -> None:
+def test_weights_at_fp16_extremes_never_restore_to_nan(
+    mode: str, mlp_max: Path, tmp_path: Path
+) -> None:
     kind, op_config = MODES[mode]
     out = tmp_path / "o.mlpackage"
     report, _ = run_pass(kind, mlp_max, op_config, out)
@@ -207,7 +249,9 @@ def test_weights_at_fp16_extremes_never_restore_to_nan(mode: str, mlp_max: Path,
 
 
 @pytest.mark.parametrize("mode", ["uniform8", "int8-linear", "uint8-linear"])
-def test_where_coremltools_overflows_the_parameters_are_finite(mode: str, mlp_max: Path, tmp_path: Path) -> None:
+def test_where_coremltools_overflows_the_parameters_are_finite(
+    mode: str, mlp_max: Path, tmp_path: Path
+) -> None:
     # coremltools' fp16 arithmetic turns these into 100 % NaN; here they compress.
     kind, op_config = MODES[mode]
     report, warned = run_pass(kind, mlp_max, op_config, tmp_path / "o.mlpackage")
@@ -230,7 +274,9 @@ def test_recipe_report_totals_are_info_totals_and_blob_bytes(
     steps: list[tuple[str, Any]], mlp: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "o.mlpackage"
-    _, reports = optimize.apply_recipe(mlp, [(k, cfg(c)) for k, c in steps], output_path=out, with_report=True)
+    _, reports = optimize.apply_recipe(
+        mlp, [(k, cfg(c)) for k, c in steps], output_path=out, with_report=True
+    )
     for report in reports:
         assert [r["name"] for r in report] == [FC1, FC2], "names of the input model"
     # Each step starts from what the previous one left.
@@ -248,14 +294,18 @@ def test_pass_report_sizes_are_info_sizes(mode: str, mlp: Path, tmp_path: Path) 
     report, _ = run_pass(kind, mlp, op_config, out)
     compressed = [w for w in inspect(out) if w.compression != "none"]
     assert [r["bytes_after"] for r in report] == [w.bytes_on_disk for w in compressed]
-    assert [r["bytes_before"] for r in report] == [w.bytes_on_disk for w in inspect(mlp) if w.name in (FC1, FC2)]
+    assert [r["bytes_before"] for r in report] == [
+        w.bytes_on_disk for w in inspect(mlp) if w.name in (FC1, FC2)
+    ]
 
 
 def test_joint_pass_report_counts_the_whole_chain(mlp: Path, tmp_path: Path) -> None:
     pruned = tmp_path / "pruned.mlpackage"
     optimize.prune_weights(mlp, cfg(P(target_sparsity=0.5)), output_path=pruned)
     out = tmp_path / "o.mlpackage"
-    _, report = optimize.palettize_weights(pruned, cfg(L(nbits=4)), True, output_path=out, with_report=True)
+    _, report = optimize.palettize_weights(
+        pruned, cfg(L(nbits=4)), True, output_path=out, with_report=True
+    )
     before = {w.name: w.bytes_on_disk for w in inspect(pruned) if w.compression != "none"}
     after = [w.bytes_on_disk for w in inspect(out) if w.compression != "none"]
     assert [r["name"] for r in report] == list(before), "the chain's name in the input model"
