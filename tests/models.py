@@ -68,6 +68,7 @@ __all__ = [
     "build_linear",
     "build_matmul",
     "build_minilm",
+    "build_mlp",
     "build_multifunction",
     "build_odd_shapes",
     "build_stateful",
@@ -698,6 +699,48 @@ def build_minilm(
 
     stem = f"minilm-{package_tag(t, p)}-l{layers}-v{MODELS_VERSION}"
     return _cached_build(out_dir, stem, overwrite, make)
+
+
+def build_mlp(
+    out_dir: PathLike,
+    target: TargetLike = ct.target.iOS18,
+    precision: PrecisionLike = ct.precision.FLOAT16,
+    *,
+    special: str = "none",
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Two ``linear`` ops on input ``x`` (4, 256): ``fc1_weight`` [1024, 256] + bias, relu,
+    ``fc2_weight`` [256, 1024]; output ``y`` (4, 256). Channel counts 1024 and 256 are not
+    multiples of 48 (a group or block size that divides neither).
+
+    ``special`` puts extreme values into ``fc1_weight``: ``"nan"`` sets 1 % of it to NaN (one
+    element +inf, one -inf), ``"max"`` sets one element of every row to 65504 and one to -65504
+    (fp16's largest finite values); ``fc2_weight`` stays ordinary.
+    """
+    t, p = resolve_target(target), resolve_precision(precision)
+    w1 = _weight(seed, "fc1", (1024, 256))
+    b1 = _weight(seed, "fc1_b", (1024,))
+    w2 = _weight(seed, "fc2", (256, 1024))
+    if special == "nan":
+        flat = w1.reshape(-1)
+        flat[_rng(seed, "fc1_nan").choice(flat.size, flat.size // 100, replace=False)] = np.nan
+        flat[1], flat[2] = np.inf, -np.inf
+    elif special == "max":
+        w1[:, 3], w1[:, 7] = 65504.0, -65504.0
+    elif special != "none":
+        raise ValueError(f"unknown special {special!r}")
+
+    def make(dest: Path) -> None:
+        @mb.program(input_specs=[mb.TensorSpec((4, 256))], opset_version=t)
+        def prog(x: Any) -> Any:
+            h = mb.linear(x=x, weight=mb.const(val=w1, name="fc1_weight"), bias=b1, name="fc1")
+            h = mb.relu(x=h, name="relu1")
+            return mb.linear(x=h, weight=mb.const(val=w2, name="fc2_weight"), name="y")
+
+        _convert(prog, t, p, dest)
+
+    return _cached_build(out_dir, _stem(f"mlp-{special}", t, p, seed), overwrite, make)
 
 
 #: name -> builder; every builder takes ``(out_dir, target, precision, **kwargs)``.

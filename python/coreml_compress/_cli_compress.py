@@ -2,7 +2,9 @@
 (a recipe of several steps; every step after the first uses joint compression).
 
 Each writes a new package, shows a progress bar on stderr and closes with a table: per weight its
-bits per weight, size before and after, and signal-to-noise ratio of the compressed weight.
+bits per weight, size before and after, and signal-to-noise ratio of the compressed weight; then
+each weight the config asked for but that was left as it was, with the reason. The exit status is
+1, with the reasons, when no weight at all was compressed.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from . import config as cfg
 from . import optimize
+from .errors import SkippedWeightsWarning
 from .inspect import format_size
 
 
@@ -72,10 +76,28 @@ def _progress(label: str) -> Callable[[int, int], None]:
     return report
 
 
+def _skipped_lines(report: list[dict[str, Any]]) -> list[str]:
+    """The weights a :class:`~coreml_compress.optimize.CompressionReport` left as they were: one
+    line each, and one line counting those not larger than weight_threshold."""
+    skipped = getattr(report, "skipped", [])
+    below = getattr(report, "below_threshold", 0)
+    out = []
+    if skipped:
+        out.append(f"{len(skipped)} weight(s) not compressed:")
+        out.extend(f"  {optimize.describe_skip(s)}" for s in skipped)
+    if below:
+        out.append(f"{below} weight(s) not larger than weight_threshold left as they were.")
+    return out
+
+
 def format_compression_report(report: list[dict[str, Any]]) -> str:
-    """Per-weight table (bits per weight, size before/after, SNR) and totals."""
+    """Per-weight table (bits per weight, size before/after, SNR) and totals, then the weights
+    left as they were."""
     if not report:
-        return "No weight was compressed (none matched the config, or all were skipped)."
+        skipped = _skipped_lines(report)
+        return "\n".join(["No weight was compressed.", *skipped] if skipped else [
+            "No weight was compressed: none matched the config."
+        ])
     headers = ["name", "shape", "bits/w", "before", "after", "SNR dB"]
     rows = []
     for r in report:
@@ -105,6 +127,9 @@ def format_compression_report(report: list[dict[str, Any]]) -> str:
         f"{format_size(before)} -> {format_size(after)} "
         f"({before / max(after, 1):.2f}x smaller, {8 * after / max(params, 1):.2f} bits per weight)"
     )
+    skipped = _skipped_lines(report)
+    if skipped:
+        out.extend(["", *skipped])
     return "\n".join(out)
 
 
@@ -117,8 +142,14 @@ def _run(
     config = cfg.OptimizationConfig.from_yaml(args.config) if args.config else _options_config(
         args, op_config
     )
-    result = api(args.input, config, output_path=args.output, progress=_progress(label), with_report=True)
-    _, report = result
+    with warnings.catch_warnings():
+        # The report below lists the skipped weights; the warning would repeat it.
+        warnings.simplefilter("ignore", SkippedWeightsWarning)
+        _, report = api(args.input, config, output_path=args.output, progress=_progress(label), with_report=True)
+    if not report:
+        print(format_compression_report(report), file=sys.stderr)
+        print(f"\n{args.output} was written with every weight as it was.", file=sys.stderr)
+        return 1
     print(format_compression_report(report))
     print(f"\nWritten to {args.output}")
     return 0
@@ -211,12 +242,19 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _compress(args: argparse.Namespace) -> int:
     steps = optimize.load_recipe(args.recipe)
     label = " then ".join(kind for kind, _ in steps)
-    _, reports = optimize.apply_recipe(
-        args.input, steps, output_path=args.output, progress=_progress(label), with_report=True
-    )
+    with warnings.catch_warnings():
+        # The step reports below list the skipped weights; the warning would repeat them.
+        warnings.simplefilter("ignore", SkippedWeightsWarning)
+        _, reports = optimize.apply_recipe(
+            args.input, steps, output_path=args.output, progress=_progress(label), with_report=True
+        )
+    out = sys.stdout if any(reports) else sys.stderr
     for i, ((kind, _), report) in enumerate(zip(steps, reports)):
-        print(f"Step {i + 1}: {kind}")
-        print(format_compression_report(report) + "\n")
+        print(f"Step {i + 1}: {kind}", file=out)
+        print(format_compression_report(report) + "\n", file=out)
+    if not any(reports):
+        print(f"{args.output} was written with every weight as it was.", file=sys.stderr)
+        return 1
     print(f"Written to {args.output}")
     return 0
 

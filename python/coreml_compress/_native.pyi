@@ -32,10 +32,13 @@ def compress(
     joint_compression: bool,
     lut_functions: dict[int, Callable[[bytes, str, list[int]], tuple[bytes, bytes]]] | None,
     progress: _Progress = None,
-) -> tuple[Path, list[dict[str, Any]]]:
+) -> tuple[Path, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Runs ``kind`` (palettize_weights, linear_quantize_weights, prune_weights); returns the
-    written path and one record per compressed weight (function, name, shape, bytes_before,
-    bytes_after, snr_db)."""
+    written path and ``(records, skipped)``: one record per compressed weight (function, name in
+    the input model, dense shape, bytes_before, bytes_after — everything the weight stores, as
+    ``inspect`` counts it — and snr_db), and one dict per candidate weight left as it was
+    (function, name, shape, reason: below_threshold, non_finite, channel_axes, mode,
+    unsupported or out_of_range; message: the reason in words)."""
 
 def compress_recipe(
     input: _Path,
@@ -43,10 +46,10 @@ def compress_recipe(
     steps: list[tuple[str, str]],
     lut_functions: dict[int, Callable[[bytes, str, list[int]], tuple[bytes, bytes]]] | None,
     progress: _Progress = None,
-) -> tuple[Path, list[list[dict[str, Any]]]]:
+) -> tuple[Path, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]:
     """Runs ``steps`` (pass name, config JSON), each after the first with joint compression, in
-    one pass over the weights; returns the written path and, per step, the records of the weights
-    it compressed (as ``compress``)."""
+    one pass over the weights; returns the written path and, per step, ``(records, skipped)`` as
+    ``compress`` does (names are those of the weights in the input model)."""
 
 def write_example(output: _Path) -> Path: ...
 
@@ -54,7 +57,8 @@ def write_example(output: _Path) -> Path: ...
 
 def inspect(path: _Path) -> list[dict[str, Any]]:
     """One dict per weight: name, var, function, consumers, block_output, shape, dtype,
-    bytes_on_disk, compression, chain, params, distinct."""
+    bytes_on_disk, counted_bytes (less blobs an earlier weight holds), shared_with (other functions
+    reading its blobs), compression, chain, params, distinct."""
 
 # --- kernels on numpy arrays (src/python/kernels.rs) -------------------------------------------
 

@@ -62,6 +62,15 @@ class UnknownConfigTypeError(ConfigError, AttributeError):
 
 class ConfigFileError(ConfigError, OSError):
     """A config or recipe file that cannot be read."""
+class SkippedWeightsWarning(UserWarning):
+    """Weights the config asked to compress were left as they were (a group or block size that
+    does not divide the channels, an unsupported dtype or op for the mode, NaN or infinite
+    values, ...). Issued once per call; ``skipped`` holds one dict per weight (function, name,
+    shape, reason, message, and step for recipes)."""
+
+    def __init__(self, message: str, skipped: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped or [])
 
 
 __all__ = [
@@ -72,6 +81,7 @@ __all__ = [
     "CoreMLCompressError",
     "MalformedPackageError",
     "PackageIOError",
+    "SkippedWeightsWarning",
     "UnknownConfigTypeError",
     "UnsupportedModelError",
 ]

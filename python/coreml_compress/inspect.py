@@ -51,7 +51,12 @@ class Consumer:
 
 @dataclass(frozen=True)
 class WeightInfo:
-    """One weight. ``name`` is the const op's name, or the name of the chain's last op."""
+    """One weight. ``name`` is the const op's name, or the name of the chain's last op.
+
+    ``counted_bytes`` is what the weight adds to the package: ``bytes_on_disk`` less the blobs
+    an earlier weight of the listing already holds (functions of a merged multifunction package
+    share identical weights); ``shared_with`` names the other functions that read its blobs.
+    """
 
     name: str
     var: str
@@ -65,6 +70,8 @@ class WeightInfo:
     chain: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
     distinct: int = 0
+    counted_bytes: int = 0
+    shared_with: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -87,6 +94,7 @@ class WeightInfo:
         d["consumers"] = [tuple(c.values()) for c in d["consumers"]]
         d["shape"] = list(self.shape)
         d["chain"] = list(self.chain)
+        d["shared_with"] = list(self.shared_with)
         return d
 
 
@@ -128,7 +136,8 @@ class WeightReport(list):
         by_kind: dict[str, int] = {}
         for w in self:
             by_kind[w.compression] = by_kind.get(w.compression, 0) + 1
-        on_disk = sum(w.bytes_on_disk for w in self)
+        # A blob shared by several functions counts once.
+        on_disk = sum(w.counted_bytes for w in self)
         dense = sum(w.dense_bytes for w in self)
         params = sum(w.size for w in self)
         return {
@@ -185,6 +194,9 @@ class WeightReport(list):
         ]
         if multi:
             headers.insert(0, "function")
+        shared = self._shared()
+        if shared:
+            headers.append("shared with")
         rows = []
         for w in self:
             consumers = ", ".join(f"{c.op_type}:{c.param}" for c in w.consumers)
@@ -203,6 +215,8 @@ class WeightReport(list):
             ]
             if multi:
                 row.insert(0, w.function)
+            if shared:
+                row.append(", ".join(w.shared_with))
             rows.append(row)
         return headers, rows
 
@@ -214,7 +228,11 @@ class WeightReport(list):
             f"{t['weights']} weights ({kinds}), {t['parameters']:,} parameters; "
             f"{format_size(t['bytes_on_disk'])} on disk, {format_size(t['dense_bytes'])} dense "
             f"({t['compression_ratio']:.2f}x, {t['bits_per_weight']:.2f} bits/weight)"
+            + ("; weights shared by several functions counted once" if self._shared() else "")
         )
+
+    def _shared(self) -> bool:
+        return any(w.shared_with for w in self)
 
     def __str__(self) -> str:
         headers, rows = self._cells()
@@ -256,6 +274,8 @@ def _record(d: dict[str, Any]) -> WeightInfo:
         chain=tuple(d["chain"]),
         params={k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()},
         distinct=int(d["distinct"]),
+        counted_bytes=int(d["counted_bytes"]),
+        shared_with=tuple(d["shared_with"]),
     )
 
 

@@ -6,8 +6,10 @@ given: the written package's path for a path (coremltools is not imported), an `
 ``MLModel``; ``return_mlmodel=True`` asks for an ``MLModel`` from a path. Keyword-only additions
 to coremltools' signatures: ``output_path`` places the result (by default it goes to a temporary
 package, as coremltools does); ``progress(done, total)`` is called as weights are processed;
-``with_report=True`` returns ``(model, report)``, one dict per compressed weight (function, name,
-shape, bytes_before, bytes_after, snr_db).
+``with_report=True`` returns ``(model, report)``: a :class:`CompressionReport`, one dict per
+compressed weight (function, name, shape, bytes_before, bytes_after, snr_db), with the weights
+left uncompressed in ``report.skipped``. Weights the config asked for but that were skipped (see
+:class:`~coreml_compress.errors.SkippedWeightsWarning`) are also named in one warning per call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -31,9 +34,10 @@ from .config import (
     OpThresholdPrunerConfig,
     OptimizationConfig,
 )
-from .errors import ConfigError, ConfigTypeError
+from .errors import ConfigError, ConfigTypeError, SkippedWeightsWarning
 
 __all__ = [
+    "CompressionReport",
     "OpLinearQuantizerConfig",
     "OpMagnitudePrunerConfig",
     "OpPalettizerConfig",
@@ -48,10 +52,48 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
-# One dict per compressed weight: function, name, shape, bytes_before, bytes_after, snr_db.
-CompressionReport = list[dict[str, Any]]
 # A recipe: (step, config) pairs, or a YAML file of them (see load_recipe).
 Recipe = Union[Sequence[tuple[str, ConfigLike]], str, "os.PathLike[str]"]
+
+
+class CompressionReport(list):
+    """What one pass (or recipe step) did: one dict per compressed weight (function, name in the
+    input model, shape, bytes_before, bytes_after, snr_db; sizes count everything the weight
+    stores, as ``inspect`` does), in program order.
+
+    ``skipped`` lists the weights the config asked to compress that were left as they were, one
+    dict each (function, name, shape, reason, message); ``below_threshold`` counts the weights
+    left alone because they are not larger than ``weight_threshold``.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+        super().__init__(records)
+        self.skipped = [s for s in skipped if s["reason"] != "below_threshold"]
+        self.below_threshold = len(skipped) - len(self.skipped)
+
+
+def describe_skip(skip: dict[str, Any]) -> str:
+    """One line naming a skipped weight, its shape and the reason."""
+    shape = "x".join(map(str, skip["shape"]))
+    step = f"step {skip['step']}: " if "step" in skip else ""
+    return f"{step}{skip['name']} ({shape}, function {skip['function']}): {skip['message']}"
+
+
+def _warn_skipped(reports: list[CompressionReport], labels: list[str] | None, stacklevel: int) -> None:
+    """One :class:`SkippedWeightsWarning` naming every weight the reports skipped against the
+    config (``labels`` name the recipe's steps)."""
+    skipped = []
+    for i, report in enumerate(reports):
+        for s in report.skipped:
+            skipped.append({**s, "step": f"{i + 1} ({labels[i]})"} if labels else s)
+    if not skipped:
+        return
+    lines = [f"{len(skipped)} weight(s) the config asked to compress were left as they were:"]
+    lines.extend(f"  {describe_skip(s)}" for s in skipped)
+    below = sum(r.below_threshold for r in reports)
+    if below:
+        lines.append(f"  ({below} weight(s) not larger than weight_threshold were left as well.)")
+    warnings.warn(SkippedWeightsWarning("\n".join(lines), skipped), stacklevel=stacklevel + 1)
 
 
 @contextlib.contextmanager
@@ -148,7 +190,7 @@ def _run(
             f"joint_compression only supports bool, but got {type(joint_compression)}"
         )
     config_json, functions = _native_config(config, kind, _ACCEPTED[kind])
-    result, report = _into_package(
+    result, (records, skipped) = _into_package(
         model,
         output_path,
         return_mlmodel,
@@ -156,6 +198,9 @@ def _run(
             kind, src, dst, config_json, joint_compression, functions or None, progress
         ),
     )
+    report = CompressionReport(records, skipped)
+    # Reported at the caller of palettize_weights & co., two frames up.
+    _warn_skipped([report], None, stacklevel=3)
     return (result, report) if with_report else result
 
 
@@ -460,7 +505,7 @@ def apply_recipe(
             raise e.located(where)
         native_steps.append((kind, config_json))
         functions.update(step_functions)
-    result, reports = _into_package(
+    result, step_lists = _into_package(
         mlmodel,
         output_path,
         return_mlmodel,
@@ -468,6 +513,8 @@ def apply_recipe(
             src, dst, native_steps, functions or None, progress
         ),
     )
+    reports = [CompressionReport(records, skipped) for records, skipped in step_lists]
+    _warn_skipped(reports, [name for name, _ in steps], stacklevel=2)
     return (result, reports) if with_report else result
 
 

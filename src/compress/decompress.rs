@@ -118,7 +118,7 @@ pub fn decompress(
                     r.ops.push(const_op(&out_var.name, &out_var.name, value));
                 }
             }
-            Ok(Some((r, ())))
+            Ok((Some(r), ()))
         },
         progress,
     )?;

@@ -59,6 +59,12 @@ pub struct WeightRecord {
     pub dtype: String,
     /// Bytes of every tensor of the chain: blob data plus immediate tensors.
     pub bytes_on_disk: u64,
+    /// What this weight adds to the package's size: `bytes_on_disk` less the blobs an earlier
+    /// weight of the listing (in another function of a multifunction package) already holds.
+    pub counted_bytes: u64,
+    /// The other functions whose weights read a blob of this one (merged multifunction
+    /// packages share identical weights).
+    pub shared_with: Vec<String>,
     /// `none`, `palettized`, `quantized`, `sparse`, or joint (`sparse+palettized`, …).
     pub compression: String,
     /// The op types of the chain, from the dense end back to the stored tensors.
@@ -111,18 +117,81 @@ pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
                 })
                 .collect();
             let materializer = Materializer::new(&package, &graph);
-            let records: Vec<WeightRecord> = ends
+            let records: Vec<(WeightRecord, Vec<BlobUse>)> = ends
                 .par_iter()
                 .map(|&(op, var)| record(&materializer, function, op, var))
                 .collect::<Result<_>>()?;
             out.extend(records);
         }
     }
-    Ok(out)
+    Ok(count_shared_blobs(out))
+}
+
+/// A blob a weight reads: (file, offset) and its data size.
+type BlobUse = ((String, u64), u64);
+
+/// Fills `counted_bytes` and `shared_with`: each blob counts for the first weight that reads it.
+fn count_shared_blobs(records: Vec<(WeightRecord, Vec<BlobUse>)>) -> Vec<WeightRecord> {
+    let mut readers: std::collections::HashMap<&(String, u64), BTreeSet<&str>> =
+        std::collections::HashMap::new();
+    for (r, blobs) in &records {
+        for (key, _) in blobs {
+            readers.entry(key).or_default().insert(r.function.as_str());
+        }
+    }
+    let shared: Vec<Vec<String>> = records
+        .iter()
+        .map(|(r, blobs)| {
+            let functions: BTreeSet<&str> = blobs
+                .iter()
+                .flat_map(|(key, _)| readers[key].iter().copied())
+                .filter(|&f| f != r.function)
+                .collect();
+            functions.into_iter().map(str::to_string).collect()
+        })
+        .collect();
+    let mut counted = std::collections::HashSet::new();
+    records
+        .into_iter()
+        .zip(shared)
+        .map(|((mut r, blobs), shared_with)| {
+            let repeated: u64 = blobs
+                .into_iter()
+                .filter(|(key, _)| !counted.insert(key.clone()))
+                .map(|(_, size)| size)
+                .sum();
+            r.counted_bytes = r.bytes_on_disk - repeated;
+            r.shared_with = shared_with;
+            r
+        })
+        .collect()
+}
+
+/// Bytes stored for the weight that `ends` compute, as `bytes_on_disk` counts them: the values
+/// held by `ends` and by every const and constexpr op they read, directly or not, each op once.
+/// `producer` finds the op that makes a variable; `blob_bytes` gives a blob value's data size.
+pub fn stored_bytes<'a>(
+    ends: &[&'a Operation],
+    producer: &dyn Fn(&str) -> Option<&'a Operation>,
+    blob_bytes: &dyn Fn(&value::BlobFileValue) -> Result<u64>,
+) -> Result<u64> {
+    let mut total = 0;
+    let mut seen = BTreeSet::new();
+    for &end in ends {
+        for op in chain(end, producer) {
+            if seen.insert(op as *const Operation as usize) {
+                total += op_bytes(op, blob_bytes)?;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// The const and constexpr ops feeding `op` (itself included), each once, from `op` backwards.
-fn chain<'a>(graph: &Graph<'a>, op: &'a Operation) -> Vec<&'a Operation> {
+fn chain<'a>(
+    op: &'a Operation,
+    producer: &dyn Fn(&str) -> Option<&'a Operation>,
+) -> Vec<&'a Operation> {
     let mut seen = BTreeSet::new();
     let mut order = Vec::new();
     let mut stack = vec![op];
@@ -132,7 +201,7 @@ fn chain<'a>(graph: &Graph<'a>, op: &'a Operation) -> Vec<&'a Operation> {
         }
         order.push(op);
         for n in input_vars(op) {
-            if let Some(&p) = graph.producers.get(n) {
+            if let Some(p) = producer(n) {
                 if p.r#type == "const" || is_constexpr(&p.r#type) {
                     stack.push(p);
                 }
@@ -143,9 +212,12 @@ fn chain<'a>(graph: &Graph<'a>, op: &'a Operation) -> Vec<&'a Operation> {
 }
 
 /// Stored bytes of one value: its blob's data, or the packed size of an immediate tensor.
-fn value_bytes(v: &Value, package: &Package) -> Result<u64> {
+fn value_bytes(
+    v: &Value,
+    blob_bytes: &dyn Fn(&value::BlobFileValue) -> Result<u64>,
+) -> Result<u64> {
     match &v.value {
-        Some(value::Value::BlobFileValue(b)) => Ok(package.blob(b)?.data.len() as u64),
+        Some(value::Value::BlobFileValue(b)) => blob_bytes(b),
         Some(value::Value::ImmediateValue(_)) => Ok(tensor_info(v.r#type.as_ref())
             .and_then(|i| i.dtype.storage_bytes(i.count()))
             .unwrap_or(0) as u64),
@@ -153,17 +225,20 @@ fn value_bytes(v: &Value, package: &Package) -> Result<u64> {
     }
 }
 
-fn op_bytes(op: &Operation, package: &Package) -> Result<u64> {
+fn op_bytes(
+    op: &Operation,
+    blob_bytes: &dyn Fn(&value::BlobFileValue) -> Result<u64>,
+) -> Result<u64> {
     let mut total = 0;
     for (key, v) in &op.attributes {
         if key != "name" {
-            total += value_bytes(v, package)?;
+            total += value_bytes(v, blob_bytes)?;
         }
     }
     for arg in op.inputs.values() {
         for b in &arg.arguments {
             if let Some(Binding::Value(v)) = &b.binding {
-                total += value_bytes(v, package)?;
+                total += value_bytes(v, blob_bytes)?;
             }
         }
     }
@@ -402,13 +477,23 @@ fn count_sorted<T: Ord + Send>(mut v: Vec<T>) -> u64 {
     v.len() as u64
 }
 
-fn record(m: &Materializer<'_>, function: &str, op: &Operation, var: &str) -> Result<WeightRecord> {
+fn record(
+    m: &Materializer<'_>,
+    function: &str,
+    op: &Operation,
+    var: &str,
+) -> Result<(WeightRecord, Vec<BlobUse>)> {
     let graph = m.graph;
-    let ops = chain(graph, op);
-    let mut bytes_on_disk = 0;
-    for o in &ops {
-        bytes_on_disk += op_bytes(o, m.package)?;
-    }
+    let producer = |n: &str| graph.producers.get(n).copied();
+    let ops = chain(op, &producer);
+    let blobs = std::cell::RefCell::new(Vec::new());
+    let bytes_on_disk = stored_bytes(&[op], &producer, &|b| {
+        let size = m.package.blob(b)?.data.len() as u64;
+        blobs
+            .borrow_mut()
+            .push(((b.file_name.clone(), b.offset), size));
+        Ok(size)
+    })?;
     let params = chain_params(m, &ops)?;
     let dense = m.var(var)?;
     if dense.info.dtype == DType::Str {
@@ -427,7 +512,7 @@ fn record(m: &Materializer<'_>, function: &str, op: &Operation, var: &str) -> Re
             param: u.param.to_string(),
         })
         .collect();
-    Ok(WeightRecord {
+    let record = WeightRecord {
         name: op_name(op).to_string(),
         var: var.to_string(),
         function: function.to_string(),
@@ -436,6 +521,8 @@ fn record(m: &Materializer<'_>, function: &str, op: &Operation, var: &str) -> Re
         shape: dense.info.shape.clone(),
         dtype: dense.info.dtype.name().to_string(),
         bytes_on_disk,
+        counted_bytes: bytes_on_disk,
+        shared_with: Vec::new(),
         compression: compression_kind(&params),
         chain: ops
             .iter()
@@ -444,7 +531,8 @@ fn record(m: &Materializer<'_>, function: &str, op: &Operation, var: &str) -> Re
             .collect(),
         params: params.list,
         distinct: distinct_values(&dense),
-    })
+    };
+    Ok((record, blobs.into_inner()))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::compress::prune::prune_weight;
 use crate::compress::quantize::{codes_dtype, quantize_weight, scale_offset_params};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::{Candidate, Site};
+use crate::compress::skip::{Outcome, SkipReason};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
@@ -67,14 +68,14 @@ fn select<T: Copy>(values: &[T], mask: &[u8]) -> Vec<T> {
         .collect()
 }
 
-/// Compresses a candidate inside a constexpr chain into `r`; false when coremltools would skip.
+/// Compresses a candidate inside a constexpr chain into `r`, or says why it is skipped.
 pub fn emit(
     c: &Candidate,
     m: &Materializer<'_>,
     target: Target,
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     let (op, param_name) = match &c.site {
         Site::Param { op, param } => (op, Some(param.as_str())),
         Site::Op { op } => (op, None),
@@ -109,7 +110,7 @@ fn palettize_float(
     w: &Weights,
     target: Target,
     custom: Option<&LutFunction<'_>>,
-) -> Result<Option<PalettizedAny>> {
+) -> Result<Outcome<PalettizedAny>> {
     Ok(match w {
         Weights::F16(v) => palettize::palettize_weight(c, p, v, target, custom)?
             .map(|(x, _)| PalettizedAny::F16(x)),
@@ -187,7 +188,7 @@ struct QuantizedAny {
     energy: (f64, f64),
 }
 
-fn quantize_any(c: &Candidate, q: &QuantizeConfig, w: &Weights) -> Result<Option<QuantizedAny>> {
+fn quantize_any(c: &Candidate, q: &QuantizeConfig, w: &Weights) -> Result<Outcome<QuantizedAny>> {
     fn erase<T: WeightElement>(x: crate::kernels::quantize::Quantized<T>) -> QuantizedAny {
         QuantizedAny {
             scale_bytes: T::slice_to_le_bytes(&x.scale),
@@ -214,7 +215,7 @@ fn sparse_then_palettize(
     target: Target,
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     no_vector_or_scale(c, p, "pruned, then palettized")?;
     let dense = m.op(op)?.swap_remove(0);
     let mask = m
@@ -222,8 +223,9 @@ fn sparse_then_palettize(
         .ok_or_else(|| config_err!("{}: no mask", c.name))?;
     let mask_bits = mask_bits(&mask)?.to_vec();
     let (w, _) = float_weights(dense)?;
-    let Some(x) = palettize_float(c, p, &w, target, custom)? else {
-        return Ok(false);
+    let x = match palettize_float(c, p, &w, target, custom)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     r.error = Some(x.kept_energy(&w, &mask_bits)?);
     let (indices, _, nbits, _) = x.indices();
@@ -260,7 +262,7 @@ fn sparse_then_palettize(
         vec![(c.output.clone(), c.info.clone())],
         ParamStyle::Inputs,
     ));
-    Ok(true)
+    Ok(Ok(()))
 }
 
 /// prune → quantize: the dense weight (zeros included) is quantized;
@@ -272,23 +274,23 @@ fn sparse_then_quantize(
     op: &Operation,
     m: &Materializer<'_>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     let dense = m.op(op)?.swap_remove(0);
     let mask = m
         .param(op, "mask")?
         .ok_or_else(|| config_err!("{}: no mask", c.name))?;
     let mask_bits = mask_bits(&mask)?.to_vec();
     let (w, float) = float_weights(dense)?;
-    let Some(QuantizedAny {
+    let QuantizedAny {
         codes,
         scale_bytes,
         scale_shape,
         zero_point,
         dtype,
         energy,
-    }) = quantize_any(c, q, &w)?
-    else {
-        return Ok(false);
+    } = match quantize_any(c, q, &w)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     // The pruned zeros quantize to the zero point and restore to exactly 0, so the energy of the
     // whole dense weight is that of the kept values.
@@ -340,7 +342,7 @@ fn sparse_then_quantize(
         vec![(c.output.clone(), c.info.clone())],
         ParamStyle::Inputs,
     ));
-    Ok(true)
+    Ok(Ok(()))
 }
 
 /// The `[1, …, 1]` scale shape coremltools gives a per-tensor quantized LUT, reshaped the way
@@ -358,7 +360,7 @@ fn quantize_lut(
     m: &Materializer<'_>,
     target: Target,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     if q.granularity != Granularity::PerTensor {
         return Err(config_err!(
             "When use joint compression for palettization-quantization, please make sure to use per-tensor \
@@ -370,16 +372,16 @@ fn quantize_lut(
         .param(op, "lut")?
         .ok_or_else(|| config_err!("{}: no lut", c.name))?;
     let (w, float) = float_weights(lut)?;
-    let Some(QuantizedAny {
+    let QuantizedAny {
         codes,
         scale_bytes,
         scale_shape,
         zero_point,
         dtype,
         ..
-    }) = quantize_any(c, q, &w)?
-    else {
-        return Ok(false);
+    } = match quantize_any(c, q, &w)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     let codes_type = codes_dtype(dtype);
     if !matches!(codes_type, DType::I8 | DType::U8) {
@@ -441,7 +443,7 @@ fn quantize_lut(
             vec![(dense_out[0].0.clone(), dense_info)],
             ParamStyle::Inputs,
         ));
-        return Ok(true);
+        return Ok(Ok(()));
     }
     let mut params = vec![("data", NewParam::Value(data))];
     params.extend(scale_offset_params(
@@ -471,7 +473,7 @@ fn quantize_lut(
         },
     );
     r.ops.push(rebuilt);
-    Ok(true)
+    Ok(Ok(()))
 }
 
 /// Rounds LUT centroids of integer codes back to the codes' type (coremltools truncates; rounding
@@ -513,7 +515,7 @@ fn quantized_then_palettize(
     target: Target,
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     no_vector_or_scale(c, p, "quantized, then palettized")?;
     let data = m
         .param(op, "data")?
@@ -522,14 +524,20 @@ fn quantized_then_palettize(
     let codes: Vec<f32> = match &data.elements {
         Elements::I8(v) => v.iter().map(|&x| x as f32).collect(),
         Elements::U8(v) => v.iter().map(|&x| x as f32).collect(),
-        _ => return Ok(false), // float data is not a quantized weight
+        _ => {
+            return Ok(Err(SkipReason::Unsupported(format!(
+                "its data is {}, not quantized integer codes",
+                data.info.dtype.name()
+            ))))
+        }
     };
     let scale = m
         .param(op, "scale")?
         .ok_or_else(|| config_err!("{}: no scale", c.name))?;
     let offset = m.param(op, "offset")?;
-    let Some((x, _)) = palettize::palettize_weight(c, p, &codes, target, custom)? else {
-        return Ok(false);
+    let (x, _) = match palettize::palettize_weight(c, p, &codes, target, custom)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     let lut = int_lut(&x.lut, data_type)?;
     let indices = r.value(NewTensor {
@@ -602,7 +610,7 @@ fn quantized_then_palettize(
             vec![(c.output.clone(), dense_info)],
             ParamStyle::Inputs,
         ));
-        return Ok(true);
+        return Ok(Ok(()));
     }
     let int_info = TensorInfo::new(lut.dtype, &c.info.shape);
     let lut_value = r.value(NewTensor {
@@ -631,7 +639,7 @@ fn quantized_then_palettize(
         vec![(c.output.clone(), dense_info)],
         ParamStyle::Inputs,
     ));
-    Ok(true)
+    Ok(Ok(()))
 }
 
 /// palettize/quantize → prune: the dense value of the chain is pruned; the op becomes its sparse
@@ -642,7 +650,7 @@ fn prune_chain(
     op: &Operation,
     m: &Materializer<'_>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     if param(op, "vector_axis").is_some() {
         return Err(config_err!(
             "joint compression of {} (palettized with vectors, then pruned) is not supported (coremltools \
@@ -660,8 +668,9 @@ fn prune_chain(
             prune_weight(c, &c.config, v)?.map(|p| (p.mask, p.nonzero.len(), p.energy))
         }
     };
-    let Some((packed_mask, kept_count, energy)) = pruned else {
-        return Ok(false);
+    let (packed_mask, kept_count, energy) = match pruned {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     // Against the chain's dense value, which is what pruning changes.
     r.error = Some(energy);
@@ -723,7 +732,12 @@ fn prune_chain(
                 let count = k.len();
                 (if bits < 8 { pack::pack(&k, bits)? } else { k }, count)
             }
-            _ => return Ok(false),
+            _ => {
+                return Ok(Err(SkipReason::Unsupported(format!(
+                    "its data is {}, not quantized integer codes",
+                    data.info.dtype.name()
+                ))))
+            }
         };
         let mut params = vec![
             ("data_mask", NewParam::Value(mask_value)),
@@ -759,5 +773,5 @@ fn prune_chain(
         ParamStyle::Inputs,
     ));
     r.renames.push((c.output.clone(), new_name));
-    Ok(true)
+    Ok(Ok(()))
 }

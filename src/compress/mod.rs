@@ -14,3 +14,4 @@ pub mod quantize;
 pub mod rewrite;
 pub mod roundtrip;
 pub mod select;
+pub mod skip;

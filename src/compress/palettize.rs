@@ -9,6 +9,7 @@ use crate::compress::config::{BlockSize, Granularity, PaletteConfig, PaletteMode
 use crate::compress::pass::{block_sizes, error_energy, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
+use crate::compress::skip::{Outcome, SkipReason};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
@@ -64,7 +65,8 @@ pub fn check_target(p: &PaletteConfig, target: Target) -> Result<()> {
 }
 
 /// The channel axis and group size coremltools derives from the block sizes (a per-tensor config
-/// keeps the output channel axis, which vector palettization needs).
+/// keeps the output channel axis, which vector palettization needs); None when the consumers
+/// disagree on the channel axes.
 fn channel_axis_and_group(c: &Candidate, p: &PaletteConfig) -> Result<Option<(usize, usize)>> {
     let Some(blocks) = block_sizes(
         c,
@@ -105,7 +107,7 @@ fn mode_of(m: Mode) -> PaletteMode {
     }
 }
 
-/// Palettizes one candidate into `r`; false when coremltools would skip it.
+/// Palettizes one candidate into `r`, or says why it is skipped.
 pub fn emit(
     c: &Candidate,
     p: &PaletteConfig,
@@ -113,7 +115,7 @@ pub fn emit(
     target: Target,
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     match weights {
         Weights::F16(w) => emit_typed(c, p, w, DType::F16, target, custom, r),
         Weights::F32(w) => emit_typed(c, p, w, DType::F32, target, custom, r),
@@ -138,16 +140,19 @@ impl AsGroupData for f32 {
 }
 
 /// coremltools' palettization of one weight (of `c.info.shape`): the result and its channel axis,
-/// or None where coremltools skips the weight.
+/// or why the weight is skipped (where coremltools skips it, and weights with NaN or ±inf).
 pub fn palettize_weight<T: AsGroupData>(
     c: &Candidate,
     p: &PaletteConfig,
     w: &[T],
     target: Target,
     custom: Option<&LutFunction<'_>>,
-) -> Result<Option<(Palettized<T>, usize)>> {
+) -> Result<Outcome<(Palettized<T>, usize)>> {
+    if !lut::all_finite(w) {
+        return Ok(Err(SkipReason::NonFinite));
+    }
     let Some((axis, group)) = channel_axis_and_group(c, p)? else {
-        return Ok(None);
+        return Ok(Err(SkipReason::ChannelAxes));
     };
     let cd = p.cluster_dim.max(1);
     if cd > 1 {
@@ -157,7 +162,11 @@ pub fn palettize_weight<T: AsGroupData>(
             effective[0] /= c.conv_groups;
         }
         if effective[axis] % cd != 0 {
-            return Ok(None);
+            return Ok(Err(SkipReason::Mode(format!(
+                "The number of channels at {axis}th axis ({}) is not divisible by cluster_dim \
+                 ({cd}).",
+                effective[axis]
+            ))));
         }
     }
     let palettized = if p.mode == Mode::Custom {
@@ -176,7 +185,7 @@ pub fn palettize_weight<T: AsGroupData>(
             .ok_or_else(|| config_err!("mode CUSTOM needs a lut_function"))?;
         let groups = match lut::channel_groups(w, &c.info.shape, axis, group, cd)? {
             Ok(g) => g,
-            Err(_) => return Ok(None),
+            Err(reason) => return Ok(Err(SkipReason::Mode(reason))),
         };
         let mut luts = Vec::with_capacity(groups.num_groups);
         for g in 0..groups.num_groups {
@@ -208,10 +217,10 @@ pub fn palettize_weight<T: AsGroupData>(
         }
         match outcome {
             PaletteOutcome::Compressed(x) => x,
-            PaletteOutcome::Skipped { .. } => return Ok(None),
+            PaletteOutcome::Skipped { reason } => return Ok(Err(SkipReason::Mode(reason))),
         }
     };
-    Ok(Some((palettized, axis)))
+    Ok(Ok((palettized, axis)))
 }
 
 fn emit_typed<T: AsGroupData>(
@@ -222,10 +231,11 @@ fn emit_typed<T: AsGroupData>(
     target: Target,
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     let kernel_time = crate::trace::span("palettize: kernel");
-    let Some((palettized, axis)) = palettize_weight(c, p, w, target, custom)? else {
-        return Ok(false);
+    let (palettized, axis) = match palettize_weight(c, p, w, target, custom)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     drop(kernel_time);
     let _t = crate::trace::span("palettize: encode");
@@ -240,7 +250,7 @@ fn emit_typed<T: AsGroupData>(
         emit_ios16(c, &palettized, float, &name, r)?
     };
     r.renames.push((c.output.clone(), op_output));
-    Ok(true)
+    Ok(Ok(()))
 }
 
 /// The weight as the model will see it: LUT entries, times the per-channel scale if any.

@@ -13,6 +13,7 @@ use crate::compress::materialize::Materializer;
 use crate::compress::palettize::{self, LutFunction};
 use crate::compress::rewrite::{self, Job, Replacement};
 use crate::compress::select::{candidates, joint_candidates, joint_candidates_in, Candidate, Site};
+use crate::compress::skip::{Outcome, Skip, SkipReason};
 use crate::compress::{prune, quantize};
 use crate::error::Result;
 use crate::format::dtype::DType;
@@ -24,8 +25,9 @@ use crate::mil::tensor::read_tensor;
 use crate::{config_err, format_err};
 use std::collections::{BTreeMap, HashMap};
 
-use crate::format::spec::proto::mil_spec::{value, Block};
-use crate::mil::ops::{input_vars, output_name};
+use crate::compress::inspect;
+use crate::format::spec::proto::mil_spec::{value, Block, Operation};
+use crate::mil::ops::{input_vars, op_name, output_name};
 use crate::mil::program::rename_uses;
 
 /// The compression passes, by their coremltools function names.
@@ -88,8 +90,9 @@ pub enum Weights<'a> {
     F32(Cow<'a, [f32]>),
 }
 
-/// Reads a candidate's values; None for integer or bool weights, which these passes skip.
-pub fn read_weights<'a>(package: &'a Package, c: &'a Candidate) -> Result<Option<Weights<'a>>> {
+/// Reads a candidate's values; integer and bool weights are skipped (these passes compress
+/// float weights).
+pub fn read_weights<'a>(package: &'a Package, c: &'a Candidate) -> Result<Outcome<Weights<'a>>> {
     let what = format!("function {}, const {}", c.function, c.name);
     if let Some(value::Value::BlobFileValue(b)) = &c.value.value {
         if let Ok((file, blob)) = package.blob_in_file(b) {
@@ -98,9 +101,12 @@ pub fn read_weights<'a>(package: &'a Package, c: &'a Candidate) -> Result<Option
     }
     let t = read_tensor(&c.value, package, &what)?;
     Ok(match t.info.dtype {
-        DType::F16 => Some(Weights::F16(cast_values(t.bytes))),
-        DType::F32 => Some(Weights::F32(cast_values(t.bytes))),
-        _ => None,
+        DType::F16 => Ok(Weights::F16(cast_values(t.bytes))),
+        DType::F32 => Ok(Weights::F32(cast_values(t.bytes))),
+        other => Err(SkipReason::Unsupported(format!(
+            "its dtype {} is not a float type",
+            other.name()
+        ))),
     })
 }
 
@@ -194,12 +200,24 @@ pub fn error_energy<T: WeightElement>(w: &[T], approx: &[T]) -> (f64, f64) {
 #[derive(Clone, Debug)]
 pub struct WeightStats {
     pub function: String,
+    /// The weight's name in the input model.
     pub name: String,
+    /// The weight's dense shape.
     pub shape: Vec<usize>,
+    /// Bytes the weight stored before and after the step, everything counted (data, masks,
+    /// LUTs, scales, offsets) as `inspect` counts `bytes_on_disk`.
     pub bytes_before: u64,
     pub bytes_after: u64,
     /// Signal-to-noise ratio of the compressed weight in dB (infinite when exact).
     pub snr_db: f64,
+}
+
+/// What one pass (or recipe step) did: a record per compressed weight, in program order, and
+/// every candidate it left alone, with the reason.
+#[derive(Clone, Debug, Default)]
+pub struct PassReport {
+    pub compressed: Vec<WeightStats>,
+    pub skipped: Vec<Skip>,
 }
 
 /// One step of a recipe: a pass and its config.
@@ -249,15 +267,26 @@ fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Ope
 }
 
 /// The candidates one step selects in `model`: plain consts (except for joint pruning, which
-/// works on constexpr chains only) and, with joint compression, constexpr sites.
-fn select(model: &spec::Model, step: &Step, joint_compression: bool) -> Result<Vec<Candidate>> {
+/// works on constexpr chains only) and, with joint compression, constexpr sites. Weights the
+/// config covers but that are not above its weight_threshold go to `skipped`.
+fn select(
+    model: &spec::Model,
+    step: &Step,
+    joint_compression: bool,
+    skipped: &mut Vec<Skip>,
+) -> Result<Vec<Candidate>> {
     let mut selected = if joint_compression && step.kind == PassKind::Prune {
         Vec::new()
     } else {
-        candidates(model, &step.config, |c| step.kind.accepts(c))?
+        candidates(model, &step.config, |c| step.kind.accepts(c), skipped)?
     };
     if joint_compression {
-        selected.extend(joint_candidates(model, &step.config, step.kind.name())?);
+        selected.extend(joint_candidates(
+            model,
+            &step.config,
+            step.kind.name(),
+            skipped,
+        )?);
     }
     Ok(selected)
 }
@@ -276,8 +305,8 @@ fn check_targets(kind: PassKind, selected: &[Candidate], target: Target) -> Resu
     Ok(())
 }
 
-/// Compresses one candidate into a new replacement; None when the pass skips it. Joint sites
-/// read their chain through `m`.
+/// Compresses one candidate into `r`, or says why the pass skips it. Joint sites read their
+/// chain through `m`.
 fn compress_candidate(
     c: &Candidate,
     package: &Package,
@@ -285,13 +314,14 @@ fn compress_candidate(
     target: Target,
     custom: Option<&LutFunction<'_>>,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     if !matches!(c.site, Site::Const) {
         let m = m.ok_or_else(|| format_err!("function {} has no block", c.function))?;
         return joint::emit(c, m, target, custom, r);
     }
-    let Some(weights) = read_weights(package, c)? else {
-        return Ok(false);
+    let weights = match read_weights(package, c)? {
+        Ok(w) => w,
+        Err(reason) => return Ok(Err(reason)),
     };
     match &c.config {
         OpConfig::LinearQuantize(q) => quantize::emit(c, q, &weights, target, r),
@@ -302,21 +332,84 @@ fn compress_candidate(
     }
 }
 
-/// The report record of a candidate compressed into `r`.
-fn weight_stats(c: &Candidate, r: &Replacement) -> WeightStats {
+/// The report record of weight `name` (of `shape`) compressed into `r`, from `bytes_before` to
+/// `bytes_after` stored bytes.
+fn weight_stats(
+    c: &Candidate,
+    name: &str,
+    shape: &[usize],
+    r: &Replacement,
+    (bytes_before, bytes_after): (u64, u64),
+) -> WeightStats {
     let (signal, noise) = r.error.unwrap_or((f64::NAN, f64::NAN));
     WeightStats {
         function: c.function.clone(),
-        name: c.name.clone(),
-        shape: c.info.shape.clone(),
-        bytes_before: input_bytes(c) as u64,
-        bytes_after: r.bytes,
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        bytes_before,
+        bytes_after,
         snr_db: if noise == 0.0 {
             f64::INFINITY
         } else {
             10.0 * (signal / noise).log10()
         },
     }
+}
+
+/// Bytes stored by the ops of `r` and by the const and constexpr ops of `graph` (the input's)
+/// they read, as `inspect` counts a weight's bytes on disk.
+fn replacement_bytes(r: &Replacement, package: &Package, graph: Option<&Graph<'_>>) -> Result<u64> {
+    let block = Block {
+        operations: r.ops.clone(),
+        ..Default::default()
+    };
+    let own = Graph::new(&block);
+    let ends: Vec<&Operation> = block.operations.iter().collect();
+    inspect::stored_bytes(
+        &ends,
+        &|n| {
+            own.producers
+                .get(n)
+                .copied()
+                .or_else(|| graph.and_then(|g| g.producers.get(n).copied()))
+        },
+        &|b| match r.held_size(b) {
+            Some(size) => size,
+            None => Ok(package.blob(b)?.data.len() as u64),
+        },
+    )
+}
+
+/// Bytes stored for the weight computed by `ends` in the input's `graph`.
+fn input_chain_bytes(ends: &[&Operation], package: &Package, graph: &Graph<'_>) -> Result<u64> {
+    inspect::stored_bytes(ends, &|n| graph.producers.get(n).copied(), &|b| {
+        Ok(package.blob(b)?.data.len() as u64)
+    })
+}
+
+/// Stored bytes of candidate `c` before and after its compression into `r`. A joint site's
+/// weight is the whole chain: the part `r` replaces changes, the rest stays.
+fn bytes_changed(
+    c: &Candidate,
+    r: &Replacement,
+    package: &Package,
+    graph: Option<&Graph<'_>>,
+) -> Result<(u64, u64)> {
+    let after_part = replacement_bytes(r, package, graph)?;
+    let site = match &c.site {
+        Site::Const => return Ok((input_bytes(c) as u64, after_part)),
+        Site::Param { op, .. } | Site::Op { op } => op,
+    };
+    let graph = graph.ok_or_else(|| format_err!("function {} has no block", c.function))?;
+    let end = graph
+        .ops
+        .iter()
+        .copied()
+        .find(|o| op_name(o) == c.weight)
+        .ok_or_else(|| format_err!("function {}: no op {}", c.function, c.weight))?;
+    let before = input_chain_bytes(&[end], package, graph)?;
+    let replaced = input_chain_bytes(&[site], package, graph)?;
+    Ok((before, (before + after_part).saturating_sub(replaced)))
 }
 
 fn input_bytes(c: &Candidate) -> usize {
@@ -337,8 +430,8 @@ fn graphs(model: &spec::Model) -> Result<BTreeMap<&str, Graph<'_>>> {
         .collect())
 }
 
-/// Runs one compression pass from `input` to `output`; returns the written path and one record
-/// per compressed weight.
+/// Runs one compression pass from `input` to `output`; returns the written path and what the
+/// pass did to each candidate weight.
 pub fn run(
     kind: PassKind,
     input: &Path,
@@ -347,7 +440,7 @@ pub fn run(
     joint_compression: bool,
     custom: Option<&LutFunction<'_>>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(PathBuf, Vec<WeightStats>)> {
+) -> Result<(PathBuf, PassReport)> {
     let step = Step {
         kind,
         config: config.clone(),
@@ -355,7 +448,13 @@ pub fn run(
     let opened_time = crate::trace::span("open and select");
     let Opened { package, target } =
         open_for(input, std::slice::from_ref(&step), joint_compression)?;
-    let selected = select(&package.model, &step, joint_compression)?;
+    let mut report = PassReport::default();
+    let selected = select(
+        &package.model,
+        &step,
+        joint_compression,
+        &mut report.skipped,
+    )?;
     let graphs = if joint_compression {
         graphs(&package.model)?
     } else {
@@ -364,37 +463,46 @@ pub fn run(
     check_targets(kind, &selected, target)?;
     let jobs: Vec<Job<Candidate>> = selected.into_iter().map(job_of).collect();
     drop(opened_time);
-    write_jobs(
+    let (path, outcomes) = write_jobs(
         &package,
         output,
         &jobs,
         target,
         |job| {
             let c = &job.task;
-            let m = graphs
-                .get(c.function.as_str())
-                .map(|graph| Materializer::new(&package, graph));
+            let graph = graphs.get(c.function.as_str());
+            let m = graph.map(|graph| Materializer::new(&package, graph));
             let mut r = Replacement::new(target.spec_version);
             Ok(
-                compress_candidate(c, &package, m.as_ref(), target, custom, &mut r)?.then(|| {
-                    let stats = weight_stats(c, &r);
-                    (r, stats)
-                }),
+                match compress_candidate(c, &package, m.as_ref(), target, custom, &mut r)? {
+                    Ok(()) => {
+                        let bytes = bytes_changed(c, &r, &package, graph)?;
+                        let stats = weight_stats(c, &c.weight, &c.weight_shape, &r, bytes);
+                        (Some(r), Ok(stats))
+                    }
+                    Err(reason) => (None, Err(Skip::of(c, reason))),
+                },
             )
         },
         progress,
-    )
+    )?;
+    for outcome in outcomes {
+        match outcome {
+            Ok(stats) => report.compressed.push(stats),
+            Err(skip) => report.skipped.push(skip),
+        }
+    }
+    Ok((path, report))
 }
 
 /// Runs `compute` over `jobs` into a new package at `output` (see [`rewrite::apply`]) at the
-/// target's specification version; returns its path and the records of the jobs that replaced
-/// something, in job order.
+/// target's specification version; returns its path and the records of the jobs, in job order.
 fn write_jobs<T: Sync, R: Send>(
     package: &Package,
     output: &Path,
     jobs: &[Job<T>],
     target: Target,
-    compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
+    compute: impl Fn(&Job<T>) -> Result<(Option<Replacement>, R)> + Sync,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(PathBuf, Vec<R>)> {
     let mut out = PackageWriter::create(output, Some(package))?;
@@ -414,7 +522,7 @@ fn job_of(c: Candidate) -> Job<Candidate> {
 
 /// Runs the steps of a recipe (each after the first with joint compression) in one pass over the
 /// weights: each weight goes through every step in memory, and only the result is written.
-/// Returns the written path and, per step, one record per weight that step compressed.
+/// Returns the written path and, per step, what it did to each weight.
 ///
 /// An input that already holds constexpr chains a later step would compress is run step by step
 /// through temporary packages instead (the steps then see exactly what coremltools would).
@@ -424,14 +532,15 @@ pub fn run_recipe(
     steps: &[Step],
     custom: Option<&LutFunction<'_>>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
+) -> Result<(PathBuf, Vec<PassReport>)> {
     let opened_time = crate::trace::span("open and select");
     let Opened { package, target } = open_for(input, steps, steps.len() > 1)?;
     let model = &package.model;
+    let mut reports = vec![PassReport::default(); steps.len()];
     // Per const (by function and output): the candidate each step selects, if any.
     let mut per_step: Vec<HashMap<(String, String), Candidate>> = Vec::new();
     for (k, step) in steps.iter().enumerate() {
-        let selected = select(model, step, k > 0)?;
+        let selected = select(model, step, k > 0, &mut reports[k].skipped)?;
         if selected.iter().any(|c| !matches!(c.site, Site::Const)) {
             drop(package);
             return run_steps_through_packages(input, output, steps, custom, progress);
@@ -477,22 +586,25 @@ pub fn run_recipe(
         },
         progress,
     )?;
-    let mut stats: Vec<Vec<WeightStats>> = vec![Vec::new(); steps.len()];
     for records in replaced {
-        for (k, s) in records {
-            stats[k].push(s);
+        for (k, outcome) in records {
+            match outcome {
+                Ok(stats) => reports[k].compressed.push(stats),
+                Err(skip) => reports[k].skipped.push(skip),
+            }
         }
     }
-    Ok((path, stats))
+    Ok((path, reports))
 }
 
-/// What the steps of a recipe did to one weight: (step index, record) for each step that
-/// compressed it.
-type StepRecords = Vec<(usize, WeightStats)>;
+/// What the steps of a recipe did to one weight: (step index, record or skip) for each step
+/// that selected it.
+type StepRecords = Vec<(usize, std::result::Result<WeightStats, Skip>)>;
 
 /// Takes one const through every step of a recipe: the first step that selects it compresses
 /// it, and each later step compresses the chain that step made (found, as coremltools would find
-/// it in the intermediate model, among the chain's ops and the const's consumers).
+/// it in the intermediate model, among the chain's ops and the const's consumers). Records and
+/// skips name the const and give its shape, whatever the step compressed in its chain.
 fn recipe_job(
     job: &Job<Vec<Option<Candidate>>>,
     steps: &[Step],
@@ -500,7 +612,14 @@ fn recipe_job(
     graph: &Graph<'_>,
     target: Target,
     custom: Option<&LutFunction<'_>>,
-) -> Result<Option<(Replacement, StepRecords)>> {
+) -> Result<(Option<Replacement>, StepRecords)> {
+    let weight = job
+        .task
+        .iter()
+        .flatten()
+        .next()
+        .ok_or_else(|| format_err!("internal: a recipe job without a candidate"))?;
+    let (name, shape) = (weight.weight.as_str(), weight.weight_shape.as_slice());
     let mut done: Option<Replacement> = None;
     let mut records = Vec::new();
     for (k, step) in steps.iter().enumerate() {
@@ -508,41 +627,75 @@ fn recipe_job(
             None => {
                 let Some(c) = &job.task[k] else { continue };
                 let mut r = Replacement::new(target.spec_version);
-                if compress_candidate(c, package, None, target, custom, &mut r)? {
-                    records.push((k, weight_stats(c, &r)));
-                    done = Some(r);
+                match compress_candidate(c, package, None, target, custom, &mut r)? {
+                    Ok(()) => {
+                        let bytes = (input_bytes(c) as u64, replacement_bytes(&r, package, None)?);
+                        records.push((k, Ok(weight_stats(c, name, shape, &r, bytes))));
+                        done = Some(r);
+                    }
+                    Err(reason) => records.push((k, Err(Skip::of(c, reason)))),
                 }
             }
             Some(chain) => {
+                let before = replacement_bytes(chain, package, None)?;
                 let block = chain_block(chain, graph, &job.target);
                 let sub = Graph::new(&block);
                 let made: std::collections::HashSet<&str> =
                     chain.ops.iter().map(output_name).collect();
-                let sites =
-                    joint_candidates_in(&job.function, &block, &step.config, step.kind.name())?;
+                // Only sites not above the step's threshold go to `below`: run_recipe's
+                // selection on the input counted those already (a chain has its const's
+                // element count).
+                let mut below = Vec::new();
+                let sites = joint_candidates_in(
+                    &job.function,
+                    &block,
+                    &step.config,
+                    step.kind.name(),
+                    &mut below,
+                )?;
                 let mut next_steps = Vec::new();
+                let mut compressed = Vec::new();
                 {
                     let m = Materializer::with_pending(package, &sub, chain);
                     let mut previous: &Replacement = chain;
                     for c in sites.iter().filter(|c| made.contains(c.output.as_str())) {
                         let mut r = Replacement::after(previous);
-                        if compress_candidate(c, package, Some(&m), target, custom, &mut r)? {
-                            records.push((k, weight_stats(c, &r)));
-                            next_steps.push((r, c.output.clone()));
-                            previous = &next_steps.last().expect("pushed").0;
+                        match compress_candidate(c, package, Some(&m), target, custom, &mut r)? {
+                            Ok(()) => {
+                                compressed.push(weight_stats(c, name, shape, &r, (before, 0)));
+                                next_steps.push((r, c.output.clone()));
+                                previous = &next_steps.last().expect("pushed").0;
+                            }
+                            Err(reason) => records.push((
+                                k,
+                                Err(Skip {
+                                    function: c.function.clone(),
+                                    name: name.to_string(),
+                                    shape: shape.to_vec(),
+                                    reason,
+                                }),
+                            )),
                         }
                     }
                 }
                 for (r, at) in next_steps {
                     chain.absorb(r, &at)?;
                 }
+                let after = replacement_bytes(chain, package, None)?;
+                records.extend(compressed.into_iter().map(|mut stats| {
+                    stats.bytes_after = after;
+                    (k, Ok(stats))
+                }));
             }
         }
     }
-    Ok(done.map(|mut r| {
-        r.retain_used();
-        (r, records)
-    }))
+    Ok((
+        done.map(|mut r| {
+            r.retain_used();
+            r
+        }),
+        records,
+    ))
 }
 
 /// What a later recipe step sees of a const compressed by earlier ones: the chain's ops, the
@@ -582,10 +735,10 @@ fn run_steps_through_packages(
     steps: &[Step],
     custom: Option<&LutFunction<'_>>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
+) -> Result<(PathBuf, Vec<PassReport>)> {
     let work = crate::format::package::ScratchDir::beside(output)?;
     let mut current = input.to_path_buf();
-    let mut stats = Vec::new();
+    let mut reports = Vec::new();
     for (k, step) in steps.iter().enumerate() {
         let dest = if k + 1 == steps.len() {
             output.to_path_buf()
@@ -601,10 +754,10 @@ fn run_steps_through_packages(
             custom,
             progress,
         )?;
-        stats.push(s);
+        reports.push(s);
         current = written;
     }
-    Ok((current, stats))
+    Ok((current, reports))
 }
 
 /// coremltools writes every compressed model at spec 7 or later: an iOS15 (spec 6, opset

@@ -6,33 +6,39 @@ use crate::compress::materialize::Dense;
 use crate::compress::pass::{Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
+use crate::compress::skip::{Outcome, SkipReason};
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::kernels::fp16::WeightElement;
+use crate::kernels::lut::all_finite;
 use crate::kernels::prune::{self as kernel, PruneOutcome, Pruned};
 use crate::mil::ops::{build_op, NewParam, ParamStyle};
 use crate::mil::tensor::TensorInfo;
 
-/// Prunes one candidate into `r`; false when coremltools would skip it.
+/// Prunes one candidate into `r`, or says why it is skipped.
 pub fn emit(
     c: &Candidate,
     config: &OpConfig,
     weights: &Weights,
     target: Target,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     match weights {
         Weights::F16(w) => emit_typed(c, config, w, target, r),
         Weights::F32(w) => emit_typed(c, config, w, target, r),
     }
 }
 
-/// coremltools' pruning of one weight (of `c.info.shape`), or None where it skips it.
+/// coremltools' pruning of one weight (of `c.info.shape`), or why it is skipped: where
+/// coremltools skips it, and weights with NaN or ±inf.
 pub fn prune_weight<T: WeightElement>(
     c: &Candidate,
     config: &OpConfig,
     w: &[T],
-) -> Result<Option<Pruned<T>>> {
+) -> Result<Outcome<Pruned<T>>> {
+    if !all_finite(w) {
+        return Ok(Err(SkipReason::NonFinite));
+    }
     let outcome = match config {
         OpConfig::ThresholdPrune(t) => {
             kernel::prune_threshold(w, t.threshold, t.minimum_sparsity_percentile)
@@ -47,7 +53,12 @@ pub fn prune_weight<T: WeightElement>(
                     .iter()
                     .all(|t| t == "conv" || t == "linear")
             {
-                return Ok(None);
+                return Ok(Err(SkipReason::Unsupported(format!(
+                    "structured sparsity (block_size or n_m_ratio) applies to conv and linear \
+                     weights only, and its consumers are {:?} (name the weight in \
+                     op_name_configs to prune it anyway)",
+                    c.consumer_types
+                ))));
             }
             match (m.target_sparsity, m.block_size, m.n_m_ratio) {
                 (Some(s), Some(b), _) => {
@@ -57,14 +68,22 @@ pub fn prune_weight<T: WeightElement>(
                 (None, _, Some((n, mm))) => {
                     kernel::prune_n_m(w, &c.info.shape, n, mm, m.dim.unwrap_or(1))?
                 }
-                (None, _, None) => return Ok(None),
+                (None, _, None) => {
+                    return Ok(Err(SkipReason::Unsupported(
+                        "the config sets neither target_sparsity nor n_m_ratio".into(),
+                    )))
+                }
             }
         }
-        _ => return Ok(None),
+        other => {
+            return Err(crate::config_err!(
+                "internal: {other:?} is not a pruning config"
+            ))
+        }
     };
     Ok(match outcome {
-        PruneOutcome::Pruned(p) => Some(p),
-        PruneOutcome::Skipped(_) => None,
+        PruneOutcome::Pruned(p) => Ok(p),
+        PruneOutcome::Skipped(reason) => Err(SkipReason::Mode(reason)),
     })
 }
 
@@ -74,10 +93,11 @@ fn emit_typed<T: WeightElement>(
     w: &[T],
     target: Target,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     let kernel_time = crate::trace::span("prune: kernel");
-    let Some(pruned) = prune_weight(c, config, w)? else {
-        return Ok(false);
+    let pruned = match prune_weight(c, config, w)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     drop(kernel_time);
     let _t = crate::trace::span("prune: encode");
@@ -121,5 +141,5 @@ fn emit_typed<T: WeightElement>(
     };
     r.ops.push(op);
     r.renames.push((c.output.clone(), name));
-    Ok(true)
+    Ok(Ok(()))
 }

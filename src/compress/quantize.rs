@@ -6,10 +6,12 @@ use crate::compress::config::{Granularity, QuantizeConfig, QuantizeMode};
 use crate::compress::pass::{block_sizes, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
+use crate::compress::skip::{Outcome, SkipReason};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::kernels::fp16::WeightElement;
+use crate::kernels::lut::all_finite;
 use crate::kernels::quantize::{
     self as kernel, Codes, QuantDtype, QuantMode, QuantizeOutcome, Quantized,
 };
@@ -57,14 +59,14 @@ pub fn codes_dtype(d: QuantDtype) -> DType {
     }
 }
 
-/// Quantizes one candidate into `r`; false when coremltools would skip it.
+/// Quantizes one candidate into `r`, or says why it is skipped.
 pub fn emit(
     c: &Candidate,
     q: &QuantizeConfig,
     weights: &Weights,
     target: Target,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     match weights {
         Weights::F16(w) => emit_typed(c, q, w, DType::F16, target, r),
         Weights::F32(w) => emit_typed(c, q, w, DType::F32, target, r),
@@ -97,18 +99,20 @@ pub fn scale_offset_params(
     Ok(params)
 }
 
-/// coremltools' quantization of one weight (of `c.info.shape`), or None where it skips it.
+/// coremltools' quantization of one weight (of `c.info.shape`), or why it is skipped: where
+/// coremltools skips it, and weights with NaN or ±inf (coremltools skips ±inf but spreads NaN
+/// through the block's scale; this project compresses neither, see docs/DECISIONS.md).
 pub fn quantize_weight<T: WeightElement>(
     c: &Candidate,
     q: &QuantizeConfig,
     w: &[T],
-) -> Result<Option<Quantized<T>>> {
+) -> Result<Outcome<Quantized<T>>> {
     // coremltools skips a weight with ±inf before it looks at the block sizes.
-    let blocks = match block_sizes(c, q.granularity, 0, None, &q.block_size) {
-        Ok(Some(blocks)) => blocks,
-        Ok(None) => return Ok(None),
-        Err(_) if kernel::has_inf(w) => return Ok(None),
-        Err(e) => return Err(e),
+    if !all_finite(w) {
+        return Ok(Err(SkipReason::NonFinite));
+    }
+    let Some(blocks) = block_sizes(c, q.granularity, 0, None, &q.block_size)? else {
+        return Ok(Err(SkipReason::ChannelAxes));
     };
     let mode = match q.mode {
         QuantizeMode::Linear => QuantMode::Linear,
@@ -116,8 +120,19 @@ pub fn quantize_weight<T: WeightElement>(
     };
     Ok(
         match kernel::quantize(w, &c.info.shape, &blocks, dtype_of(&q.dtype)?, mode)? {
-            QuantizeOutcome::Quantized(x) if !x.has_inf => Some(x),
-            QuantizeOutcome::Quantized(_) | QuantizeOutcome::Skipped(_) => None,
+            // Restored values that leave the float type's range (an fp16 scale rounded up
+            // next to ±65504) would be infinite: the op form cannot hold this weight.
+            QuantizeOutcome::Quantized(x) if !x.energy.1.is_finite() => {
+                Err(SkipReason::OutOfRange(format!(
+                    "{} codes times their scale would restore values beyond the range of {} \
+                     (largest scale {})",
+                    q.dtype,
+                    T::NAME,
+                    x.scale.iter().map(|v| v.to_f64()).fold(0.0, f64::max)
+                )))
+            }
+            QuantizeOutcome::Quantized(x) => Ok(x),
+            QuantizeOutcome::Skipped(reason) => Err(SkipReason::Mode(reason)),
         },
     )
 }
@@ -129,10 +144,11 @@ fn emit_typed<T: WeightElement>(
     float: DType,
     target: Target,
     r: &mut Replacement,
-) -> Result<bool> {
+) -> Result<Outcome<()>> {
     let kernel_time = crate::trace::span("quantize: kernel");
-    let Some(mut quantized) = quantize_weight(c, q, w)? else {
-        return Ok(false);
+    let mut quantized = match quantize_weight(c, q, w)? {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
     };
     drop(kernel_time);
     let _t = crate::trace::span("quantize: encode");
@@ -212,5 +228,5 @@ fn emit_typed<T: WeightElement>(
     };
     r.ops.push(op);
     r.renames.push((c.output.clone(), name));
-    Ok(true)
+    Ok(Ok(()))
 }

@@ -54,8 +54,6 @@ pub struct Replacement {
     /// Pending index of `tensors[0]`: a replacement that continues another (a recipe's next
     /// step) numbers its tensors after the other's, so the ops of both can refer to either.
     first_index: usize,
-    /// Bytes of the tensors the new ops hold (inline and in the weight file).
-    pub bytes: u64,
     spec_version: i32,
 }
 
@@ -88,7 +86,6 @@ impl Replacement {
 
     /// A value holding `tensor`: inline or in the weight file, by coremltools' rule.
     pub fn value(&mut self, tensor: NewTensor) -> Value {
-        self.bytes += tensor.bytes.len() as u64;
         if goes_to_blob(&tensor.info, self.spec_version) {
             self.hold(Held::Bytes(tensor))
         } else {
@@ -100,15 +97,9 @@ impl Replacement {
     pub fn dense_value(&mut self, dense: Dense) -> Result<Value> {
         if !goes_to_blob(&dense.info, self.spec_version) {
             let bytes = dense.to_bytes()?;
-            self.bytes += bytes.len() as u64;
             return Ok(immediate_value(&dense.info, &bytes));
         }
-        // Packed when written (`emit`), not here: only its size is needed now.
-        let info = &dense.info;
-        let size = info.dtype.storage_bytes(info.count()).ok_or_else(|| {
-            crate::format_err!("{} tensors have no byte layout", info.dtype.name())
-        })?;
-        self.bytes += size as u64;
+        // Packed when written (`emit`), not here.
         Ok(self.hold(Held::Dense(dense)))
     }
 
@@ -127,6 +118,22 @@ impl Replacement {
             first_index: previous.first_index + previous.tensors.len(),
             ..Default::default()
         }
+    }
+
+    /// The data size in the weight file of a tensor this replacement holds, if `b` refers to one.
+    pub fn held_size(&self, b: &value::BlobFileValue) -> Option<Result<u64>> {
+        let index = (b.offset as usize).checked_sub(self.first_index)?;
+        let info = (b.file_name == PENDING)
+            .then(|| self.tensors.get(index))??
+            .info();
+        Some(
+            info.dtype
+                .storage_bytes(info.count())
+                .map(|n| n as u64)
+                .ok_or_else(|| {
+                    crate::format_err!("{} tensors have no byte layout", info.dtype.name())
+                }),
+        )
     }
 
     /// The type and bytes of a tensor this replacement holds, if `value` refers to one.
@@ -253,25 +260,26 @@ pub struct Job<T> {
 /// are in flight: one being computed while the previous one is written.
 const CHUNK_BYTES: usize = 128 << 20;
 
-/// Runs `compute` over the jobs (in parallel, chunk by chunk), writes the results into the
-/// output weight file in job order and returns the package's model with the replacements made,
-/// and the record `compute` returned with each replacement, in job order. Each chunk is
+/// Runs `compute` over the jobs (in parallel, chunk by chunk), writes the replacements it makes
+/// into the output weight file in job order and returns the package's model with the
+/// replacements made, and the record `compute` returned for each job, in job order. Each chunk is
 /// written while the next one is computed. `progress(done, total)` is called after each chunk,
 /// on the calling thread.
 pub fn apply<T: Sync, R: Send>(
     package: &Package,
     jobs: &[Job<T>],
     out: &mut PackageWriter,
-    compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
+    compute: impl Fn(&Job<T>) -> Result<(Option<Replacement>, R)> + Sync,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Model, Vec<R>)> {
     let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
     let mut report = Vec::new();
-    let mut write = |start: usize, results: Vec<Result<Option<(Replacement, R)>>>| -> Result<()> {
+    let mut write = |start: usize, results: Vec<Result<(Option<Replacement>, R)>>| -> Result<()> {
         for (index, result) in results.into_iter().enumerate() {
             let job = &jobs[start + index];
-            if let Some((mut r, record)) = result? {
-                report.push(record);
+            let (replacement, record) = result?;
+            report.push(record);
+            if let Some(mut r) = replacement {
                 let _t = crate::trace::span("write new tensors");
                 r.emit(out.weights())?;
                 replaced
@@ -283,7 +291,7 @@ pub fn apply<T: Sync, R: Send>(
         Ok(())
     };
     #[allow(clippy::type_complexity)]
-    let mut computed: Option<(usize, Vec<Result<Option<(Replacement, R)>>>)> = None;
+    let mut computed: Option<(usize, Vec<Result<(Option<Replacement>, R)>>)> = None;
     let mut start = 0;
     loop {
         let mut end = start;

@@ -2,6 +2,7 @@
 //! candidate rules (reference §1.1 and §1.8) over the protobuf graph.
 
 use crate::compress::config::{OpConfig, OptimizationConfig};
+use crate::compress::skip::{Skip, SkipReason};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
@@ -18,6 +19,12 @@ pub struct Candidate {
     /// The const op's name (what `set_op_name` matches) and its output variable.
     pub name: String,
     pub output: String,
+    /// The weight's name in the input model, for reports: the const's name, or for a site inside
+    /// a constexpr chain the name of the chain's last op (`name` is then coremltools' name of
+    /// the site, which configs match).
+    pub weight: String,
+    /// The weight's dense shape (`info` is the site's: a LUT's, for a LUT site).
+    pub weight_shape: Vec<usize>,
     pub value: Value,
     pub info: TensorInfo,
     pub config: OpConfig,
@@ -170,11 +177,13 @@ fn weight_file_eligible(info: &TensorInfo) -> bool {
 }
 
 /// Every const the config selects for a plain (not joint) compression pass, in program order.
-/// `accepts` says which op config kinds the pass takes.
+/// `accepts` says which op config kinds the pass takes. Consts the config names but that are not
+/// larger than its weight_threshold go to `skipped`.
 pub fn candidates(
     model: &Model,
     config: &OptimizationConfig,
     accepts: impl Fn(&OpConfig) -> bool,
+    skipped: &mut Vec<Skip>,
 ) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     for (function_name, function) in &spec::program(model)?.functions {
@@ -206,23 +215,31 @@ pub fn candidates(
                 if info.shape.len() <= 1 {
                     continue;
                 }
-                let threshold = op_config
-                    .weight_threshold()
-                    .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
-                if info.count() as u64 <= threshold {
-                    continue;
-                }
-                let (output_axis, input_axis) = channel_axes(&graph, uses, info.shape.len());
-                let conv_groups = max_conv_groups(&graph, uses);
                 let name = op
                     .attributes
                     .get("name")
                     .and_then(as_string)
                     .unwrap_or(output)
                     .to_string();
+                let threshold = op_config
+                    .weight_threshold()
+                    .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
+                if info.count() as u64 <= threshold {
+                    skipped.push(Skip {
+                        function: function_name.clone(),
+                        name,
+                        shape: info.shape,
+                        reason: SkipReason::BelowThreshold { threshold },
+                    });
+                    continue;
+                }
+                let (output_axis, input_axis) = channel_axes(&graph, uses, info.shape.len());
+                let conv_groups = max_conv_groups(&graph, uses);
                 out.push(Candidate {
                     function: function_name.clone(),
                     named: config.op_name.contains_key(&name),
+                    weight: name.clone(),
+                    weight_shape: info.shape.clone(),
                     name,
                     output: output.to_string(),
                     value: value.clone(),
@@ -337,16 +354,24 @@ fn resolve_uses<'c>(
     Ok(first_config)
 }
 
-/// The constexpr sites a joint pass compresses, in program order (reference §2.6).
+/// The constexpr sites a joint pass compresses, in program order (reference §2.6); sites not
+/// larger than the weight_threshold go to `skipped`.
 pub fn joint_candidates(
     model: &Model,
     config: &OptimizationConfig,
     kind: &str,
+    skipped: &mut Vec<Skip>,
 ) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     for (function_name, function) in &spec::program(model)?.functions {
         for block in function.block_specializations.values() {
-            out.extend(joint_candidates_in(function_name, block, config, kind)?);
+            out.extend(joint_candidates_in(
+                function_name,
+                block,
+                config,
+                kind,
+                skipped,
+            )?);
         }
     }
     Ok(out)
@@ -358,6 +383,7 @@ pub fn joint_candidates_in(
     block: &Block,
     config: &OptimizationConfig,
     kind: &str,
+    skipped: &mut Vec<Skip>,
 ) -> Result<Vec<Candidate>> {
     let sites = joint_sites(kind);
     let mut out = Vec::new();
@@ -408,7 +434,16 @@ pub fn joint_candidates_in(
             let threshold = op_config
                 .weight_threshold()
                 .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
-            if uses.is_empty() || dense.count() as u64 <= threshold {
+            if uses.is_empty() {
+                continue;
+            }
+            if dense.count() as u64 <= threshold {
+                skipped.push(Skip {
+                    function: function_name.to_string(),
+                    name: op_name(end).to_string(),
+                    shape: dense.shape.clone(),
+                    reason: SkipReason::BelowThreshold { threshold },
+                });
                 continue;
             }
             let (output_axis, input_axis) = channel_axes(&graph, &uses, info.shape.len());
@@ -423,6 +458,8 @@ pub fn joint_candidates_in(
             out.push(Candidate {
                 function: function_name.to_string(),
                 named: config.op_name.contains_key(&name),
+                weight: op_name(end).to_string(),
+                weight_shape: dense.shape.clone(),
                 name,
                 output: output_name(op).to_string(),
                 value,

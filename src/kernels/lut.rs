@@ -465,7 +465,7 @@ fn first_out_of_range(indices: &[u8], palette: usize) -> Option<u8> {
 }
 
 /// No NaN or ±inf in `data`, from the exponent bits (a branch-free pass per chunk).
-fn all_finite<T: WeightElement>(data: &[T]) -> bool {
+pub fn all_finite<T: WeightElement>(data: &[T]) -> bool {
     let exp = if T::IS_HALF { 0x7C00 } else { 0x7F80_0000 };
     data.par_chunks(PAR_CHUNK).all(|c| {
         c.iter()
@@ -749,6 +749,9 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
     let (lo, hi) = (extreme(extremes.0), extreme(extremes.1));
     let levels = T::from_f32(((1u32 << nbits) - 1) as f32);
     let range = hi.sub(lo);
+    if !range.is_finite() {
+        return uniform_wide(g, lo.to_f64(), hi.to_f64(), nbits);
+    }
     let scale = range.div(levels);
     let mut indices = vec![0u8; g.len()];
     indices
@@ -766,6 +769,26 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
     // numpy: int64 array times a numpy scalar computes in float64, then casts once.
     let lut = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
+        .collect();
+    GroupLut {
+        lut,
+        indices,
+        energy: None,
+    }
+}
+
+/// [`uniform`] for a group whose range overflows the weight dtype (fp16 values near ±65504,
+/// where coremltools' fp16 arithmetic gives an infinite scale and NaN indices): the same formula
+/// in f64, each LUT entry rounded once to `T`, so the LUT stays finite and spans `[lo, hi]`.
+fn uniform_wide<T: WeightElement>(g: &[T], lo: f64, hi: f64, nbits: u8) -> GroupLut<T> {
+    let levels = ((1u32 << nbits) - 1) as f64;
+    let range = hi - lo;
+    let indices = g
+        .par_iter()
+        .map(|v| ((v.to_f64() - lo) / range * levels).round_ties_even() as u8)
+        .collect();
+    let lut = (0..1u32 << nbits)
+        .map(|i| T::from_f64(i as f64 * (range / levels) + lo))
         .collect();
     GroupLut {
         lut,
@@ -2696,6 +2719,20 @@ mod tests {
         }
         let levels = T::from_f32(((1u32 << nbits) - 1) as f32);
         let range = hi.sub(lo);
+        if !range.is_finite() {
+            // Where fp16 arithmetic overflows (coremltools: NaN indices, infinite LUT), the
+            // formula in f64 with one rounding per LUT entry.
+            let (lo, wide) = (lo.to_f64(), hi.to_f64() - lo.to_f64());
+            let levels = levels.to_f64();
+            let indices = g
+                .iter()
+                .map(|v| ((v.to_f64() - lo) / wide * levels).round_ties_even() as u8)
+                .collect();
+            let lut = (0..1u32 << nbits)
+                .map(|i| T::from_f64(i as f64 * (wide / levels) + lo))
+                .collect();
+            return (lut, indices);
+        }
         let scale = range.div(levels);
         let indices = g
             .iter()
@@ -2708,6 +2745,22 @@ mod tests {
             .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
             .collect();
         (lut, indices)
+    }
+
+    #[test]
+    fn uniform_at_the_fp16_extremes_is_finite() {
+        // coremltools: 65504 − (−65504) overflows fp16, the scale is inf and every index NaN.
+        let g: Vec<f16> = [65504.0f32, -65504.0, 0.0, 1000.0, -3.0]
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        let x = uniform(&g, 8);
+        assert!(x.lut.iter().all(|v| v.is_finite()));
+        assert_eq!(
+            (x.lut[0].to_f32(), x.lut[255].to_f32()),
+            (-65504.0, 65504.0)
+        );
+        assert_eq!(x.indices, vec![255, 0, 128, 129, 127]);
     }
 
     proptest! {

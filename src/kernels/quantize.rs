@@ -479,19 +479,51 @@ fn params8<T: WeightElement, H: HalfLanes>(h: H, k: &QConsts, s: &[Stat; 8]) -> 
     };
     let range = r(from_fn(|l| hi[l] - lo[l]));
     let scale = r(from_fn(|l| range[l] / k.qrange));
-    let zp = if k.linear {
+    // The zero point before rounding and clipping (0 for symmetric modes).
+    let unclipped = if k.linear {
         let a = r(from_fn(|l| k.qlo * hi[l]));
         let b = r(from_fn(|l| k.qhi * lo[l]));
         let d = r(from_fn(|l| a[l] - b[l]));
-        let z = r(rint8(r(from_fn(|l| d[l] / range[l]))));
-        z.map(|v| clip(v, k.qlo, k.qhi))
+        r(from_fn(|l| d[l] / range[l]))
+    } else {
+        [0.0; 8]
+    };
+    let zp = if k.linear {
+        r(rint8(unclipped)).map(|v| clip(v, k.qlo, k.qhi))
     } else {
         [k.sym_zp; 8]
     };
-    from_fn(|l| Param {
-        scale: scale[l],
-        zp: zp[l],
+    from_fn(|l| {
+        let p = Param {
+            scale: scale[l],
+            zp: zp[l],
+        };
+        let overflowed = !(p.scale.is_finite() && unclipped[l].is_finite());
+        if overflowed && lo[l].is_finite() && hi[l].is_finite() && hi[l] > lo[l] {
+            wide_param::<T>(k, lo[l], hi[l])
+        } else {
+            p
+        }
     })
+}
+
+/// A block's parameters where the weight dtype's arithmetic overflows (fp16 extremes near
+/// ±65504: `hi − lo` or `qmax · lo` leave fp16's range, and coremltools gets an infinite scale or
+/// a NaN zero point): the same formulas in f64, each result rounded once to the weight dtype.
+#[cold]
+fn wide_param<T: WeightElement>(k: &QConsts, lo: f32, hi: f32) -> Param {
+    let (lo, hi) = (lo as f64, hi as f64);
+    let range = hi - lo;
+    let zp = if k.linear {
+        let z = ((k.qlo as f64 * hi - k.qhi as f64 * lo) / range).round_ties_even();
+        z.clamp(k.qlo as f64, k.qhi as f64) as f32
+    } else {
+        k.sym_zp
+    };
+    Param {
+        scale: T::from_f64(range / k.qrange as f64).to_f32(),
+        zp,
+    }
 }
 
 /// [`params8`] over any number of blocks.
@@ -1812,6 +1844,53 @@ mod tests {
         for bs in [[1, 8], [4, 0]] {
             assert!(q(&w, &[64, 32], &bs, QuantDtype::Int8, QuantMode::Linear).has_inf);
         }
+    }
+
+    #[test]
+    fn extremes_that_overflow_fp16_get_finite_parameters() {
+        // coremltools: `hi − lo` and `qmax · lo` overflow fp16, so the scale is inf or the zero
+        // point NaN and every restored value NaN.
+        let w: Vec<f16> = [65504.0f32, -65504.0, 0.5, -1.0, 40000.0, -20000.0, 3.0, 7.0]
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        let one_sided: Vec<f16> = [40000.0f32, -20000.0, 1.0, 2.0]
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        for (w, shape) in [(&w, [1, 8]), (&one_sided, [1, 4])] {
+            for d in [QuantDtype::Int8, QuantDtype::UInt8, QuantDtype::Int4] {
+                let x = q(w, &shape, &[0, 0], d, QuantMode::Linear);
+                let scale = x.scale[0].to_f32();
+                assert!(scale.is_finite() && scale > 0.0, "{d:?}");
+                let restored = dequant(&x, &shape);
+                if d == QuantDtype::Int4 && shape == [1, 8] {
+                    // -65504 / 8736 rounds to -7.5 in fp16, so code -8, and -8 · 8736 is beyond
+                    // fp16: the energy tells the pass to refuse the weight.
+                    assert!(!x.energy.1.is_finite());
+                    assert_eq!(restored[1].to_f32(), f32::NEG_INFINITY);
+                    continue;
+                }
+                for (a, b) in w.iter().zip(restored) {
+                    assert!(
+                        (a.to_f32() - b.to_f32()).abs() <= scale,
+                        "{d:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        // Symmetric int8: 65504 needs code 127 at a scale that fp16 rounds up to 516, and
+        // 127 · 516 is beyond fp16: the restored value is infinite, which the pass refuses
+        // (energy says so); the parameters themselves are finite.
+        let x = q(
+            &w,
+            &[1, 8],
+            &[0, 0],
+            QuantDtype::Int8,
+            QuantMode::LinearSymmetric,
+        );
+        assert_eq!(x.scale[0].to_f32(), 516.0);
+        assert!(!x.energy.1.is_finite());
     }
 
     #[test]

@@ -31,6 +31,8 @@ fn record_to_py<'py>(py: Python<'py>, r: &WeightRecord) -> PyResult<Bound<'py, P
     d.set_item("shape", r.shape.clone())?;
     d.set_item("dtype", &r.dtype)?;
     d.set_item("bytes_on_disk", r.bytes_on_disk)?;
+    d.set_item("counted_bytes", r.counted_bytes)?;
+    d.set_item("shared_with", r.shared_with.clone())?;
     d.set_item("compression", &r.compression)?;
     d.set_item("chain", r.chain.clone())?;
     let params = PyDict::new(py);

@@ -86,6 +86,26 @@ fn lut_function_caller(lut_functions: Option<Py<PyDict>>) -> Option<Box<LutFunct
     })
 }
 
+/// A pass's report as Python lists: one dict per compressed weight, one per skipped weight.
+type ReportLists = (Vec<Py<PyAny>>, Vec<Py<PyAny>>);
+
+fn report_lists(py: Python<'_>, report: pass::PassReport) -> PyResult<ReportLists> {
+    let skipped = report
+        .skipped
+        .into_iter()
+        .map(|s| {
+            let d = PyDict::new(py);
+            d.set_item("function", &s.function)?;
+            d.set_item("name", &s.name)?;
+            d.set_item("shape", &s.shape)?;
+            d.set_item("reason", s.reason.kind())?;
+            d.set_item("message", s.reason.to_string())?;
+            Ok(d.into_any().unbind())
+        })
+        .collect::<PyResult<_>>()?;
+    Ok((stats_records(py, report.compressed)?, skipped))
+}
+
 fn stats_records(py: Python<'_>, stats: Vec<pass::WeightStats>) -> PyResult<Vec<Py<PyAny>>> {
     stats
         .into_iter()
@@ -114,13 +134,13 @@ fn compress(
     joint_compression: bool,
     lut_functions: Option<Py<PyDict>>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<(PathBuf, Vec<Py<PyAny>>)> {
+) -> PyResult<(PathBuf, ReportLists)> {
     let kind = pass::PassKind::from_name(kind).map_err(to_py)?;
     let config = OptimizationConfig::from_json(config_json).map_err(to_py)?;
     let mut report = progress_fn(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
-    let (path, stats) = py
+    let (path, report) = py
         .detach(|| {
             pass::run(
                 kind,
@@ -133,7 +153,7 @@ fn compress(
             )
         })
         .map_err(to_py)?;
-    Ok((path, stats_records(py, stats)?))
+    Ok((path, report_lists(py, report)?))
 }
 
 /// A recipe: `steps` are `(pass name, config JSON)`; every step after the first is joint.
@@ -146,7 +166,7 @@ fn compress_recipe(
     steps: Vec<(String, String)>,
     lut_functions: Option<Py<PyDict>>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<(PathBuf, Vec<Vec<Py<PyAny>>>)> {
+) -> PyResult<(PathBuf, Vec<ReportLists>)> {
     let steps = steps
         .iter()
         .map(|(kind, config)| {
@@ -160,14 +180,14 @@ fn compress_recipe(
     let mut report = progress_fn(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
-    let (path, stats) = py
+    let (path, reports) = py
         .detach(|| pass::run_recipe(&input, &output, &steps, custom_ref, &mut report))
         .map_err(to_py)?;
-    let records = stats
+    let lists = reports
         .into_iter()
-        .map(|s| stats_records(py, s))
+        .map(|r| report_lists(py, r))
         .collect::<PyResult<_>>()?;
-    Ok((path, records))
+    Ok((path, lists))
 }
 
 /// Calls the Python wrapper `functions[id](raw_bytes, dtype, shape) -> (lut_f64_bytes, index_bytes)`
