@@ -13,6 +13,7 @@ from .errors import (
     CompressionConfigError,
     CoreMLCompressError,
     MalformedPackageError,
+    OutputPathError,
     PackageIOError,
     UnsupportedModelError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "MalformedPackageError",
     "MergeReport",
     "MultiFunctionDescriptor",
+    "OutputPathError",
     "PackageIOError",
     "UnsupportedModelError",
     "extract_function",

@@ -11,21 +11,23 @@
     coreml-compress extract IN FUNCTION OUT     one function back out as its own package
 
 Errors of coreml-compress (bad paths, malformed packages, …) print one line on stderr and exit
-with status 2. coremltools is not needed.
+with status 2. An existing OUT is replaced only with --force, and only if it is a package.
+coremltools is not needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import _native, optimize
+from ._cli_compress import FORCE_HELP, format_compression_report
 from ._cli_compress import add_commands as add_compression_commands
-from ._cli_compress import format_compression_report
 from .config import OpPalettizerConfig, OptimizationConfig
 from .errors import CoreMLCompressError
 from .inspect import WeightInfo, WeightReport, inspect
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", help="materialize every compressed weight into a dense const")
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_decompress)
     p = sub.add_parser(
         "merge",
@@ -232,11 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(function SRC as TARGET) or PATH:SRC",
     )
     p.add_argument("--default", help="the default function (default: the first one)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_merge)
     p = sub.add_parser("extract", help="write one function of a package as its own package")
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("function", help="the function to extract")
     p.add_argument("output", help="the .mlpackage to write")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_extract)
     add_compression_commands(sub)
     return parser
@@ -246,6 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # coremltools (imported to hand back MLModels) logs its missing macOS runtime on Linux.
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
+    output = getattr(args, "output", None)
+    if output is not None and not args.force and os.path.lexists(output):
+        # The API replaces an existing package as coremltools' save does; the CLI asks first.
+        print(
+            f"coreml-compress: error: {output} already exists; pass --force to replace it",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
         return args.run(args)
     except (CoreMLCompressError, ValueError, TypeError, OSError) as e:

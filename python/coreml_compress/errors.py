@@ -21,10 +21,16 @@ class CompressionConfigError(CoreMLCompressError, ValueError):
     """A compression configuration that is invalid, or invalid for this model."""
 
 
+class OutputPathError(CoreMLCompressError, ValueError):
+    """An output path that is refused: it is an input package, lies inside one or contains one,
+    or something that is not a package is already there."""
+
+
 __all__ = [
     "CompressionConfigError",
     "CoreMLCompressError",
     "MalformedPackageError",
+    "OutputPathError",
     "PackageIOError",
     "UnsupportedModelError",
 ]

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::format::blob::{Blob, BlobFile, ALIGNMENT, HEADER_SIZE, METADATA_SIZE};
-use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};
+use crate::format::package::{Package, PackageWriter, Source, WEIGHT_FILE_NAME};
 use crate::format::spec::proto::array_feature_type::ArrayDataType;
 use crate::format::spec::proto::mil_spec::{
     argument::binding::Binding, value, value::immediate_value, Block, Function, Program, Value,
@@ -445,7 +445,7 @@ fn write_package(
     let blobs = locate(packages, &refs)?;
     let unique_of = deduplicate(&blobs);
 
-    let mut out = PackageWriter::create(dest, None)?;
+    let mut out = PackageWriter::create(dest, Source::Blobs(packages))?;
     let distinct: Vec<usize> = (0..refs.len()).filter(|&i| unique_of[i] == i).collect();
     let mut new_offset: HashMap<usize, u64> = HashMap::new();
     let mut file_end = 0u64;
@@ -726,7 +726,8 @@ mod tests {
         {
             let p = Package::open(&src).unwrap();
             let mut model = p.model.clone();
-            let mut out = PackageWriter::create(&other, None).unwrap();
+            let mut out =
+                PackageWriter::create(&other, Source::Blobs(std::slice::from_ref(&p))).unwrap();
             let mut first = true;
             let mut copies: HashMap<u64, u64> = HashMap::new();
             spec::for_each_value_mut(spec::program_mut(&mut model).unwrap(), &mut |v| {

@@ -16,7 +16,7 @@ use crate::compress::select::{candidates, joint_candidates, joint_candidates_in,
 use crate::compress::{prune, quantize};
 use crate::error::Result;
 use crate::format::dtype::DType;
-use crate::format::package::{Package, PackageWriter};
+use crate::format::package::{Package, PackageWriter, Source};
 use crate::format::spec;
 use crate::kernels::fp16::WeightElement;
 use crate::mil::program::Graph;
@@ -397,7 +397,7 @@ fn write_jobs<T: Sync, R: Send>(
     compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(PathBuf, Vec<R>)> {
-    let mut out = PackageWriter::create(output, Some(package))?;
+    let mut out = PackageWriter::create(output, Source::Package(package))?;
     let (mut model, replaced) = rewrite::apply(package, jobs, &mut out, compute, progress)?;
     upgrade_spec(&mut model, target)?;
     Ok((rewrite::finish(package, model, out)?, replaced))
@@ -583,7 +583,7 @@ fn run_steps_through_packages(
     custom: Option<&LutFunction<'_>>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
-    let work = crate::format::package::ScratchDir::beside(output)?;
+    let work = crate::format::package::ScratchDir::beside(output, input)?;
     let mut current = input.to_path_buf();
     let mut stats = Vec::new();
     for (k, step) in steps.iter().enumerate() {

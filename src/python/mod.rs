@@ -28,6 +28,7 @@ fn to_py(err: Error) -> PyErr {
             Error::Format(_) => "MalformedPackageError",
             Error::Unsupported(_) => "UnsupportedModelError",
             Error::Config(_) => "CompressionConfigError",
+            Error::Output(_) => "OutputPathError",
         };
         match py
             .import("coreml_compress.errors")
