@@ -26,6 +26,9 @@ pub enum Error {
     /// An output path that would destroy an input or something that is not a package.
     #[error("{0}")]
     Output(String),
+    /// The caller stopped the work through its progress report (Ctrl-C in Python).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {

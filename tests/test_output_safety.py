@@ -244,3 +244,51 @@ def test_cli_replaces_an_existing_package_only_with_force(source: Path, tmp_path
     assert plain.read_text() == "mine"
     r = cli("decompress", str(source), str(source), "--force")
     assert r.returncode == 2 and "is the input package" in r.stderr, r.stderr
+
+
+# Ctrl-C during a write: the progress report raises it (here the callback signals its own
+# process, as a terminal would), the engine stops and removes its work directory.
+INTERRUPTED = """
+import os, signal, sys
+import coremltools.optimize.coreml as cto
+from coreml_compress import optimize
+from coreml_compress.multifunction import MultiFunctionDescriptor, save_multifunction
+
+door, src, dest = sys.argv[1:]
+
+def progress(done, total):
+    os.kill(os.getpid(), signal.SIGINT)
+
+try:
+    if door == "palettize":
+        config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=4))
+        optimize.palettize_weights(src, config, output_path=dest, progress=progress)
+    else:
+        desc = MultiFunctionDescriptor(src)
+        desc.default_function_name = "main"
+        save_multifunction(desc, dest, progress=progress)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+@pytest.mark.parametrize("door", ["palettize", "merge"])
+@pytest.mark.parametrize("replacing", [False, True])
+def test_ctrl_c_stops_a_write_and_leaves_nothing(
+    door: str, replacing: bool, source: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "m.mlpackage"
+    if replacing:
+        _native.write_example(str(dest))
+    before = tree(out)
+    r = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, door, str(source), str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert r.stdout == "KeyboardInterrupt\n", (r.stdout, r.stderr)
+    assert tree(out) == before

@@ -3,9 +3,10 @@
 package or the complete new one, and one more write must leave nothing else beside it.
 
 Not part of the test suite (it needs a large package and minutes). Each of ``--writes`` rounds
-starts a write in a child process (alternately ``save_unchanged`` and int8 quantization of the
-same input, so consecutive packages differ), kills it with SIGKILL after a random delay drawn
-from [0, 1.2 x the write's measured duration], and compares the destination, file by file
+starts a write in a child process (``save_unchanged`` or int8 quantization of the same input,
+whichever differs from the package there), kills it with SIGKILL after a random delay drawn
+from [0, 1.2 x the write's measured duration] once the child has imported everything, and
+compares the destination, file by file
 (SHA-256), with the package before the round and with the reference output of that write.
 After the last round, one complete write must leave exactly the destination in its directory.
 
@@ -35,11 +36,17 @@ import coremltools.optimize.coreml as cto
 from coreml_compress import _native, optimize
 
 kind, src, dest = sys.argv[1:]
+# The engine's calls themselves: coremltools' MLModel, which optimize wraps the output in,
+# rewrites Manifest.json after the commit.
+config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(dtype="int8"))
+config_json, _ = optimize._native_config(
+    config, "linear_quantize_weights", optimize._ACCEPTED["linear_quantize_weights"]
+)
+print("ready", flush=True)
 if kind == "roundtrip":
     _native.save_unchanged(src, dest)
 else:
-    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(dtype="int8"))
-    optimize.linear_quantize_weights(src, config, output_path=dest)
+    _native.compress("linear_quantize_weights", src, dest, config_json, False, None)
 """
 KINDS = ("roundtrip", "quantize")
 
@@ -62,9 +69,16 @@ def fingerprint(path: Path) -> dict[str, str] | None:
 def start(kind: str, src: Path, dest: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, kind, str(src), str(dest)],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def started(kind: str, src: Path, dest: Path) -> subprocess.Popen:
+    """A child past its imports, about to write."""
+    child = start(kind, src, dest)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    return child
 
 
 def main() -> int:
@@ -89,8 +103,8 @@ def main() -> int:
     reference: dict[str, dict[str, str] | None] = {}
     duration: dict[str, float] = {}
     for kind in KINDS:
+        child = started(kind, args.package, refs / f"{kind}.mlpackage")
         t = time.perf_counter()
-        child = start(kind, args.package, refs / f"{kind}.mlpackage")
         _, err = child.communicate()
         if child.returncode != 0:
             sys.exit(f"reference {kind} failed: {err.decode()}")
@@ -103,9 +117,10 @@ def main() -> int:
     state = fingerprint(dest)
     outcomes = {"old": 0, "new": 0}
     for i in range(args.writes):
-        kind = KINDS[i % 2]
+        # The write whose output differs from what is there, so old and new are told apart.
+        kind = KINDS[1] if state == reference[KINDS[0]] else KINDS[0]
         delay = rng.uniform(0, 1.2 * duration[kind])
-        child = start(kind, args.package, dest)
+        child = started(kind, args.package, dest)
         time.sleep(delay)
         killed = child.poll() is None
         if killed:
@@ -120,6 +135,10 @@ def main() -> int:
         else:
             verdict = "CORRUPT"
             failures += 1
+            for name, then in (("old", state), ("new", reference[kind])):
+                then, got = then or {}, now or {}
+                differ = sorted(f for f in then.keys() | got.keys() if then.get(f) != got.get(f))
+                print(f"  files that differ from the {name} package: {differ}")
         outcomes[verdict] = outcomes.get(verdict, 0) + 1
         print(
             f"write {i + 1:2d} {kind:9s} kill at {delay:5.2f} s "
@@ -127,8 +146,8 @@ def main() -> int:
         )
         state = now
 
-    child = start("roundtrip", args.package, dest)
-    _, err = child.communicate()
+    child = started("roundtrip", args.package, dest)
+    child.communicate()
     left = sorted(os.listdir(out))
     clean = (
         child.returncode == 0

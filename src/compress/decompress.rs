@@ -38,7 +38,7 @@ enum Task {
 pub fn decompress(
     input: &Path,
     output: &Path,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<PathBuf> {
     let package = Package::open(input)?;
     let spec_version = package.model.specification_version;

@@ -346,7 +346,7 @@ pub fn run(
     config: &OptimizationConfig,
     joint_compression: bool,
     custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<WeightStats>)> {
     let step = Step {
         kind,
@@ -395,7 +395,7 @@ fn write_jobs<T: Sync, R: Send>(
     jobs: &[Job<T>],
     target: Target,
     compute: impl Fn(&Job<T>) -> Result<Option<(Replacement, R)>> + Sync,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<R>)> {
     let mut out = PackageWriter::create(output, Source::Package(package))?;
     let (mut model, replaced) = rewrite::apply(package, jobs, &mut out, compute, progress)?;
@@ -423,7 +423,7 @@ pub fn run_recipe(
     output: &Path,
     steps: &[Step],
     custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
     let opened_time = crate::trace::span("open and select");
     let Opened { package, target } = open_for(input, steps, steps.len() > 1)?;
@@ -581,7 +581,7 @@ fn run_steps_through_packages(
     output: &Path,
     steps: &[Step],
     custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<Vec<WeightStats>>)> {
     let work = crate::format::package::ScratchDir::beside(output, input)?;
     let mut current = input.to_path_buf();
