@@ -5,12 +5,13 @@ package or the complete new one, and one more write must leave nothing else besi
 Not part of the test suite (it needs a large package and minutes). Each of ``--writes`` rounds
 starts a write in a child process (``save_unchanged`` or int8 quantization of the same input,
 whichever differs from the package there), kills it with SIGKILL after a random delay drawn
-from [0, 1.2 x the write's measured duration] once the child has imported everything, and
-compares the destination, file by file
+from [0, 1.2 x the write's measured duration] (from the end of the child's imports to the return
+of the engine's call; interpreter exit excluded), and compares the destination, file by file
 (SHA-256), with the package before the round and with the reference output of that write.
 After the last round, one complete write must leave exactly the destination in its directory.
 
-Usage (the package is the 1-layer LLM of benchmarks/make_llm.py, ~350 MB; see RESULTS)::
+Usage (the package is the 1-layer LLM of benchmarks/make_llm.py, ~350 MB; the recorded run is in
+docs/DECISIONS.md)::
 
     python3 benchmarks/make_llm.py --scale small --out /tmp/kill/llm.mlpackage
     python3 tools/kill_writes.py /tmp/kill/llm.mlpackage --work /tmp/kill/out --writes 20
@@ -47,6 +48,7 @@ if kind == "roundtrip":
     _native.save_unchanged(src, dest)
 else:
     _native.compress("linear_quantize_weights", src, dest, config_json, False, None)
+print("done", flush=True)
 """
 KINDS = ("roundtrip", "quantize")
 
@@ -105,10 +107,11 @@ def main() -> int:
     for kind in KINDS:
         child = started(kind, args.package, refs / f"{kind}.mlpackage")
         t = time.perf_counter()
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+        duration[kind] = time.perf_counter() - t
         _, err = child.communicate()
         if child.returncode != 0:
             sys.exit(f"reference {kind} failed: {err.decode()}")
-        duration[kind] = time.perf_counter() - t
         reference[kind] = fingerprint(refs / f"{kind}.mlpackage")
         print(f"reference {kind}: {duration[kind]:.2f} s")
     assert reference["roundtrip"] != reference["quantize"]
