@@ -23,6 +23,12 @@ pub enum Error {
     /// A compression configuration that is invalid, or invalid for this model.
     #[error("{0}")]
     Config(String),
+    /// An output path that would destroy an input or something that is not a package.
+    #[error("{0}")]
+    Output(String),
+    /// The caller stopped the work through its progress report (Ctrl-C in Python).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {

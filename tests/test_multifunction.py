@@ -469,9 +469,11 @@ def test_cli_merge_and_extract(
     assert "written to" in capsys.readouterr().out
     assert normalized_function(single, "main") == normalized_function(multifunction18, "alt")
 
-    # Errors: one line on stderr, exit status 1.
-    assert cli_main(["merge", str(out), f"{linear18}:nope=x"]) == 1
+    # Errors: one line on stderr, exit status 1; an existing output needs --force (usage, 2).
+    assert cli_main(["merge", str(out), f"{linear18}:nope=x"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert cli_main(["merge", str(out), f"{linear18}:nope=x", "--force"]) == 1
     assert "src_function_name nope not found" in capsys.readouterr().err
-    assert cli_main(["merge", str(out), str(linear18), "--default", "zzz"]) == 1
+    assert cli_main(["merge", str(out), str(linear18), "--default", "zzz", "--force"]) == 1
     assert "default_function_name zzz not found" in capsys.readouterr().err
     assert cli_main(["extract", str(out), "zzz", str(tmp_path / "z.mlpackage")]) == 1

@@ -27,6 +27,7 @@ from .errors import (
     ConfigError,
     CoreMLCompressError,
     MalformedPackageError,
+    OutputPathError,
     PackageIOError,
     UnsupportedModelError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "MalformedPackageError",
     "MergeReport",
     "MultiFunctionDescriptor",
+    "OutputPathError",
     "PackageIOError",
     "UnsupportedModelError",
     "extract_function",

@@ -228,9 +228,13 @@ def _pruner(a: argparse.Namespace) -> Any:
     )
 
 
+FORCE_HELP = "replace OUTPUT if it is an existing package (anything else is never replaced)"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument(
         "--config", metavar="YAML", help="a coremltools OptimizationConfig YAML file (overrides the options)"
     )
@@ -305,4 +309,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--recipe", required=True, metavar="YAML", help="YAML: steps: [{prune: {...}}, {palettize: {...}}]"
     )
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_compress)

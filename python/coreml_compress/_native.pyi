@@ -1,6 +1,9 @@
 """Type stubs for the Rust engine (``src/python/*.rs``). Paths are returned as ``pathlib.Path``.
 
-Errors are raised as the classes of ``coreml_compress.errors``.
+Errors are raised as the classes of ``coreml_compress.errors``. Writers refuse an output that is
+an input, lies inside one or contains one, or an existing output that is not a package
+(``OutputPathError``). A ``progress(done, total)`` callback's exceptions are printed and the work
+goes on, except KeyboardInterrupt/SystemExit (also noticed without a callback), which stop it.
 """
 
 from collections.abc import Callable

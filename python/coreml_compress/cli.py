@@ -12,19 +12,21 @@
 
 Exit status (also in ``--help``): 0 when the asked work was done, 1 when it could not be (an
 error prints one line on stderr), 2 for a usage error (argparse's), 130 when interrupted.
+An existing OUT is replaced only with --force, and only if it is a package.
 coremltools is not needed, and not imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__, _native, optimize
-from ._cli_compress import UsageError, format_compression_report
+from ._cli_compress import FORCE_HELP, UsageError, format_compression_report
 from ._cli_compress import add_commands as add_compression_commands
 from .config import OpPalettizerConfig, OptimizationConfig
 from .errors import CoreMLCompressError
@@ -33,7 +35,8 @@ from .multifunction import MultiFunctionDescriptor, extract_function, save_multi
 
 __all__ = ["main"]
 
-EXIT_ERROR = 1  # usage errors exit 2 through argparse (parser.error)
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's own status for usage errors (parser.error)
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 EXIT_STATUS_HELP = """exit status:
@@ -152,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", help="materialize every compressed weight into a dense const")
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_decompress)
     p = sub.add_parser(
         "merge",
@@ -168,11 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(function SRC as TARGET) or PATH:SRC",
     )
     p.add_argument("--default", help="the default function (default: the first one)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_merge)
     p = sub.add_parser("extract", help="write one function of a package as its own package")
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("function", help="the function to extract")
     p.add_argument("output", help="the .mlpackage to write")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_extract)
     add_compression_commands(sub)
     for command in sub.choices.values():
@@ -186,6 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see ``EXIT_STATUS_HELP``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    output = getattr(args, "output", None)
+    if output is not None and not args.force and os.path.lexists(output):
+        # The API replaces an existing package as coremltools' save does; the CLI asks first.
+        print(
+            f"coreml-compress: error: {output} already exists; pass --force to replace it",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         return args.run(args)
     except UsageError as e:

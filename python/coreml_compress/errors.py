@@ -62,6 +62,8 @@ class UnknownConfigTypeError(ConfigError, AttributeError):
 
 class ConfigFileError(ConfigError, OSError):
     """A config or recipe file that cannot be read."""
+
+
 class SkippedWeightsWarning(UserWarning):
     """Weights the config asked to compress were left as they were (a group or block size that
     does not divide the channels, an unsupported dtype or op for the mode, NaN or infinite
@@ -73,6 +75,11 @@ class SkippedWeightsWarning(UserWarning):
         self.skipped = list(skipped or [])
 
 
+class OutputPathError(CoreMLCompressError, ValueError):
+    """An output path that is refused: it is an input package, lies inside one or contains one,
+    or something that is not a package is already there."""
+
+
 __all__ = [
     "CompressionConfigError",
     "ConfigError",
@@ -80,6 +87,7 @@ __all__ = [
     "ConfigTypeError",
     "CoreMLCompressError",
     "MalformedPackageError",
+    "OutputPathError",
     "PackageIOError",
     "SkippedWeightsWarning",
     "UnknownConfigTypeError",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::compress::materialize::Materializer;
 use crate::compress::rewrite::{self, Job, Replacement};
 use crate::error::Result;
-use crate::format::package::{Package, PackageWriter};
+use crate::format::package::{Package, PackageWriter, Source};
 use crate::format::spec;
 use crate::format_err;
 use crate::mil::ops::{const_op, output_name};
@@ -38,7 +38,7 @@ enum Task {
 pub fn decompress(
     input: &Path,
     output: &Path,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<PathBuf> {
     let package = Package::open(input)?;
     let spec_version = package.model.specification_version;
@@ -99,7 +99,7 @@ pub fn decompress(
         graphs.insert(name, graph);
     }
 
-    let mut out = PackageWriter::create(output, Some(&package))?;
+    let mut out = PackageWriter::create(output, Source::Package(&package))?;
     let (model, _) = rewrite::apply(
         &package,
         &jobs,

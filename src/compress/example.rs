@@ -8,7 +8,7 @@ use half::f16;
 
 use crate::error::Result;
 use crate::format::dtype::DType;
-use crate::format::package::{PackageWriter, WEIGHT_FILE_NAME};
+use crate::format::package::{PackageWriter, Source, WEIGHT_FILE_NAME};
 use crate::format::spec::proto::{
     self, array_feature_type::ArrayDataType, feature_type, mil_spec, ArrayFeatureType,
     FeatureDescription, FeatureType, Metadata, ModelDescription,
@@ -60,7 +60,7 @@ fn var(name: &str) -> NewParam {
 
 /// Writes the example package to `dest`.
 pub fn write_example(dest: &Path) -> Result<PathBuf> {
-    let mut out = PackageWriter::create(dest, None)?;
+    let mut out = PackageWriter::create(dest, Source::Blobs(&[]))?;
     let mut ops = Vec::new();
     let fp16 = |shape: &[usize]| TensorInfo::new(DType::F16, shape);
     let string_const = |name: &str, s: &str| {

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::format::blob::{Blob, BlobFile, ALIGNMENT, HEADER_SIZE, METADATA_SIZE};
-use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};
+use crate::format::package::{Package, PackageWriter, Source, WEIGHT_FILE_NAME};
 use crate::format::spec::proto::array_feature_type::ArrayDataType;
 use crate::format::spec::proto::mil_spec::{
     argument::binding::Binding, value, value::immediate_value, Block, Function, Program, Value,
@@ -172,7 +172,7 @@ pub fn merge(
     functions: &[FunctionSource],
     default_function: &str,
     dest: &Path,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<MergeStats> {
     if functions.is_empty() {
         return Err(config_err!("no functions to merge"));
@@ -217,7 +217,7 @@ pub fn extract(input: &Path, function: &str, dest: &Path) -> Result<MergeStats> 
         vec![selected],
         Layout::Single,
         dest,
-        &mut |_, _| {},
+        &mut |_, _| Ok(()),
     )
 }
 
@@ -421,7 +421,7 @@ fn write_package(
     mut selected: Vec<Selected>,
     layout: Layout,
     dest: &Path,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<MergeStats> {
     // Every blob the selected functions use, in first-use order.
     let mut refs: Vec<BlobKey> = Vec::new();
@@ -445,7 +445,7 @@ fn write_package(
     let blobs = locate(packages, &refs)?;
     let unique_of = deduplicate(&blobs);
 
-    let mut out = PackageWriter::create(dest, None)?;
+    let mut out = PackageWriter::create(dest, Source::Blobs(packages))?;
     let distinct: Vec<usize> = (0..refs.len()).filter(|&i| unique_of[i] == i).collect();
     let mut new_offset: HashMap<usize, u64> = HashMap::new();
     let mut file_end = 0u64;
@@ -454,7 +454,7 @@ fn write_package(
         let offset = out.weights().copy(file, blob)?;
         new_offset.insert(u, offset);
         file_end = offset + METADATA_SIZE + blob.data.len() as u64;
-        progress(n + 1, distinct.len());
+        progress(n + 1, distinct.len())?;
     }
 
     let mut stats = MergeStats {
@@ -643,7 +643,7 @@ mod tests {
             ],
             "second",
             &dest,
-            &mut |_, _| {},
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(stats.functions, 2);
@@ -686,7 +686,7 @@ mod tests {
             ],
             "a",
             &first,
-            &mut |_, _| {},
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         // A multifunction input: its functions come from description.functions.
@@ -700,7 +700,7 @@ mod tests {
             ],
             "c",
             &second,
-            &mut |_, _| {},
+            &mut |_, _| Ok(()),
         )
         .unwrap();
         assert_eq!(stats.blobs_written, 6);
@@ -726,7 +726,8 @@ mod tests {
         {
             let p = Package::open(&src).unwrap();
             let mut model = p.model.clone();
-            let mut out = PackageWriter::create(&other, None).unwrap();
+            let mut out =
+                PackageWriter::create(&other, Source::Blobs(std::slice::from_ref(&p))).unwrap();
             let mut first = true;
             let mut copies: HashMap<u64, u64> = HashMap::new();
             spec::for_each_value_mut(spec::program_mut(&mut model).unwrap(), &mut |v| {
@@ -758,6 +759,7 @@ mod tests {
             &mut |done, total| {
                 calls += 1;
                 assert!(done <= total);
+                Ok(())
             },
         )
         .unwrap();
@@ -785,7 +787,7 @@ mod tests {
         let src = write_example(&dir.path().join("a.mlpackage")).unwrap();
         let dest = dir.path().join("m.mlpackage");
         let err = |fs: &[FunctionSource], default: &str| {
-            merge(fs, default, &dest, &mut |_, _| {})
+            merge(fs, default, &dest, &mut |_, _| Ok(()))
                 .unwrap_err()
                 .to_string()
         };

@@ -17,7 +17,7 @@ use crate::compress::skip::{Outcome, Skip, SkipReason};
 use crate::compress::{prune, quantize};
 use crate::error::Result;
 use crate::format::dtype::DType;
-use crate::format::package::{Package, PackageWriter};
+use crate::format::package::{Package, PackageWriter, Source};
 use crate::format::spec;
 use crate::kernels::fp16::WeightElement;
 use crate::mil::program::Graph;
@@ -439,7 +439,7 @@ pub fn run(
     config: &OptimizationConfig,
     joint_compression: bool,
     custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, PassReport)> {
     let step = Step {
         kind,
@@ -503,9 +503,9 @@ fn write_jobs<T: Sync, R: Send>(
     jobs: &[Job<T>],
     target: Target,
     compute: impl Fn(&Job<T>) -> Result<(Option<Replacement>, R)> + Sync,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<R>)> {
-    let mut out = PackageWriter::create(output, Some(package))?;
+    let mut out = PackageWriter::create(output, Source::Package(package))?;
     let (mut model, replaced) = rewrite::apply(package, jobs, &mut out, compute, progress)?;
     upgrade_spec(&mut model, target)?;
     Ok((rewrite::finish(package, model, out)?, replaced))
@@ -531,7 +531,7 @@ pub fn run_recipe(
     output: &Path,
     steps: &[Step],
     custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<PassReport>)> {
     let opened_time = crate::trace::span("open and select");
     let Opened { package, target } = open_for(input, steps, steps.len() > 1)?;
@@ -734,9 +734,9 @@ fn run_steps_through_packages(
     output: &Path,
     steps: &[Step],
     custom: Option<&LutFunction<'_>>,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(PathBuf, Vec<PassReport>)> {
-    let work = crate::format::package::ScratchDir::beside(output)?;
+    let work = crate::format::package::ScratchDir::beside(output, input)?;
     let mut current = input.to_path_buf();
     let mut reports = Vec::new();
     for (k, step) in steps.iter().enumerate() {

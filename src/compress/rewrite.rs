@@ -270,7 +270,7 @@ pub fn apply<T: Sync, R: Send>(
     jobs: &[Job<T>],
     out: &mut PackageWriter,
     compute: impl Fn(&Job<T>) -> Result<(Option<Replacement>, R)> + Sync,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<(Model, Vec<R>)> {
     let mut replaced: BTreeMap<&str, HashMap<&str, Replacement>> = BTreeMap::new();
     let mut report = Vec::new();
@@ -320,7 +320,7 @@ pub fn apply<T: Sync, R: Send>(
         }
         computed = Some((start, results));
         start = end;
-        progress(start, jobs.len());
+        progress(start, jobs.len())?;
     }
 
     let mut model = package.model.clone();

@@ -2,6 +2,7 @@
 //! knows about compression or Python.
 
 pub mod blob;
+pub mod commit;
 pub mod dtype;
 pub mod manifest;
 pub mod package;

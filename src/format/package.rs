@@ -1,13 +1,13 @@
-//! A `.mlpackage` directory: opened read-only (weights memory-mapped), and written to a temporary
-//! directory beside its destination that is renamed into place only when complete.
+//! A `.mlpackage` directory: opened read-only (weights memory-mapped), and written in a work
+//! directory beside its destination that is moved into place only when complete (`commit.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::blob::{Blob, BlobFile, BlobWriter};
+use crate::format::commit::{check_destination, crash_point, WorkDir};
 use crate::format::dtype::DType;
 use crate::format::manifest::{safe_relative, Manifest};
 use crate::format::spec::{self, proto::mil_spec::value::BlobFileValue, Model};
@@ -126,52 +126,36 @@ impl Package {
     }
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Creates a fresh directory beside `dest` (`.<name>.<tag>-<pid>-<n>`), and `dest`'s parent if
-/// needed.
-fn temp_dir_beside(dest: &Path, tag: &str) -> Result<PathBuf> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| format_err!("{}: destination has no file name", dest.display()))?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let temp = parent.join(format!(
-        ".{}.{tag}-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
-    Ok(temp)
+/// What a new package is made from; its input packages, which the destination must not be, lie
+/// inside or contain ([`check_destination`]).
+pub enum Source<'a> {
+    /// A package derived from this one: its files other than the model and the weights are
+    /// carried over, and its manifest is kept.
+    Package(&'a Package),
+    /// A package made from blobs of these packages (none for one made from nothing).
+    Blobs(&'a [Package]),
 }
 
-/// A scratch directory beside a destination (for intermediate packages), removed when dropped.
-pub struct ScratchDir(PathBuf);
+/// A scratch directory beside a destination, for intermediate packages; removed when dropped.
+pub struct ScratchDir(WorkDir);
 
 impl ScratchDir {
-    pub fn beside(dest: &Path) -> Result<Self> {
-        temp_dir_beside(dest, "scratch").map(ScratchDir)
+    /// Refuses `dest` as [`PackageWriter::create`] would for `input`, then makes the directory.
+    pub fn beside(dest: &Path, input: &Path) -> Result<Self> {
+        check_destination(dest, &[input])?;
+        WorkDir::beside(dest, "scratch").map(ScratchDir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A package being written. Nothing appears at the destination until [`PackageWriter::commit`];
-/// dropping the writer removes the temporary directory.
+/// A package being written in a work directory beside its destination. Nothing appears at the
+/// destination until [`PackageWriter::commit`]; dropping the writer removes the work directory.
 pub struct PackageWriter {
     dest: PathBuf,
+    work: WorkDir,
     temp: PathBuf,
     manifest: Manifest,
     weights: Option<BlobWriter>,
@@ -179,17 +163,25 @@ pub struct PackageWriter {
 }
 
 impl PackageWriter {
-    /// Starts a package at `dest`. With a `source`, every file of the source other than its model
-    /// file and weights is carried over, and its manifest is kept.
-    pub fn create(dest: impl AsRef<Path>, source: Option<&Package>) -> Result<Self> {
+    /// Starts a package at `dest`, after refusing a destination that would destroy an input or
+    /// something that is not a package ([`check_destination`]).
+    pub fn create(dest: impl AsRef<Path>, source: Source<'_>) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
-        let temp = temp_dir_beside(&dest, "tmp")?;
+        let inputs: Vec<&Path> = match &source {
+            Source::Package(src) => vec![src.root.as_path()],
+            Source::Blobs(packages) => packages.iter().map(|p| p.root.as_path()).collect(),
+        };
+        check_destination(&dest, &inputs)?;
+        let work = WorkDir::beside(&dest, "tmp")?;
+        let temp = work.new_package();
+        fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
         let manifest = match source {
-            Some(src) => src.manifest.clone(),
-            None => Manifest::new_default(dest.to_string_lossy().as_bytes()),
+            Source::Package(src) => src.manifest.clone(),
+            Source::Blobs(_) => Manifest::new_default(dest.to_string_lossy().as_bytes()),
         };
         let mut writer = PackageWriter {
             dest,
+            work,
             temp,
             weights: None,
             weights_path: PathBuf::new(),
@@ -197,7 +189,7 @@ impl PackageWriter {
         };
         let model_rel = writer.manifest.root_model.clone();
         let weights_rel = writer.weights_rel();
-        if let Some(src) = source {
+        if let Source::Package(src) = source {
             let skip = [
                 src.root.join("Manifest.json"),
                 data_dir(&src.root).join(&model_rel),
@@ -229,7 +221,9 @@ impl PackageWriter {
             .expect("weights are open until commit")
     }
 
-    /// Writes the model and manifest and moves the package into place (replacing any old one).
+    /// Writes the model and manifest and moves the package into place, replacing an old package
+    /// there in one atomic step ([`WorkDir::put_in_place`]); the work directory, holding what was
+    /// replaced, is removed when the writer drops.
     pub fn commit(mut self, model: &Model) -> Result<PathBuf> {
         let weights = self.weights.take().expect("weights are open until commit");
         let blob_count = weights.count();
@@ -244,37 +238,14 @@ impl PackageWriter {
         }
         write_file(&model_path, &spec::encode_model(model))?;
         write_file(&self.temp.join("Manifest.json"), &self.manifest.to_bytes())?;
-
-        if self.dest.exists() {
-            let old = self.temp.with_extension("old");
-            fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, e))?;
-            fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-            let _ = remove_path(&old);
-        } else {
-            fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-        }
+        crash_point("package-written");
+        self.work.put_in_place(&self.dest)?;
         Ok(self.dest.clone())
-    }
-}
-
-impl Drop for PackageWriter {
-    fn drop(&mut self) {
-        if self.temp.exists() {
-            let _ = fs::remove_dir_all(&self.temp);
-        }
     }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).map_err(|e| Error::io(path, e))
-}
-
-fn remove_path(path: &Path) -> std::io::Result<()> {
-    if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    }
 }
 
 /// Copies regular files and directories from `from` to `to`, except the paths in `skip`.

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -29,6 +30,9 @@ fn to_py(err: Error) -> PyErr {
             Error::Format(_) => "MalformedPackageError",
             Error::Unsupported(_) => "UnsupportedModelError",
             Error::Config(_) => "CompressionConfigError",
+            Error::Output(_) => "OutputPathError",
+            // Only a progress report stops the work, and it raises its own exception.
+            Error::Interrupted => "CoreMLCompressError",
         };
         match py
             .import("coreml_compress.errors")
@@ -43,17 +47,47 @@ fn to_py(err: Error) -> PyErr {
     })
 }
 
-/// A progress reporter that calls an optional Python `callback(done, total)`.
-fn progress_fn(callback: Option<Py<PyAny>>) -> impl FnMut(usize, usize) {
-    move |done, total| {
-        if let Some(cb) = &callback {
-            Python::attach(|py| {
-                // A failing progress callback must not abort the work; report it and go on.
-                if let Err(e) = cb.call1(py, (done, total)) {
-                    e.print(py);
-                }
-            });
+/// Progress reports to an optional Python `callback(done, total)`; each report is also where a
+/// pending signal is noticed, so Ctrl-C stops the work (the engine unwinds, removing its work
+/// directory) and is raised as it came.
+struct Progress {
+    callback: Option<Py<PyAny>>,
+    interrupt: Option<PyErr>,
+}
+
+impl Progress {
+    fn new(callback: Option<Py<PyAny>>) -> Self {
+        Progress {
+            callback,
+            interrupt: None,
         }
+    }
+
+    fn report(&mut self, done: usize, total: usize) -> crate::Result<()> {
+        Python::attach(|py| {
+            let called = match &self.callback {
+                Some(cb) => cb.call1(py, (done, total)).map(drop),
+                None => Ok(()),
+            };
+            match called.and_then(|()| py.check_signals()) {
+                Ok(()) => Ok(()),
+                // A failing progress callback must not abort the work; report it and go on.
+                Err(e) if e.is_instance_of::<PyException>(py) => {
+                    e.print(py);
+                    Ok(())
+                }
+                // KeyboardInterrupt, SystemExit: stop.
+                Err(e) => {
+                    self.interrupt = Some(e);
+                    Err(Error::Interrupted)
+                }
+            }
+        })
+    }
+
+    /// What to raise for an engine error: the interrupt that stopped the work, if any.
+    fn error(self, err: Error) -> PyErr {
+        self.interrupt.unwrap_or_else(|| to_py(err))
     }
 }
 
@@ -71,9 +105,9 @@ fn decompress(
     output: PathBuf,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<PathBuf> {
-    let mut report = progress_fn(progress);
-    py.detach(|| decompress_pass::decompress(&input, &output, &mut report))
-        .map_err(to_py)
+    let mut report = Progress::new(progress);
+    py.detach(|| decompress_pass::decompress(&input, &output, &mut |d, t| report.report(d, t)))
+        .map_err(|e| report.error(e))
 }
 
 /// Wraps the user functions of CUSTOM palettization (by id) for the engine.
@@ -137,7 +171,7 @@ fn compress(
 ) -> PyResult<(PathBuf, ReportLists)> {
     let kind = pass::PassKind::from_name(kind).map_err(to_py)?;
     let config = OptimizationConfig::from_json(config_json).map_err(to_py)?;
-    let mut report = progress_fn(progress);
+    let mut report = Progress::new(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
     let (path, report) = py
@@ -149,10 +183,10 @@ fn compress(
                 &config,
                 joint_compression,
                 custom_ref,
-                &mut report,
+                &mut |d, t| report.report(d, t),
             )
         })
-        .map_err(to_py)?;
+        .map_err(|e| report.error(e))?;
     Ok((path, report_lists(py, report)?))
 }
 
@@ -177,12 +211,16 @@ fn compress_recipe(
         })
         .collect::<crate::Result<Vec<_>>>()
         .map_err(to_py)?;
-    let mut report = progress_fn(progress);
+    let mut report = Progress::new(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
     let (path, reports) = py
-        .detach(|| pass::run_recipe(&input, &output, &steps, custom_ref, &mut report))
-        .map_err(to_py)?;
+        .detach(|| {
+            pass::run_recipe(&input, &output, &steps, custom_ref, &mut |d, t| {
+                report.report(d, t)
+            })
+        })
+        .map_err(|e| report.error(e))?;
     let lists = reports
         .into_iter()
         .map(|r| report_lists(py, r))

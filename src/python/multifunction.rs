@@ -44,10 +44,14 @@ fn merge<'py>(
             target,
         })
         .collect();
-    let mut report = super::progress_fn(progress);
+    let mut report = super::Progress::new(progress);
     let stats = py
-        .detach(|| engine::merge(&functions, &default_function, &output, &mut report))
-        .map_err(super::to_py)?;
+        .detach(|| {
+            engine::merge(&functions, &default_function, &output, &mut |d, t| {
+                report.report(d, t)
+            })
+        })
+        .map_err(|e| report.error(e))?;
     stats_to_py(py, &stats)
 }
 
