@@ -4,7 +4,6 @@ The engine is Rust (``coreml_compress._native``); this package is a thin, coreml
 front: ``coreml_compress.optimize`` mirrors ``coremltools.optimize.coreml``.
 """
 
-
 import importlib
 from typing import Any
 
@@ -12,6 +11,7 @@ from . import optimize
 from .errors import (
     CompressionConfigError,
     CoreMLCompressError,
+    InternalError,
     MalformedPackageError,
     PackageIOError,
     UnsupportedModelError,
@@ -35,9 +35,11 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.kernels")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "CompressionConfigError",
     "CoreMLCompressError",
+    "InternalError",
     "MalformedPackageError",
     "MergeReport",
     "MultiFunctionDescriptor",

@@ -21,9 +21,14 @@ class CompressionConfigError(CoreMLCompressError, ValueError):
     """A compression configuration that is invalid, or invalid for this model."""
 
 
+class InternalError(CoreMLCompressError):
+    """A defect of coreml-compress itself (the engine panicked); please report it with the input."""
+
+
 __all__ = [
     "CompressionConfigError",
     "CoreMLCompressError",
+    "InternalError",
     "MalformedPackageError",
     "PackageIOError",
     "UnsupportedModelError",

@@ -105,7 +105,7 @@ impl Replacement {
         }
         // Packed when written (`emit`), not here: only its size is needed now.
         let info = &dense.info;
-        let size = info.dtype.storage_bytes(info.count()).ok_or_else(|| {
+        let size = info.dtype.storage_bytes(info.count()?).ok_or_else(|| {
             crate::format_err!("{} tensors have no byte layout", info.dtype.name())
         })?;
         self.bytes += size as u64;
@@ -205,7 +205,7 @@ impl Replacement {
                 Held::Dense(d) => d.to_bytes()?,
             };
             let info = held.info();
-            offsets.push(out.append(info.dtype, info.count() as u64, &bytes)?);
+            offsets.push(out.append(info.dtype, info.count()? as u64, &bytes)?);
         }
         for_each_pending(&mut self.ops, &mut |b| {
             b.file_name = WRITTEN.to_string();

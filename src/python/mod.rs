@@ -22,24 +22,81 @@ static ALLOCATOR: huge_pages::HugePageAlloc = huge_pages::HugePageAlloc;
 
 /// Raises the engine error as the matching class of `coreml_compress.errors`.
 fn to_py(err: Error) -> PyErr {
+    let class = match &err {
+        Error::Io { .. } => "PackageIOError",
+        Error::Format(_) => "MalformedPackageError",
+        Error::Unsupported(_) => "UnsupportedModelError",
+        Error::Config(_) => "CompressionConfigError",
+    };
+    raise(class, err.to_string())
+}
+
+/// An instance of `coreml_compress.errors.<class>` with `message`.
+fn raise(class: &str, message: String) -> PyErr {
     Python::attach(|py| {
-        let class = match &err {
-            Error::Io { .. } => "PackageIOError",
-            Error::Format(_) => "MalformedPackageError",
-            Error::Unsupported(_) => "UnsupportedModelError",
-            Error::Config(_) => "CompressionConfigError",
-        };
         match py
             .import("coreml_compress.errors")
             .and_then(|m| m.getattr(class))
         {
-            Ok(cls) => match cls.call1((err.to_string(),)) {
+            Ok(cls) => match cls.call1((message,)) {
                 Ok(instance) => PyErr::from_value(instance),
                 Err(e) => e,
             },
             Err(e) => e,
         }
     })
+}
+
+/// Runs an engine call with the GIL released. A panic inside it — on this thread or a worker of
+/// the pool, whose panics rayon re-raises here — becomes `coreml_compress.errors.InternalError`
+/// (a `CoreMLCompressError`), never pyo3's `PanicException`, which `except Exception` misses.
+fn run_engine<R: Send>(
+    py: Python<'_>,
+    call: impl FnOnce() -> crate::Result<R> + Send,
+) -> PyResult<R> {
+    record_panic_locations();
+    match py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))) {
+        Ok(result) => result.map_err(to_py),
+        Err(payload) => Err(internal_error(payload.as_ref())),
+    }
+}
+
+/// Where the latest panic of the process happened ("file:line:column"), for the report.
+static LAST_PANIC_LOCATION: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Installs, once, a panic hook that remembers each panic's location before the previous hook
+/// runs (the payload that reaches `catch_unwind` carries only the message).
+fn record_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let (Some(at), Ok(mut last)) = (info.location(), LAST_PANIC_LOCATION.lock()) {
+                *last = Some(at.to_string());
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn internal_error(payload: &(dyn std::any::Any + Send)) -> PyErr {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let location = LAST_PANIC_LOCATION
+        .lock()
+        .ok()
+        .and_then(|mut last| last.take())
+        .unwrap_or_else(|| "an unknown place".into());
+    raise(
+        "InternalError",
+        format!(
+            "internal error in coreml-compress, please report it with the input that caused it: \
+             {message} (at {location})"
+        ),
+    )
 }
 
 /// A progress reporter that calls an optional Python `callback(done, total)`.
@@ -58,8 +115,7 @@ fn progress_fn(callback: Option<Py<PyAny>>) -> impl FnMut(usize, usize) {
 
 #[pyfunction]
 fn save_unchanged(py: Python<'_>, input: PathBuf, output: PathBuf) -> PyResult<PathBuf> {
-    py.detach(|| roundtrip::save_unchanged(&input, &output))
-        .map_err(to_py)
+    run_engine(py, || roundtrip::save_unchanged(&input, &output))
 }
 
 #[pyfunction]
@@ -71,8 +127,9 @@ fn decompress(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<PathBuf> {
     let mut report = progress_fn(progress);
-    py.detach(|| decompress_pass::decompress(&input, &output, &mut report))
-        .map_err(to_py)
+    run_engine(py, || {
+        decompress_pass::decompress(&input, &output, &mut report)
+    })
 }
 
 /// Wraps the user functions of CUSTOM palettization (by id) for the engine.
@@ -119,19 +176,17 @@ fn compress(
     let mut report = progress_fn(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
-    let (path, stats) = py
-        .detach(|| {
-            pass::run(
-                kind,
-                &input,
-                &output,
-                &config,
-                joint_compression,
-                custom_ref,
-                &mut report,
-            )
-        })
-        .map_err(to_py)?;
+    let (path, stats) = run_engine(py, || {
+        pass::run(
+            kind,
+            &input,
+            &output,
+            &config,
+            joint_compression,
+            custom_ref,
+            &mut report,
+        )
+    })?;
     Ok((path, stats_records(py, stats)?))
 }
 
@@ -159,9 +214,9 @@ fn compress_recipe(
     let mut report = progress_fn(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
-    let (path, stats) = py
-        .detach(|| pass::run_recipe(&input, &output, &steps, custom_ref, &mut report))
-        .map_err(to_py)?;
+    let (path, stats) = run_engine(py, || {
+        pass::run_recipe(&input, &output, &steps, custom_ref, &mut report)
+    })?;
     let records = stats
         .into_iter()
         .map(|s| stats_records(py, s))
@@ -197,7 +252,7 @@ fn call_lut_function(
 
 #[pyfunction]
 fn write_example(py: Python<'_>, output: PathBuf) -> PyResult<PathBuf> {
-    py.detach(|| example::write_example(&output)).map_err(to_py)
+    run_engine(py, || example::write_example(&output))
 }
 
 #[pymodule]

@@ -22,8 +22,7 @@ fn stats_to_py<'py>(py: Python<'py>, s: &MergeStats) -> PyResult<Bound<'py, PyDi
 /// The functions of a package, as coremltools lists them (`["main"]` for a single function).
 #[pyfunction]
 fn function_names(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
-    py.detach(|| engine::function_names(&path))
-        .map_err(super::to_py)
+    super::run_engine(py, || engine::function_names(&path))
 }
 
 /// Merges `(package, source function, target name)` triples into a multifunction package.
@@ -45,9 +44,9 @@ fn merge<'py>(
         })
         .collect();
     let mut report = super::progress_fn(progress);
-    let stats = py
-        .detach(|| engine::merge(&functions, &default_function, &output, &mut report))
-        .map_err(super::to_py)?;
+    let stats = super::run_engine(py, || {
+        engine::merge(&functions, &default_function, &output, &mut report)
+    })?;
     stats_to_py(py, &stats)
 }
 
@@ -59,9 +58,7 @@ fn extract_function<'py>(
     function: String,
     output: PathBuf,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let stats = py
-        .detach(|| engine::extract(&input, &function, &output))
-        .map_err(super::to_py)?;
+    let stats = super::run_engine(py, || engine::extract(&input, &function, &output))?;
     stats_to_py(py, &stats)
 }
 
