@@ -88,6 +88,7 @@ fn is_weight_tensor(info: &TensorInfo) -> bool {
 /// Every weight of the package at `path`, function by function, in program order.
 pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
     let package = Package::open(path)?;
+    crate::compress::select::check_chains(&package)?;
     let program = spec::program(&package.model)?;
     let mut out = Vec::new();
     for (function, f) in &program.functions {

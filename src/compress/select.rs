@@ -1,6 +1,8 @@
 //! Which weights a pass compresses, with which config and along which channel axes: coremltools'
 //! candidate rules (reference §1.1 and §1.8) over the protobuf graph.
 
+use std::collections::HashSet;
+
 use crate::compress::config::{OpConfig, OptimizationConfig};
 use crate::config_err;
 use crate::error::Result;
@@ -14,10 +16,10 @@ use crate::mil::ops::{input_vars, op_name, output_name, param, Param};
 use crate::mil::program::{Graph, Use};
 use crate::mil::tensor::{as_string, read_tensor, tensor_info, TensorInfo};
 
-/// Refuses, before a pass reads or copies anything, the inconsistent constexpr chains that
-/// `inspect` refuses (with its messages) and that a pass would otherwise pass on: a chain op that
-/// reads a variable no op produces, and a sparse op whose mask's set bits differ from its count of
-/// nonzero values. Cheap: masks are counted packed, no value is decoded.
+/// Refuses, before `inspect` or a pass reads or copies anything, the inconsistent programs a
+/// pass would otherwise pass on: a variable defined twice or read but never defined, a chain op
+/// that reads a variable an op other than const and constexpr ones produces, and a sparse op
+/// whose mask's set bits differ from its count of nonzero values. Cheap: masks are counted packed, no value is decoded.
 pub fn check_chains(package: &Package) -> Result<()> {
     const SPARSE: [(&str, &str, &str); 3] = [
         ("constexpr_sparse_to_dense", "mask", "nonzero_data"),
@@ -35,9 +37,38 @@ pub fn check_chains(package: &Package) -> Result<()> {
     for function in spec::program(&package.model)?.functions.values() {
         for block in function.block_specializations.values() {
             let graph = Graph::new(block);
+            // Variables are defined once: by an op, or as an input of the function or a block.
+            let mut defined: HashSet<&str> =
+                function.inputs.iter().map(|i| i.name.as_str()).collect();
+            let mut blocks = vec![block];
+            while let Some(b) = blocks.pop() {
+                defined.extend(b.inputs.iter().map(|i| i.name.as_str()));
+                blocks.extend(b.operations.iter().flat_map(|op| &op.blocks));
+            }
+            for op in &graph.ops {
+                for out in &op.outputs {
+                    if !defined.insert(&out.name) {
+                        return Err(format_err!("variable {} is defined twice", out.name));
+                    }
+                }
+            }
+            for op in &graph.ops {
+                if let Some(var) = input_vars(op).find(|v| !defined.contains(v)) {
+                    return Err(format_err!("variable {var} is not produced by any op"));
+                }
+            }
             for op in graph.ops.iter().filter(|op| is_constexpr(&op.r#type)) {
-                if let Some(missing) = input_vars(op).find(|v| !graph.producers.contains_key(v)) {
-                    return Err(format_err!("variable {missing} is not produced by any op"));
+                for var in input_vars(op) {
+                    let Some(producer) = graph.producers.get(var) else {
+                        return Err(format_err!("variable {var} is not produced by any op"));
+                    };
+                    let kind = &producer.r#type;
+                    if kind != "const" && !is_constexpr(kind) {
+                        return Err(format_err!(
+                            "op {} ({kind}): cannot compute the value of a {kind} op",
+                            op_name(producer)
+                        ));
+                    }
                 }
                 let Some(&(_, mask, nonzero)) = SPARSE.iter().find(|s| s.0 == op.r#type) else {
                     continue;
