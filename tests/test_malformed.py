@@ -22,6 +22,7 @@ import coremltools.optimize.coreml as cto
 import models
 import pytest
 from coreml_compress import (
+    CompressionConfigError,
     CoreMLCompressError,
     MalformedPackageError,
     PackageIOError,
@@ -511,3 +512,250 @@ def test_failure_leaves_no_temporary_output(tmp_path: Path) -> None:
             tmp_path / "missing.mlpackage", {"config_type": "OptimizationConfig"}
         )
     assert set(glob.glob(pattern)) == before
+
+
+# --------------------------------------------------------------------------------------
+# Hostile sizes, inconsistent declarations, special files (issue 16)
+# --------------------------------------------------------------------------------------
+
+HUGE = 2**63
+
+
+def _block_ops(spec: Any) -> list[Any]:
+    ops: list[Any] = []
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            ops.append(op)
+            for inner in op.blocks:
+                walk(inner)
+
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            walk(block)
+    return ops
+
+
+def _set_dims(value_type: Any, dims: list[int]) -> None:
+    t = value_type.tensorType
+    del t.dimensions[:]
+    for d in dims:
+        t.dimensions.add().constant.size = d
+    t.rank = len(dims)
+
+
+def set_const_shape(pkg: Path, name: str, dims: list[int]) -> None:
+    """Declares the const op named ``name`` (its output and its value) with shape ``dims``."""
+    spec = load_spec(pkg)
+    (op,) = [op for op in _block_ops(spec) if op.type == "const" and op.outputs[0].name == name]
+    _set_dims(op.outputs[0].type, dims)
+    _set_dims(op.attributes["val"].type, dims)
+    (pkg / MODEL_REL).write_bytes(spec.SerializeToString())
+
+
+def set_input_shape(pkg: Path, output: str, param: str, dims: list[int]) -> None:
+    """Declares the value bound to input ``param`` of the op producing ``output`` with ``dims``."""
+    spec = load_spec(pkg)
+    (op,) = [op for op in _block_ops(spec) if op.outputs and op.outputs[0].name == output]
+    _set_dims(op.inputs[param].arguments[0].value.type, dims)
+    (pkg / MODEL_REL).write_bytes(spec.SerializeToString())
+
+
+@pytest.fixture(scope="session")
+def int4_package(valid_package: Path, model_dir: Path) -> Path:
+    cfg = cto.OptimizationConfig(
+        global_config=cto.OpLinearQuantizerConfig(
+            dtype="int4", granularity="per_block", block_size=32
+        )
+    )
+    dest = model_dir / "linear-int4-block32.mlpackage"
+    if not dest.exists():
+        optimize.linear_quantize_weights(str(valid_package), cfg, output_path=dest)
+    return dest
+
+
+@pytest.fixture
+def int4_pkg(int4_package: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "in" / "int4.mlpackage"
+    shutil.copytree(int4_package, dest)
+    return dest
+
+
+def _palettize(mode: str, **kw: Any) -> Callable[[Path, Path], Any]:
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode=mode, **kw))
+    return lambda src, out: optimize.palettize_weights(
+        str(src), config, joint_compression=True, output_path=out / "out.mlpackage"
+    )
+
+
+@pytest.mark.parametrize(
+    ("dims", "door"),
+    [
+        # [2, 2^63 + 4096] wraps to the real 8192 elements when multiplied unchecked.
+        ([2, HUGE + 4096], "inspect"),
+        ([HUGE + 4096, 2], "grouped k-means"),
+    ],
+)
+def test_overflowing_const_shape(pkg: Path, tmp_path: Path, dims: list[int], door: str) -> None:
+    set_const_shape(pkg, "lin1_weight_to_fp16", dims)
+    check_failure(pkg, tmp_path, MalformedPackageError, str(pkg / MODEL_REL), "is too large")
+    grouped = _palettize("kmeans", nbits=4, granularity="per_grouped_channel", group_size=2)
+    with pytest.raises(MalformedPackageError, match="is too large"):
+        grouped(pkg, tmp_path)
+    check_no_crash(pkg, tmp_path, MalformedPackageError)
+
+
+def test_overflowing_scale_shape_with_joint_palettization(int4_pkg: Path, tmp_path: Path) -> None:
+    # The scale holds [128, 2]; [2, 2^63 + 128] wraps to its 256 elements.
+    set_input_shape(int4_pkg, "lin1_weight_to_fp16_quantized", "scale", [2, HUGE + 128])
+    before = tree_digest(int4_pkg)
+    with pytest.raises(MalformedPackageError, match="is too large"):
+        _palettize("uniform", nbits=8)(int4_pkg, tmp_path)
+    assert tree_digest(int4_pkg) == before
+    check_failure(int4_pkg, tmp_path, MalformedPackageError, "is too large")
+
+
+def test_blob_size_zero_is_refused_by_every_pass(int4_pkg: Path, tmp_path: Path) -> None:
+    weights = int4_pkg / WEIGHTS_REL
+    (op,) = [
+        op
+        for op in _block_ops(load_spec(int4_pkg))
+        if op.outputs[0].name == "lin1_weight_to_fp16_quantized"
+    ]
+    offset = op.inputs["data"].arguments[0].value.blobFileValue.offset
+    patch(weights, offset + 8, struct.pack("<Q", 0))
+    fragment = f"blob at offset {offset} holds 0 elements but the value's shape [128, 64] has 8192"
+    check_failure(int4_pkg, tmp_path, MalformedPackageError, fragment)
+    prune = cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5))
+    for call in (
+        _palettize("kmeans", nbits=4),
+        lambda src, out: optimize.prune_weights(str(src), prune, output_path=out / "o.mlpackage"),
+    ):
+        with pytest.raises(MalformedPackageError) as info:
+            call(int4_pkg, tmp_path)
+        assert fragment in str(info.value)
+
+
+def test_n_m_pruning_of_conv_weights_matches_coremltools(model_dir: Path, tmp_path: Path) -> None:
+    conv = models.build_conv(model_dir, ct.target.iOS18, ct.precision.FLOAT16)
+    for dim in (0, 1):
+        op = cto.OpMagnitudePrunerConfig(n_m_ratio=(3, 4), dim=dim, weight_threshold=100)
+        config = cto.OptimizationConfig(global_config=op)
+        ours = tmp_path / f"o{dim}.mlpackage"
+        optimize.prune_weights(str(conv), config, output_path=ours)
+        theirs = models.compress_with_coremltools(
+            conv, "prune", config, tmp_path / f"ct{dim}.mlpackage"
+        )
+        got = models.dense_weights(ours)
+        want = models.dense_weights(theirs)
+        assert got.keys() == want.keys()
+        for name in want:
+            assert (got[name] == want[name]).all(), (dim, name)
+
+
+@pytest.mark.parametrize("version", ["1", "1.0", "1.0.0.0.0", "1.0.x"])
+def test_file_format_version_must_be_major_minor_patch(
+    pkg: Path, tmp_path: Path, version: str
+) -> None:
+    _edit_manifest(pkg, lambda m: m.update(fileFormatVersion=version))
+    check_failure(pkg, tmp_path, MalformedPackageError, "Manifest.json", "major.minor.patch")
+
+
+@pytest.mark.parametrize("which", ["Manifest.json", str(MODEL_REL), str(WEIGHTS_REL)])
+def test_fifo_in_place_of_a_file(pkg: Path, tmp_path: Path, which: str) -> None:
+    path = pkg / which
+    path.unlink()
+    os.mkfifo(path)
+    check_failure(pkg, tmp_path, MalformedPackageError, str(path), "not a regular file")
+    check_no_crash(pkg, tmp_path, MalformedPackageError)
+
+
+def test_model_file_linked_to_dev_zero(pkg: Path, tmp_path: Path) -> None:
+    model = pkg / MODEL_REL
+    model.unlink()
+    model.symlink_to("/dev/zero")
+    check_failure(pkg, tmp_path, MalformedPackageError, str(model), "not a regular file")
+
+
+def test_directory_in_place_of_the_weight_file(pkg: Path, tmp_path: Path) -> None:
+    weights = pkg / WEIGHTS_REL
+    weights.unlink()
+    weights.mkdir()
+    check_failure(pkg, tmp_path, MalformedPackageError, str(weights), "a directory")
+
+
+def test_files_linked_into_a_blob_store_are_followed(pkg: Path, tmp_path: Path) -> None:
+    # Hugging Face caches hold packages whose files are symlinks into a blob store.
+    store = tmp_path / "blobs"
+    store.mkdir()
+    for rel in ("Manifest.json", MODEL_REL, WEIGHTS_REL):
+        path = pkg / rel
+        target = store / hashlib.sha256(str(rel).encode()).hexdigest()
+        shutil.move(path, target)
+        path.symlink_to(target)
+    records = cc_inspect(str(pkg))
+    assert records
+    out = optimize.linear_quantize_weights(
+        str(pkg), quantize_config(), output_path=tmp_path / "o.mlpackage"
+    )
+    assert cc_inspect(str(tmp_path / "o.mlpackage")) and out is not None
+
+
+@pytest.fixture(scope="session")
+def coreml6_in_spec9(model_dir: Path) -> Path:
+    """An iOS16 (CoreML6) program palettized to constexpr_lut_to_dense, in a spec-9 package."""
+    dest = model_dir / "coreml6-in-spec9.mlpackage"
+    if not dest.exists():
+        base = models.build_linear(model_dir, ct.target.iOS16, ct.precision.FLOAT16)
+        config = cto.OptimizationConfig(
+            global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=4)
+        )
+        optimize.palettize_weights(str(base), config, output_path=dest)
+        spec = load_spec(dest)
+        assert [f.opset for f in spec.mlProgram.functions.values()] == ["CoreML6"]
+        spec.specificationVersion = 9
+        (dest / MODEL_REL).write_bytes(spec.SerializeToString())
+    return dest
+
+
+def test_function_opset_older_than_the_package(coreml6_in_spec9: Path, tmp_path: Path) -> None:
+    # Valid as it is: every door reads it.
+    assert cc_inspect(str(coreml6_in_spec9))
+    # Joint compression needs iOS18 op forms, which a CoreML6 function cannot hold.
+    prune = cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5))
+    with pytest.raises(CompressionConfigError, match="function main has opset CoreML6"):
+        optimize.prune_weights(
+            str(coreml6_in_spec9),
+            prune,
+            joint_compression=True,
+            output_path=tmp_path / "j.mlpackage",
+        )
+    assert not (tmp_path / "j.mlpackage").exists()
+    # A plain pass emits the CoreML6 forms there (iOS16 ops with their `shape` parameter).
+    src = tmp_path / "src.mlpackage"
+    optimize.decompress_weights(str(coreml6_in_spec9), output_path=src)
+    for name, call in {
+        "prune": lambda out: optimize.prune_weights(str(src), prune, output_path=out),
+        "int8": lambda out: optimize.linear_quantize_weights(
+            str(src), quantize_config(), output_path=out
+        ),
+        "palettize": lambda out: optimize.palettize_weights(
+            str(src),
+            cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="uniform", nbits=8)),
+            output_path=out,
+        ),
+    }.items():
+        out = tmp_path / f"{name}.mlpackage"
+        call(out)
+        assert cc_inspect(str(out))
+        ops = [op for op in _block_ops(load_spec(out)) if op.type.startswith("constexpr")]
+        assert ops, name
+        for op in ops:
+            assert op.type in (
+                "constexpr_sparse_to_dense",
+                "constexpr_affine_dequantize",
+                "constexpr_lut_to_dense",
+            )
+            if op.type != "constexpr_affine_dequantize":
+                assert "shape" in op.attributes or "shape" in op.inputs, (name, op.type)
+        ct.models.MLModel(str(out), skip_model_load=True)

@@ -80,12 +80,17 @@ class OutputPathError(CoreMLCompressError, ValueError):
     or something that is not a package is already there."""
 
 
+class InternalError(CoreMLCompressError):
+    """A defect of coreml-compress itself (the engine panicked); please report it with the input."""
+
+
 __all__ = [
     "CompressionConfigError",
     "ConfigError",
     "ConfigFileError",
     "ConfigTypeError",
     "CoreMLCompressError",
+    "InternalError",
     "MalformedPackageError",
     "OutputPathError",
     "PackageIOError",

@@ -41,6 +41,7 @@ pub fn decompress(
     progress: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<PathBuf> {
     let package = Package::open(input)?;
+    crate::compress::select::check_chains(&package)?;
     let spec_version = package.model.specification_version;
     let program = spec::program(&package.model)?;
     let mut graphs: BTreeMap<&str, Graph<'_>> = BTreeMap::new();
@@ -87,7 +88,7 @@ pub fn decompress(
                 .outputs
                 .iter()
                 .filter_map(|o| tensor_info(o.r#type.as_ref()))
-                .filter_map(|i| i.dtype.storage_bytes(i.count()))
+                .filter_map(|i| i.dtype.storage_bytes(i.count().ok()?))
                 .sum();
             jobs.push(Job {
                 function: name.clone(),

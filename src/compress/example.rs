@@ -87,11 +87,10 @@ pub fn write_example(dest: &Path) -> Result<PathBuf> {
             (&b_name, vec![fan_out], 2 * layer as u64 + 2, 0.01),
         ] {
             let info = fp16(&shape);
-            let offset = out.weights().append(
-                DType::F16,
-                info.count() as u64,
-                &normal_f16(info.count(), seed, std),
-            )?;
+            let count = info.count()?;
+            let offset =
+                out.weights()
+                    .append(DType::F16, count as u64, &normal_f16(count, seed, std))?;
             ops.push(const_op(
                 name,
                 name,

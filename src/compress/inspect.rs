@@ -86,12 +86,15 @@ fn const_value(op: &Operation) -> Option<&Value> {
 
 /// Whether a dense const of this type counts as a weight.
 fn is_weight_tensor(info: &TensorInfo) -> bool {
-    info.dtype != DType::Str && info.dtype != DType::Bool && info.count() >= MIN_WEIGHT_ELEMENTS
+    info.dtype != DType::Str
+        && info.dtype != DType::Bool
+        && info.count().is_ok_and(|n| n >= MIN_WEIGHT_ELEMENTS)
 }
 
 /// Every weight of the package at `path`, function by function, in program order.
 pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
     let package = Package::open(path)?;
+    crate::compress::select::check_chains(&package)?;
     let program = spec::program(&package.model)?;
     let mut out = Vec::new();
     for (function, f) in &program.functions {
@@ -219,7 +222,7 @@ fn value_bytes(
     match &v.value {
         Some(value::Value::BlobFileValue(b)) => blob_bytes(b),
         Some(value::Value::ImmediateValue(_)) => Ok(tensor_info(v.r#type.as_ref())
-            .and_then(|i| i.dtype.storage_bytes(i.count()))
+            .and_then(|i| i.dtype.storage_bytes(i.count().ok()?))
             .unwrap_or(0) as u64),
         _ => Ok(0),
     }
@@ -283,11 +286,17 @@ impl Params {
     }
 }
 
+/// The element count of a parameter's type, 0 when it has none (the package was checked when
+/// opened, so a declared shape's count fits).
+fn count_of(info: Option<TensorInfo>) -> usize {
+    info.and_then(|i| i.count().ok()).unwrap_or(0)
+}
+
 fn lut_params(p: &mut Params, lut: Option<TensorInfo>, vector_axis: Option<i64>, ios16: bool) {
     p.palettized = true;
     let Some(lut) = lut else { return };
     let entries = if ios16 {
-        lut.count()
+        lut.count().unwrap_or(0)
     } else {
         lut.shape[lut.shape.len().saturating_sub(2)]
     };
@@ -383,27 +392,26 @@ fn chain_params(m: &Materializer<'_>, ops: &[&Operation]) -> Result<Params> {
                 }
             }
             "constexpr_sparse_to_dense" => {
-                let nonzero = info("nonzero_data").map(|i| i.count()).unwrap_or(0);
+                let nonzero = count_of(info("nonzero_data"));
                 let count = match m.param(op, "shape")?.and_then(|s| s.to_i64()) {
-                    Some(shape) => shape.iter().product::<i64>().max(0) as usize,
-                    None => info("mask").map(|i| i.count()).unwrap_or(0),
+                    Some(shape) => {
+                        let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+                        crate::kernels::numel(&dims)?
+                    }
+                    None => count_of(info("mask")),
                 };
                 sparse_params(&mut p, count, nonzero);
             }
             "constexpr_lut_to_sparse" => {
                 let mask = info("indices_mask");
-                let nonzero = info("indices_nonzero_data").map(|i| i.count()).unwrap_or(0);
-                sparse_params(&mut p, mask.map(|i| i.count()).unwrap_or(0), nonzero);
+                let nonzero = count_of(info("indices_nonzero_data"));
+                sparse_params(&mut p, count_of(mask), nonzero);
                 lut_params(&mut p, info("lut"), int_param(m, op, "vector_axis")?, false);
             }
             "constexpr_sparse_blockwise_shift_scale" => {
                 let mask = info("data_mask");
                 let data = info("nonzero_data");
-                sparse_params(
-                    &mut p,
-                    mask.map(|i| i.count()).unwrap_or(0),
-                    data.as_ref().map(|i| i.count()).unwrap_or(0),
-                );
+                sparse_params(&mut p, count_of(mask), count_of(data.clone()));
                 quant_params(&mut p, data, info("scale"), info("offset"));
             }
             "constexpr_cast" => {

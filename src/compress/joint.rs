@@ -675,7 +675,7 @@ fn prune_chain(
     // Against the chain's dense value, which is what pruning changes.
     r.error = Some(energy);
     // One flag per element, to select the kept indices or codes.
-    let mask = pack::unpack_unsigned(&packed_mask, 1, c.info.count())?;
+    let mask = pack::unpack_unsigned(&packed_mask, 1, c.info.count()?)?;
     let mask_value = r.value(NewTensor {
         info: TensorInfo::new(DType::U1, &c.info.shape),
         bytes: packed_mask,

@@ -124,7 +124,7 @@ impl Dense {
 /// Decodes blob-layout bytes of `info` into elements.
 pub fn decode(info: &TensorInfo, bytes: &[u8]) -> Result<Elements> {
     use DType::*;
-    let n = info.count();
+    let n = info.count()?;
     let le = |k: usize| bytes.chunks_exact(k);
     Ok(match info.dtype {
         F16 => Elements::F16(bytemuck::pod_collect_to_vec(bytes)),
@@ -261,7 +261,7 @@ impl<'a> Materializer<'a> {
                         let Elements::U8(packed) = &indices.elements else {
                             return Err(format_err!("{}: indices must be uint8 bytes", what()));
                         };
-                        let count = shape.iter().product();
+                        let count = crate::kernels::numel(&shape)?;
                         let idx = pack::unpack_unsigned(packed, nbits, count)?;
                         let info = TensorInfo::new(lut.info.dtype, &shape);
                         let elements = gather_lut(&idx, &[count], &lut, &[1, k, 1], None, &what())?;
@@ -305,7 +305,7 @@ impl<'a> Materializer<'a> {
                             return Err(format_err!("{}: mask must be uint8 bytes", what()));
                         };
                         (
-                            pack::unpack_unsigned(packed, 1, shape.iter().product())?,
+                            pack::unpack_unsigned(packed, 1, crate::kernels::numel(&shape)?)?,
                             shape,
                         )
                     }

@@ -226,20 +226,6 @@ enum Layout {
     Single,
 }
 
-/// The specification version that introduced an opset.
-fn opset_spec_version(opset: &str) -> Option<i32> {
-    Some(match opset {
-        "CoreML3" => 4,
-        "CoreML4" => 5,
-        "CoreML5" => 6,
-        "CoreML6" => 7,
-        "CoreML7" => 8,
-        "CoreML8" => 9,
-        "CoreML9" => 10,
-        _ => return None,
-    })
-}
-
 fn has_int8_array(features: &[FeatureDescription]) -> bool {
     features.iter().any(|f| {
         let array = match f.r#type.as_ref().and_then(|t| t.r#type.as_ref()) {
@@ -256,7 +242,7 @@ fn has_int8_array(features: &[FeatureDescription]) -> bool {
 
 /// The specification version of a single-function package holding `f`.
 fn single_function_spec_version(container: i32, f: &Function, d: &FunctionDescription) -> i32 {
-    let mut version = opset_spec_version(&f.opset).unwrap_or(container);
+    let mut version = spec::opset_spec_version(&f.opset).unwrap_or(container);
     if !d.state.is_empty() {
         version = version.max(MULTIFUNCTION_SPEC_VERSION);
     }

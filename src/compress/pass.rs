@@ -80,6 +80,19 @@ impl Target {
     pub fn ios18(self) -> bool {
         self.spec_version >= 9
     }
+
+    /// The target of one function of `model`: its own opset's specification version where that
+    /// is older than the package's (merged multifunction packages keep each function's opset),
+    /// so that a pass emits into a function only the op forms of its opset.
+    pub fn for_function(self, model: &spec::Model, function: &str) -> Target {
+        let own = spec::program(model)
+            .ok()
+            .and_then(|p| p.functions.get(function))
+            .and_then(|f| spec::opset_spec_version(&f.opset));
+        Target {
+            spec_version: own.map_or(self.spec_version, |v| v.max(7).min(self.spec_version)),
+        }
+    }
 }
 
 /// A weight's values in its own float type, for kernels generic over fp16/fp32: borrowed from
@@ -235,6 +248,7 @@ struct Opened {
 
 fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Opened> {
     let package = Package::open(input)?;
+    crate::compress::select::check_chains(&package)?;
     let has_functions = package
         .model
         .description
@@ -249,11 +263,23 @@ fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Ope
     let target = Target {
         spec_version: package.model.specification_version.max(7),
     };
-    if joint_compression && !target.ios18() {
-        return Err(config_err!(
-            "Joint compression is only supported since iOS18. Please re-convert your model with \
-             minimum_deployment_target set to at least ct.target.iOS18."
-        ));
+    if joint_compression {
+        let functions = spec::program(&package.model)?.functions.iter();
+        let old = functions
+            .map(|(name, f)| (name, &f.opset))
+            .find(|(name, _)| !target.for_function(&package.model, name).ios18());
+        if let Some((name, opset)) = old.filter(|_| target.ios18()) {
+            return Err(config_err!(
+                "Joint compression is only supported since iOS18, and function {name} has opset \
+                 {opset}."
+            ));
+        }
+        if old.is_some() {
+            return Err(config_err!(
+                "Joint compression is only supported since iOS18. Please re-convert your model \
+                 with minimum_deployment_target set to at least ct.target.iOS18."
+            ));
+        }
     }
     for step in steps {
         if let Some(bad) = step.config.all().find(|c| !step.kind.accepts(c)) {
@@ -292,8 +318,14 @@ fn select(
 }
 
 /// coremltools checks the opset before compressing any weight.
-fn check_targets(kind: PassKind, selected: &[Candidate], target: Target) -> Result<()> {
+fn check_targets(
+    kind: PassKind,
+    model: &spec::Model,
+    selected: &[Candidate],
+    target: Target,
+) -> Result<()> {
     for c in selected {
+        let target = target.for_function(model, &c.function);
         match (kind, &c.config) {
             (PassKind::LinearQuantize, OpConfig::LinearQuantize(q)) => {
                 quantize::check_target(q, target)?
@@ -413,7 +445,11 @@ fn bytes_changed(
 }
 
 fn input_bytes(c: &Candidate) -> usize {
-    c.info.dtype.storage_bytes(c.info.count()).unwrap_or(0)
+    c.info
+        .count()
+        .ok()
+        .and_then(|n| c.info.dtype.storage_bytes(n))
+        .unwrap_or(0)
 }
 
 /// The first block of every function, as a graph.
@@ -460,7 +496,7 @@ pub fn run(
     } else {
         BTreeMap::new()
     };
-    check_targets(kind, &selected, target)?;
+    check_targets(kind, &package.model, &selected, target)?;
     let jobs: Vec<Job<Candidate>> = selected.into_iter().map(job_of).collect();
     drop(opened_time);
     let (path, outcomes) = write_jobs(
@@ -472,6 +508,7 @@ pub fn run(
             let c = &job.task;
             let graph = graphs.get(c.function.as_str());
             let m = graph.map(|graph| Materializer::new(&package, graph));
+            let target = target.for_function(&package.model, &c.function);
             let mut r = Replacement::new(target.spec_version);
             Ok(
                 match compress_candidate(c, &package, m.as_ref(), target, custom, &mut r)? {
@@ -545,7 +582,7 @@ pub fn run_recipe(
             drop(package);
             return run_steps_through_packages(input, output, steps, custom, progress);
         }
-        check_targets(step.kind, &selected, target)?;
+        check_targets(step.kind, &package.model, &selected, target)?;
         per_step.push(
             selected
                 .into_iter()
@@ -620,6 +657,7 @@ fn recipe_job(
         .next()
         .ok_or_else(|| format_err!("internal: a recipe job without a candidate"))?;
     let (name, shape) = (weight.weight.as_str(), weight.weight_shape.as_slice());
+    let target = target.for_function(&package.model, &job.function);
     let mut done: Option<Replacement> = None;
     let mut records = Vec::new();
     for (k, step) in steps.iter().enumerate() {

@@ -126,14 +126,14 @@ impl Replacement {
         let info = (b.file_name == PENDING)
             .then(|| self.tensors.get(index))??
             .info();
-        Some(
+        Some(info.count().and_then(|count| {
             info.dtype
-                .storage_bytes(info.count())
+                .storage_bytes(count)
                 .map(|n| n as u64)
                 .ok_or_else(|| {
                     crate::format_err!("{} tensors have no byte layout", info.dtype.name())
-                }),
-        )
+                })
+        }))
     }
 
     /// The type and bytes of a tensor this replacement holds, if `value` refers to one.
@@ -212,7 +212,7 @@ impl Replacement {
                 Held::Dense(d) => d.to_bytes()?,
             };
             let info = held.info();
-            offsets.push(out.append(info.dtype, info.count() as u64, &bytes)?);
+            offsets.push(out.append(info.dtype, info.count()? as u64, &bytes)?);
         }
         for_each_pending(&mut self.ops, &mut |b| {
             b.file_name = WRITTEN.to_string();

@@ -1,16 +1,118 @@
 //! Which weights a pass compresses, with which config and along which channel axes: coremltools'
 //! candidate rules (reference §1.1 and §1.8) over the protobuf graph.
 
+use std::collections::HashSet;
+
 use crate::compress::config::{OpConfig, OptimizationConfig};
 use crate::compress::skip::{Skip, SkipReason};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
+use crate::format::package::Package;
 use crate::format::spec::proto::mil_spec::{Block, Operation, Value};
 use crate::format::spec::{self, Model};
-use crate::mil::ops::{op_name, output_name, param, Param};
+use crate::format_err;
+use crate::kernels::pack;
+use crate::mil::ops::{input_vars, op_name, output_name, param, Param};
 use crate::mil::program::{Graph, Use};
-use crate::mil::tensor::{as_string, tensor_info, TensorInfo};
+use crate::mil::tensor::{as_string, read_tensor, tensor_info, TensorInfo};
+
+/// Refuses, before `inspect` or a pass reads or copies anything, the inconsistent programs a
+/// pass would otherwise pass on: a variable defined twice or read but never defined, a chain op
+/// that reads a variable an op other than const and constexpr ones produces, and a sparse op
+/// whose mask's set bits differ from its count of nonzero values. Cheap: masks are counted packed, no value is decoded.
+pub fn check_chains(package: &Package) -> Result<()> {
+    const SPARSE: [(&str, &str, &str); 3] = [
+        ("constexpr_sparse_to_dense", "mask", "nonzero_data"),
+        (
+            "constexpr_lut_to_sparse",
+            "indices_mask",
+            "indices_nonzero_data",
+        ),
+        (
+            "constexpr_sparse_blockwise_shift_scale",
+            "data_mask",
+            "nonzero_data",
+        ),
+    ];
+    for function in spec::program(&package.model)?.functions.values() {
+        for block in function.block_specializations.values() {
+            let graph = Graph::new(block);
+            // Variables are defined once: by an op, or as an input of the function or a block.
+            let mut defined: HashSet<&str> =
+                function.inputs.iter().map(|i| i.name.as_str()).collect();
+            let mut blocks = vec![block];
+            while let Some(b) = blocks.pop() {
+                defined.extend(b.inputs.iter().map(|i| i.name.as_str()));
+                blocks.extend(b.operations.iter().flat_map(|op| &op.blocks));
+            }
+            for op in &graph.ops {
+                for out in &op.outputs {
+                    if !defined.insert(&out.name) {
+                        return Err(format_err!("variable {} is defined twice", out.name));
+                    }
+                }
+            }
+            for op in &graph.ops {
+                if let Some(var) = input_vars(op).find(|v| !defined.contains(v)) {
+                    return Err(format_err!("variable {var} is not produced by any op"));
+                }
+            }
+            for op in graph.ops.iter().filter(|op| is_constexpr(&op.r#type)) {
+                for var in input_vars(op) {
+                    let Some(producer) = graph.producers.get(var) else {
+                        return Err(format_err!("variable {var} is not produced by any op"));
+                    };
+                    let kind = &producer.r#type;
+                    if kind != "const" && !is_constexpr(kind) {
+                        return Err(format_err!(
+                            "op {} ({kind}): cannot compute the value of a {kind} op",
+                            op_name(producer)
+                        ));
+                    }
+                }
+                let Some(&(_, mask, nonzero)) = SPARSE.iter().find(|s| s.0 == op.r#type) else {
+                    continue;
+                };
+                let what = format!("op {} ({})", op_name(op), op.r#type);
+                let stored = |name: &str| match param(op, name) {
+                    Some(Param::Value(v)) => Some(v),
+                    Some(Param::Var(var)) => graph.producers.get(var).and_then(|p| const_value(p)),
+                    None => None,
+                };
+                // Masks made by another op of the chain are checked when `inspect` runs it.
+                let (Some(mask), Some(nonzero)) = (stored(mask), stored(nonzero)) else {
+                    continue;
+                };
+                let mask = read_tensor(mask, package, &what)?;
+                let have = tensor_info(nonzero.r#type.as_ref())
+                    .ok_or_else(|| format_err!("{what}: {nonzero:?} is not a tensor"))?
+                    .count()?;
+                let count = match param(op, "shape") {
+                    // iOS16: a byte mask and the dense shape.
+                    Some(Param::Value(v)) => {
+                        let t = read_tensor(v, package, &what)?;
+                        let dims = t
+                            .bytes
+                            .chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+                            .collect::<Vec<_>>();
+                        crate::kernels::numel(&dims)?
+                    }
+                    _ => mask.info.count()?,
+                };
+                let set = pack::mask_popcount(&mask.bytes, count)
+                    .map_err(|e| format_err!("{what}: {e}"))?;
+                if set != have {
+                    return Err(format_err!(
+                        "{what}: the mask has {set} set bits but there are {have} nonzero values"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
 /// A const chosen for compression.
 #[derive(Clone, Debug)]
@@ -173,7 +275,7 @@ fn weight_file_eligible(info: &TensorInfo) -> bool {
     matches!(
         info.dtype,
         F16 | F32 | U8 | I8 | I4 | U1 | U2 | U3 | U4 | U6
-    ) && info.count() >= 10
+    ) && info.count().is_ok_and(|n| n >= 10)
 }
 
 /// Every const the config selects for a plain (not joint) compression pass, in program order.
@@ -224,7 +326,7 @@ pub fn candidates(
                 let threshold = op_config
                     .weight_threshold()
                     .ok_or_else(|| config_err!("weight_threshold cannot be None"))?;
-                if info.count() as u64 <= threshold {
+                if info.count()? as u64 <= threshold {
                     skipped.push(Skip {
                         function: function_name.clone(),
                         name,
@@ -437,7 +539,7 @@ pub fn joint_candidates_in(
             if uses.is_empty() {
                 continue;
             }
-            if dense.count() as u64 <= threshold {
+            if dense.count()? as u64 <= threshold {
                 skipped.push(Skip {
                     function: function_name.to_string(),
                     name: op_name(end).to_string(),

@@ -53,8 +53,7 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 impl BlobFile {
     /// Maps `path` and checks its storage header.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (file, len) = super::open_regular(path)?;
         // Mapping an empty file fails on some systems; an empty file has no valid header anyway.
         let map = if len == 0 {
             None
@@ -260,6 +259,33 @@ impl Blob<'_> {
     pub fn element_count(&self) -> u64 {
         let bits = self.dtype.bits().expect("blob types have a width") as u64;
         (self.data.len() as u64 * 8 - self.padding_bits) / bits
+    }
+
+    /// Checks that this blob, at `offset`, holds a tensor of the declared `dtype` and `shape`
+    /// (bool tensors are stored as uint8; sub-byte elements are counted at their width). `what`
+    /// names the value in the message.
+    pub fn check_holds(
+        &self,
+        offset: u64,
+        dtype: DType,
+        shape: &[usize],
+        what: &str,
+    ) -> Result<()> {
+        if self.dtype != dtype && !(self.dtype == DType::U8 && dtype == DType::Bool) {
+            return Err(format_err!(
+                "{what}: blob at offset {offset} holds {} data but the value is {}",
+                self.dtype.name(),
+                dtype.name()
+            ));
+        }
+        let count = crate::kernels::numel(shape).map_err(|e| format_err!("{what}: {e}"))?;
+        if self.element_count() != count as u64 {
+            return Err(format_err!(
+                "{what}: blob at offset {offset} holds {} elements but the value's shape {shape:?} has {count}",
+                self.element_count(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -43,11 +43,15 @@ impl Manifest {
             .get("fileFormatVersion")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let major = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u32>().ok());
-        if major != Some(1) {
+        // Core ML's loader requires major.minor.patch: three non-negative integers.
+        let parts: Vec<&str> = version.split('.').collect();
+        let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if parts.len() != 3 || !parts.iter().all(numeric) {
+            return Err(format_err!(
+                "{origin}: fileFormatVersion {version:?} is not of the form major.minor.patch"
+            ));
+        }
+        if parts[0].trim_start_matches('0') != "1" {
             return Err(format_err!(
                 "{origin}: unsupported fileFormatVersion {version:?} (expected 1.x.x)"
             ));
@@ -171,6 +175,22 @@ mod tests {
     fn malformed_manifests_are_refused() {
         assert!(Manifest::parse(b"{", "t").is_err());
         assert!(Manifest::parse(br#"{"fileFormatVersion":"2.0.0"}"#, "t").is_err());
+        for version in [
+            "1",
+            "1.0",
+            "1.0.0.0.0",
+            "1.a.0",
+            "1..0",
+            "+1.0.0",
+            "1.0.-1",
+            "",
+        ] {
+            let text = format!(r#"{{"fileFormatVersion":{version:?}}}"#);
+            let err = Manifest::parse(text.as_bytes(), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("major.minor.patch"), "{version}: {err}");
+        }
         assert!(Manifest::parse(
             br#"{"fileFormatVersion":"1.0.0","itemInfoEntries":{}}"#,
             "t"

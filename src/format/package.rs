@@ -10,7 +10,12 @@ use crate::format::blob::{Blob, BlobFile, BlobWriter};
 use crate::format::commit::{check_destination, crash_point, WorkDir};
 use crate::format::dtype::DType;
 use crate::format::manifest::{safe_relative, Manifest};
-use crate::format::spec::{self, proto::mil_spec::value::BlobFileValue, Model};
+use crate::format::read_regular;
+use crate::format::spec::proto::mil_spec::{
+    argument::binding::Binding, dimension::Dimension, value::BlobFileValue, value_type, Block,
+    Program, TensorType, ValueType,
+};
+use crate::format::spec::{self, Model};
 use crate::format_err;
 
 /// What `BlobFileValue.fileName` holds for the package's own weight file.
@@ -42,23 +47,25 @@ impl Package {
             });
         }
         let manifest_path = root.join("Manifest.json");
-        let text = fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let text = read_regular(&manifest_path)?;
         let manifest = Manifest::parse(&text, &manifest_path.display().to_string())?;
         let model_path = data_dir(&root).join(&manifest.root_model);
-        let bytes = fs::read(&model_path).map_err(|e| Error::io(&model_path, e))?;
-        let mut model = spec::decode_model(&bytes, &model_path.display().to_string())?;
+        let bytes = read_regular(&model_path)?;
+        let origin = model_path.display().to_string();
+        let mut model = spec::decode_model(&bytes, &origin)?;
+        check_declared_shapes(spec::program(&model)?, &origin)?;
 
         let weights_dir = match &manifest.weights_dir {
             Some(dir) => data_dir(&root).join(dir),
             None => model_path.parent().unwrap_or(&root).join("weights"),
         };
-        // Every blob reference: (file name, offset, the value's declared tensor type).
+        // Every blob reference: (file name, offset, the value's declared dtype and shape).
         let mut refs = Vec::new();
         spec::for_each_value_mut(spec::program_mut(&mut model)?, &mut |v| {
             if let Some(spec::proto::mil_spec::value::Value::BlobFileValue(b)) = &v.value {
                 let declared = match v.r#type.as_ref().and_then(|t| t.r#type.as_ref()) {
                     Some(spec::proto::mil_spec::value_type::Type::TensorType(t)) => {
-                        DType::from_proto(t.data_type)
+                        DType::from_proto(t.data_type).zip(static_shape(t))
                     }
                     _ => None,
                 };
@@ -74,22 +81,19 @@ impl Package {
             let rel = safe_relative(base, &format!("{}: weight file", model_path.display()))?;
             weights.insert(name.clone(), BlobFile::open(&weights_dir.join(rel))?);
         }
-        // Check every referenced blob up front (bounds, sentinel, and that it holds the type the
-        // value declares; bool tensors are stored as uint8), so that no door — not even a plain
-        // copy — passes a malformed blob on.
+        // Check every referenced blob up front (bounds, sentinel, and that it holds the type and
+        // element count the value declares), so that no door — not even a plain copy — passes a
+        // malformed blob on.
         for (name, offset, declared) in &refs {
             let file = &weights[name];
             let blob = file.blob(*offset)?;
-            if let Some(want) = declared {
-                if blob.dtype != *want && !(blob.dtype == DType::U8 && *want == DType::Bool) {
-                    return Err(format_err!(
-                        "{}: blob at offset {offset} holds {} data but the value is {}",
-                        file.path().display(),
-                        blob.dtype.name(),
-                        want.name()
-                    ));
-                }
-            }
+            let what = file.path().display().to_string();
+            let Some((dtype, shape)) = declared else {
+                return Err(format_err!(
+                    "{what}: the value stored at offset {offset} is not a tensor with a static shape"
+                ));
+            };
+            blob.check_holds(*offset, *dtype, shape, &what)?;
         }
         Ok(Package {
             root,
@@ -124,6 +128,89 @@ impl Package {
     pub fn weight_files(&self) -> impl Iterator<Item = &BlobFile> {
         self.weights.values()
     }
+}
+
+/// The shape of a tensor type whose every dimension is a constant; None otherwise.
+fn static_shape(t: &TensorType) -> Option<Vec<usize>> {
+    t.dimensions
+        .iter()
+        .map(|d| match d.dimension {
+            Some(Dimension::Constant(c)) => usize::try_from(c.size).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Refuses any tensor type of the program (values, op outputs, function and block inputs) whose
+/// static shape has too many elements to count, so that every later count of a declared shape
+/// is a product that fits.
+fn check_declared_shapes(program: &Program, origin: &str) -> Result<()> {
+    fn check(t: Option<&ValueType>, origin: &str, what: &dyn Fn() -> String) -> Result<()> {
+        let Some(value_type::Type::TensorType(t)) = t.and_then(|t| t.r#type.as_ref()) else {
+            return Ok(());
+        };
+        let too_large = || format_err!("{origin}: {}: tensor shape is too large", what());
+        let shape: Vec<usize> = t
+            .dimensions
+            .iter()
+            .filter_map(|d| match d.dimension {
+                Some(Dimension::Constant(c)) => Some(usize::try_from(c.size).map_err(|_| ())),
+                _ => None,
+            })
+            .collect::<std::result::Result<_, ()>>()
+            .map_err(|()| too_large())?;
+        crate::kernels::numel(&shape).map_err(|e| format_err!("{origin}: {}: {e}", what()))?;
+        Ok(())
+    }
+    fn block(b: &Block, origin: &str) -> Result<()> {
+        for input in &b.inputs {
+            check(input.r#type.as_ref(), origin, &|| {
+                format!("block input {}", input.name)
+            })?;
+        }
+        for op in &b.operations {
+            let name = || {
+                op.outputs
+                    .first()
+                    .map_or("", |o| o.name.as_str())
+                    .to_string()
+            };
+            for output in &op.outputs {
+                check(output.r#type.as_ref(), origin, &|| {
+                    format!("output {}", output.name)
+                })?;
+            }
+            let values = op
+                .attributes
+                .values()
+                .chain(op.inputs.values().flat_map(|a| {
+                    a.arguments.iter().filter_map(|b| match &b.binding {
+                        Some(Binding::Value(v)) => Some(v),
+                        _ => None,
+                    })
+                }));
+            for v in values {
+                check(v.r#type.as_ref(), origin, &|| {
+                    format!("a value of op {}", name())
+                })?;
+            }
+            for nested in &op.blocks {
+                block(nested, origin)?;
+            }
+        }
+        Ok(())
+    }
+    for (name, function) in &program.functions {
+        for input in &function.inputs {
+            check(input.r#type.as_ref(), origin, &|| {
+                format!("input {} of function {name}", input.name)
+            })?;
+        }
+        for b in function.block_specializations.values() {
+            block(b, origin)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a new package is made from; its input packages, which the destination must not be, lie

@@ -165,6 +165,20 @@ pub fn for_each_value_mut(
     }
 }
 
+/// The specification version that introduced an opset.
+pub fn opset_spec_version(opset: &str) -> Option<i32> {
+    Some(match opset {
+        "CoreML3" => 4,
+        "CoreML4" => 5,
+        "CoreML5" => 6,
+        "CoreML6" => 7,
+        "CoreML7" => 8,
+        "CoreML8" => 9,
+        "CoreML9" => 10,
+        _ => return None,
+    })
+}
+
 /// The program of an ML Program model.
 pub fn program(model: &Model) -> Result<&proto::mil_spec::Program> {
     match &model.r#type {

@@ -30,6 +30,7 @@ use super::fp16::{
 };
 use super::kmeans1d::{kmeans_1d_large, optimal_kmeans_1d, Clusters1d};
 use super::kmeans_vector::{kmeans_vectors, VectorKmeansOptions};
+use super::numel;
 use crate::error::Result;
 use crate::{config_err, format_err};
 
@@ -162,10 +163,10 @@ fn check_shape(len: usize, shape: &[usize], axis: usize) -> Result<()> {
     if shape.is_empty() {
         return Err(config_err!("palettization needs a tensor of rank >= 1"));
     }
-    if shape.iter().product::<usize>() != len {
+    let n = numel(shape)?;
+    if n != len {
         return Err(config_err!(
-            "weight has {len} elements but shape {shape:?} holds {}",
-            shape.iter().product::<usize>()
+            "weight has {len} elements but shape {shape:?} holds {n}"
         ));
     }
     if axis >= shape.len() {
@@ -537,7 +538,7 @@ pub fn stack_groups<L: Copy + Send + Sync>(
     channel_axis: usize,
     cluster_dim: usize,
 ) -> Result<Palettized<L>> {
-    let total: usize = shape.iter().product();
+    let total = numel(shape)?;
     check_shape(total, shape, channel_axis)?;
     let cd = cluster_dim.max(1);
     let num = groups.len();
@@ -1299,14 +1300,14 @@ pub fn lut_to_dense<T: Copy + Send + Sync>(
         }
         None => r - 1,
     };
-    let n_idx: usize = indices_shape.iter().product();
+    let n_idx = numel(indices_shape)?;
     if indices.len() != n_idx {
         return Err(format_err!(
             "'indices' has {} values but shape {indices_shape:?}",
             indices.len()
         ));
     }
-    if lut.len() != lut_shape.iter().product::<usize>() {
+    if lut.len() != numel(lut_shape)? {
         return Err(format_err!(
             "'lut' has {} values but shape {lut_shape:?}",
             lut.len()
@@ -1319,7 +1320,9 @@ pub fn lut_to_dense<T: Copy + Send + Sync>(
     }
 
     let mut out_shape = indices_shape.to_vec();
-    out_shape[va] *= vs;
+    out_shape[va] = out_shape[va]
+        .checked_mul(vs)
+        .ok_or_else(|| format_err!("tensor shape {indices_shape:?} is too large"))?;
     let block: Vec<usize> = (0..r).map(|i| indices_shape[i] / lut_shape[i]).collect();
     let mut istride = vec![1usize; r];
     for i in (0..r - 1).rev() {
@@ -1330,7 +1333,7 @@ pub fn lut_to_dense<T: Copy + Send + Sync>(
         lstride[i] = lstride[i + 1] * lut_shape[i + 1];
     }
     let last = out_shape[r - 1];
-    let total: usize = out_shape.iter().product();
+    let total = numel(&out_shape)?;
     if total == 0 {
         return Ok((Vec::new(), out_shape));
     }

@@ -26,6 +26,7 @@
 use rayon::prelude::*;
 
 use super::fp16::{dispatch, key_histogram, load8, HalfLanes, LaneKernel, WeightElement};
+use super::numel;
 use crate::config_err;
 use crate::error::Result;
 use crate::format_err;
@@ -491,10 +492,10 @@ fn check_structured(shape: &[usize], n_elems: usize, dim: usize, what: &str) -> 
             shape.len()
         ));
     }
-    let numel: usize = shape.iter().product();
-    if numel != n_elems {
+    let needed = numel(shape)?;
+    if needed != n_elems {
         return Err(format_err!(
-            "weight has {n_elems} elements but its shape {shape:?} needs {numel}"
+            "weight has {n_elems} elements but its shape {shape:?} needs {needed}"
         ));
     }
     Ok(())

@@ -36,6 +36,7 @@ use std::array::from_fn;
 use crate::kernels::fp16::{
     dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement,
 };
+use crate::kernels::numel;
 use crate::kernels::pack::{self, PackElem};
 
 /// The integer storage type of the codes.
@@ -213,13 +214,6 @@ pub fn has_inf<T: WeightElement>(weight: &[T]) -> bool {
     weight
         .par_chunks(1 << 16)
         .any(|c| c.iter().fold(false, |a, v| a | v.is_inf_bits()))
-}
-
-fn numel(shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format_err!("tensor shape {shape:?} is too large"))
 }
 
 /// How a tensor of `shape` is tiled into blocks of `block` (effective, nonzero) sizes.

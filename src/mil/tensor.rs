@@ -27,8 +27,10 @@ impl TensorInfo {
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.shape.iter().product()
+    /// The element count; an error for a shape whose product does not fit (declared shapes are
+    /// untrusted).
+    pub fn count(&self) -> Result<usize> {
+        crate::kernels::numel(&self.shape)
     }
 
     /// The protobuf type of a tensor with this dtype and fully known shape.
@@ -88,7 +90,7 @@ pub fn read_tensor<'a>(
 ) -> Result<TensorData<'a>> {
     let info = tensor_info(value.r#type.as_ref())
         .ok_or_else(|| format_err!("{what}: not a tensor with a static shape"))?;
-    let count = info.count();
+    let count = info.count().map_err(|e| format_err!("{what}: {e}"))?;
     let expected = info
         .dtype
         .storage_bytes(count)
@@ -96,22 +98,7 @@ pub fn read_tensor<'a>(
     let bytes: Cow<'a, [u8]> = match &value.value {
         Some(value::Value::BlobFileValue(b)) => {
             let blob = package.blob(b)?;
-            if blob.dtype != info.dtype && !(blob.dtype == DType::U8 && info.dtype == DType::Bool) {
-                return Err(format_err!(
-                    "{what}: blob at offset {} holds {} data but the value is {}",
-                    b.offset,
-                    blob.dtype.name(),
-                    info.dtype.name()
-                ));
-            }
-            if blob.element_count() != count as u64 {
-                return Err(format_err!(
-                    "{what}: blob at offset {} holds {} elements but the value's shape {:?} has {count}",
-                    b.offset,
-                    blob.element_count(),
-                    info.shape
-                ));
-            }
+            blob.check_holds(b.offset, info.dtype, &info.shape, what)?;
             Cow::Borrowed(blob.data)
         }
         Some(value::Value::ImmediateValue(ImmediateValue {
@@ -176,7 +163,7 @@ pub fn goes_to_blob(info: &TensorInfo, spec_version: i32) -> bool {
         U16 | I16 | I32 | U32 => spec_version >= 9,
         _ => false,
     };
-    blob_type && info.count() >= 10
+    blob_type && info.count().is_ok_and(|n| n >= 10)
 }
 
 /// An immediate tensor value in the protobuf field coremltools uses for the dtype.

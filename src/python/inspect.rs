@@ -47,7 +47,7 @@ fn record_to_py<'py>(py: Python<'py>, r: &WeightRecord) -> PyResult<Bound<'py, P
 /// One dict per weight of the package at `path` (see `coreml_compress.inspect`).
 #[pyfunction]
 pub fn inspect<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyList>> {
-    let records = py.detach(|| engine::inspect(&path)).map_err(super::to_py)?;
+    let records = super::run_engine(py, || engine::inspect(&path))?;
     let out = PyList::empty(py);
     for r in &records {
         out.append(record_to_py(py, r)?)?;

@@ -67,9 +67,7 @@ fn palettize_t<'py, T: WeightElement + Element>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let shape = arr.shape().to_vec();
     let data = as_slice(&arr)?;
-    let outcome = py
-        .detach(|| lut::palettize(data, &shape, &params))
-        .map_err(to_py)?;
+    let outcome = super::run_engine(py, || lut::palettize(data, &shape, &params))?;
     match outcome {
         PaletteOutcome::Skipped { reason } => reason.into_bound_py_any(py),
         PaletteOutcome::Compressed(p) => {
@@ -134,9 +132,9 @@ fn lut_to_dense_t<'py, T: Element + Copy + Send + Sync>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (ishape, lshape) = (indices.shape().to_vec(), lut.shape().to_vec());
     let (idx, table) = (as_slice(&indices)?, as_slice(&lut)?);
-    let (dense, shape) = py
-        .detach(|| lut::lut_to_dense(idx, &ishape, table, &lshape, vector_axis))
-        .map_err(to_py)?;
+    let (dense, shape) = super::run_engine(py, || {
+        lut::lut_to_dense(idx, &ishape, table, &lshape, vector_axis)
+    })?;
     Ok(array(py, dense, shape)?.into_any())
 }
 
@@ -177,9 +175,9 @@ fn quantize_t<'py, T: WeightElement + Element>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let shape = arr.shape().to_vec();
     let data = as_slice(&arr)?;
-    let outcome = py
-        .detach(|| quantize::quantize(data, &shape, block_sizes, dtype, mode))
-        .map_err(to_py)?;
+    let outcome = super::run_engine(py, || {
+        quantize::quantize(data, &shape, block_sizes, dtype, mode)
+    })?;
     match outcome {
         QuantizeOutcome::Skipped(reason) => reason.into_bound_py_any(py),
         QuantizeOutcome::Quantized(q) => {
@@ -249,9 +247,9 @@ where
             )))
         }
     };
-    let dense = py
-        .detach(|| quantize::blockwise_shift_scale(values, &shape, scales, &sshape, off))
-        .map_err(to_py)?;
+    let dense = super::run_engine(py, || {
+        quantize::blockwise_shift_scale(values, &shape, scales, &sshape, off)
+    })?;
     Ok(array(py, dense, shape)?.into_any())
 }
 
@@ -326,31 +324,28 @@ fn prune_t<'py, T: WeightElement + Element>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let shape = arr.shape().to_vec();
     let w = as_slice(&arr)?;
-    let outcome = py
-        .detach(|| -> crate::error::Result<PruneOutcome<T>> {
-            Ok(match *spec {
-                PruneSpec::Magnitude { target_sparsity } => {
-                    PruneOutcome::Pruned(prune::prune_magnitude(w, target_sparsity)?)
-                }
-                PruneSpec::Block {
-                    target_sparsity,
-                    block_size,
-                    dim,
-                } => prune::prune_block(w, &shape, target_sparsity, block_size, dim)?,
-                PruneSpec::NM { n, m, dim } => prune::prune_n_m(w, &shape, n, m, dim)?,
-                PruneSpec::Threshold {
-                    threshold,
-                    minimum_sparsity_percentile,
-                } => prune::prune_threshold(w, threshold, minimum_sparsity_percentile),
-            })
+    let outcome = super::run_engine(py, || -> crate::error::Result<PruneOutcome<T>> {
+        Ok(match *spec {
+            PruneSpec::Magnitude { target_sparsity } => {
+                PruneOutcome::Pruned(prune::prune_magnitude(w, target_sparsity)?)
+            }
+            PruneSpec::Block {
+                target_sparsity,
+                block_size,
+                dim,
+            } => prune::prune_block(w, &shape, target_sparsity, block_size, dim)?,
+            PruneSpec::NM { n, m, dim } => prune::prune_n_m(w, &shape, n, m, dim)?,
+            PruneSpec::Threshold {
+                threshold,
+                minimum_sparsity_percentile,
+            } => prune::prune_threshold(w, threshold, minimum_sparsity_percentile),
         })
-        .map_err(to_py)?;
+    })?;
     match outcome {
         PruneOutcome::Skipped(reason) => reason.into_bound_py_any(py),
         PruneOutcome::Pruned(p) => {
-            let dense = py
-                .detach(|| prune::sparse_to_dense(&p.nonzero, &p.mask, p.len))
-                .map_err(to_py)?;
+            let dense =
+                super::run_engine(py, || prune::sparse_to_dense(&p.nonzero, &p.mask, p.len))?;
             let (mask, nonzero) = (p.mask_bools(), p.nonzero);
             let n = nonzero.len();
             (

@@ -24,27 +24,102 @@ static ALLOCATOR: huge_pages::HugePageAlloc = huge_pages::HugePageAlloc;
 
 /// Raises the engine error as the matching class of `coreml_compress.errors`.
 fn to_py(err: Error) -> PyErr {
+    let class = match &err {
+        Error::Io { .. } => "PackageIOError",
+        Error::Format(_) => "MalformedPackageError",
+        Error::Unsupported(_) => "UnsupportedModelError",
+        Error::Config(_) => "CompressionConfigError",
+        Error::Output(_) => "OutputPathError",
+        // Only a progress report stops the work, and it raises its own exception.
+        Error::Interrupted => "CoreMLCompressError",
+    };
+    raise(class, err.to_string())
+}
+
+/// An instance of `coreml_compress.errors.<class>` with `message`.
+fn raise(class: &str, message: String) -> PyErr {
     Python::attach(|py| {
-        let class = match &err {
-            Error::Io { .. } => "PackageIOError",
-            Error::Format(_) => "MalformedPackageError",
-            Error::Unsupported(_) => "UnsupportedModelError",
-            Error::Config(_) => "CompressionConfigError",
-            Error::Output(_) => "OutputPathError",
-            // Only a progress report stops the work, and it raises its own exception.
-            Error::Interrupted => "CoreMLCompressError",
-        };
         match py
             .import("coreml_compress.errors")
             .and_then(|m| m.getattr(class))
         {
-            Ok(cls) => match cls.call1((err.to_string(),)) {
+            Ok(cls) => match cls.call1((message,)) {
                 Ok(instance) => PyErr::from_value(instance),
                 Err(e) => e,
             },
             Err(e) => e,
         }
     })
+}
+
+/// Runs an engine call with the GIL released. A panic inside it — on this thread or a worker of
+/// the pool, whose panics rayon re-raises here — becomes `coreml_compress.errors.InternalError`
+/// (a `CoreMLCompressError`), never pyo3's `PanicException`, which `except Exception` misses.
+fn run_engine<R: Send>(
+    py: Python<'_>,
+    call: impl FnOnce() -> crate::Result<R> + Send,
+) -> PyResult<R> {
+    caught(py, call)?.map_err(to_py)
+}
+
+/// [`run_engine`] for a call that reports progress to an optional Python `callback(done,
+/// total)` (see [`Progress`]); an interrupt it noticed is raised as it came.
+fn run_with_progress<R: Send>(
+    py: Python<'_>,
+    callback: Option<Py<PyAny>>,
+    call: impl FnOnce(&mut dyn FnMut(usize, usize) -> crate::Result<()>) -> crate::Result<R> + Send,
+) -> PyResult<R> {
+    let mut progress = Progress::new(callback);
+    let result = caught(py, || call(&mut |done, total| progress.report(done, total)))?;
+    result.map_err(|e| progress.error(e))
+}
+
+/// The call's result, with the GIL released; a panic becomes `InternalError`.
+fn caught<R: Send>(
+    py: Python<'_>,
+    call: impl FnOnce() -> crate::Result<R> + Send,
+) -> PyResult<crate::Result<R>> {
+    record_panic_locations();
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)))
+        .map_err(|payload| internal_error(payload.as_ref()))
+}
+
+/// Where the latest panic of the process happened ("file:line:column"), for the report.
+static LAST_PANIC_LOCATION: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Installs, once, a panic hook that remembers each panic's location before the previous hook
+/// runs (the payload that reaches `catch_unwind` carries only the message).
+fn record_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let (Some(at), Ok(mut last)) = (info.location(), LAST_PANIC_LOCATION.lock()) {
+                *last = Some(at.to_string());
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn internal_error(payload: &(dyn std::any::Any + Send)) -> PyErr {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let location = LAST_PANIC_LOCATION
+        .lock()
+        .ok()
+        .and_then(|mut last| last.take())
+        .unwrap_or_else(|| "an unknown place".into());
+    raise(
+        "InternalError",
+        format!(
+            "internal error in coreml-compress, please report it with the input that caused it: \
+             {message} (at {location})"
+        ),
+    )
 }
 
 /// Progress reports to an optional Python `callback(done, total)`; each report is also where a
@@ -93,8 +168,7 @@ impl Progress {
 
 #[pyfunction]
 fn save_unchanged(py: Python<'_>, input: PathBuf, output: PathBuf) -> PyResult<PathBuf> {
-    py.detach(|| roundtrip::save_unchanged(&input, &output))
-        .map_err(to_py)
+    run_engine(py, || roundtrip::save_unchanged(&input, &output))
 }
 
 #[pyfunction]
@@ -105,9 +179,9 @@ fn decompress(
     output: PathBuf,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<PathBuf> {
-    let mut report = Progress::new(progress);
-    py.detach(|| decompress_pass::decompress(&input, &output, &mut |d, t| report.report(d, t)))
-        .map_err(|e| report.error(e))
+    run_with_progress(py, progress, |report| {
+        decompress_pass::decompress(&input, &output, report)
+    })
 }
 
 /// Wraps the user functions of CUSTOM palettization (by id) for the engine.
@@ -171,22 +245,19 @@ fn compress(
 ) -> PyResult<(PathBuf, ReportLists)> {
     let kind = pass::PassKind::from_name(kind).map_err(to_py)?;
     let config = OptimizationConfig::from_json(config_json).map_err(to_py)?;
-    let mut report = Progress::new(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
-    let (path, report) = py
-        .detach(|| {
-            pass::run(
-                kind,
-                &input,
-                &output,
-                &config,
-                joint_compression,
-                custom_ref,
-                &mut |d, t| report.report(d, t),
-            )
-        })
-        .map_err(|e| report.error(e))?;
+    let (path, report) = run_with_progress(py, progress, |report| {
+        pass::run(
+            kind,
+            &input,
+            &output,
+            &config,
+            joint_compression,
+            custom_ref,
+            report,
+        )
+    })?;
     Ok((path, report_lists(py, report)?))
 }
 
@@ -211,16 +282,11 @@ fn compress_recipe(
         })
         .collect::<crate::Result<Vec<_>>>()
         .map_err(to_py)?;
-    let mut report = Progress::new(progress);
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
-    let (path, reports) = py
-        .detach(|| {
-            pass::run_recipe(&input, &output, &steps, custom_ref, &mut |d, t| {
-                report.report(d, t)
-            })
-        })
-        .map_err(|e| report.error(e))?;
+    let (path, reports) = run_with_progress(py, progress, |report| {
+        pass::run_recipe(&input, &output, &steps, custom_ref, report)
+    })?;
     let lists = reports
         .into_iter()
         .map(|r| report_lists(py, r))
@@ -256,7 +322,7 @@ fn call_lut_function(
 
 #[pyfunction]
 fn write_example(py: Python<'_>, output: PathBuf) -> PyResult<PathBuf> {
-    py.detach(|| example::write_example(&output)).map_err(to_py)
+    run_engine(py, || example::write_example(&output))
 }
 
 /// How this extension was built, and the fp16 lane conversions it runs on this CPU.

@@ -22,8 +22,7 @@ fn stats_to_py<'py>(py: Python<'py>, s: &MergeStats) -> PyResult<Bound<'py, PyDi
 /// The functions of a package, as coremltools lists them (`["main"]` for a single function).
 #[pyfunction]
 fn function_names(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
-    py.detach(|| engine::function_names(&path))
-        .map_err(super::to_py)
+    super::run_engine(py, || engine::function_names(&path))
 }
 
 /// Merges `(package, source function, target name)` triples into a multifunction package.
@@ -44,14 +43,9 @@ fn merge<'py>(
             target,
         })
         .collect();
-    let mut report = super::Progress::new(progress);
-    let stats = py
-        .detach(|| {
-            engine::merge(&functions, &default_function, &output, &mut |d, t| {
-                report.report(d, t)
-            })
-        })
-        .map_err(|e| report.error(e))?;
+    let stats = super::run_with_progress(py, progress, |report| {
+        engine::merge(&functions, &default_function, &output, report)
+    })?;
     stats_to_py(py, &stats)
 }
 
@@ -63,9 +57,7 @@ fn extract_function<'py>(
     function: String,
     output: PathBuf,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let stats = py
-        .detach(|| engine::extract(&input, &function, &output))
-        .map_err(super::to_py)?;
+    let stats = super::run_engine(py, || engine::extract(&input, &function, &output))?;
     stats_to_py(py, &stats)
 }
 

@@ -75,8 +75,7 @@ fn hessian_accumulate(
             "the Hessian must be a C-contiguous float32 array".into(),
         ))
     })?;
-    py.detach(|| hessian::accumulate(hs, cols, seen, xs, samples))
-        .map_err(to_py)
+    super::run_engine(py, || hessian::accumulate(hs, cols, seen, xs, samples))
 }
 
 fn quant_spec(n_bits: u32, symmetric: bool, per_channel: bool, normal_float: bool) -> QuantSpec {
@@ -122,9 +121,7 @@ fn gptq<'py>(
         damp,
         group,
     };
-    let res = py
-        .detach(|| run_gptq(w, rows, cols, h, &opts))
-        .map_err(to_py)?;
+    let res = super::run_engine(py, || run_gptq(w, rows, cols, h, &opts))?;
     obs_to_dict(py, res, rows, cols)
 }
 
@@ -162,9 +159,7 @@ fn sparsegpt<'py>(
         damp,
         group,
     };
-    let res = py
-        .detach(|| run_sparsegpt(w, rows, cols, h, &opts))
-        .map_err(to_py)?;
+    let res = super::run_engine(py, || run_sparsegpt(w, rows, cols, h, &opts))?;
     obs_to_dict(py, res, rows, cols)
 }
 
@@ -182,9 +177,7 @@ fn weighted_palettize<'py>(
 ) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyAny>, f64)> {
     let v = contiguous("values", values.as_slice())?;
     let w = contiguous("weights", weights.as_slice())?;
-    let res = py
-        .detach(|| run_weighted_palettize(v, w, n_groups, k, max_exact))
-        .map_err(to_py)?;
+    let res = super::run_engine(py, || run_weighted_palettize(v, w, n_groups, k, max_exact))?;
     let luts = PyArray1::from_vec(py, res.luts).reshape([n_groups, k])?;
     Ok((
         PyArray1::from_vec(py, res.dense),
