@@ -32,7 +32,7 @@ from coreml_compress import (
 )
 from coreml_compress import inspect as cc_inspect
 from coreml_compress.cli import main as cli_main
-from coremltools.proto import Model_pb2
+from coremltools.proto import MIL_pb2, Model_pb2
 
 U64_MAX = 2**64 - 1
 MODEL_REL = Path("Data/com.apple.CoreML/model.mlmodel")
@@ -759,3 +759,23 @@ def test_function_opset_older_than_the_package(coreml6_in_spec9: Path, tmp_path:
             if op.type != "constexpr_affine_dequantize":
                 assert "shape" in op.attributes or "shape" in op.inputs, (name, op.type)
         ct.models.MLModel(str(out), skip_model_load=True)
+
+
+def test_inline_const_shorter_than_its_declared_shape(model_dir: Path, tmp_path: Path) -> None:
+    # The package fuzzer (seed 16): a conv's dilations, declared [64] but holding two int32s,
+    # were copied through by the passes, and inspect then refused their output.
+    src = tmp_path / "in" / "conv.mlpackage"
+    shutil.copytree(models.build_conv(model_dir, ct.target.iOS18, ct.precision.FLOAT32), src)
+    spec = load_spec(src)
+    block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
+    op = next(
+        op
+        for op in block.operations
+        if op.type == "const"
+        and op.attributes["val"].WhichOneof("value") == "immediateValue"
+        and op.attributes["val"].type.tensorType.dataType == MIL_pb2.DataType.INT32
+        and len(op.attributes["val"].type.tensorType.dimensions) == 1
+    )
+    op.attributes["val"].type.tensorType.dimensions[0].constant.size = 64
+    (src / MODEL_REL).write_bytes(spec.SerializeToString())
+    check_failure(src, tmp_path, MalformedPackageError, "parameter val", "256 bytes expected")

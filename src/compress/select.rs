@@ -15,12 +15,13 @@ use crate::format_err;
 use crate::kernels::pack;
 use crate::mil::ops::{input_vars, op_name, output_name, param, Param};
 use crate::mil::program::{Graph, Use};
-use crate::mil::tensor::{as_string, read_tensor, tensor_info, TensorInfo};
+use crate::mil::tensor::{as_string, is_blob, read_tensor, tensor_info, TensorInfo};
 
 /// Refuses, before `inspect` or a pass reads or copies anything, the inconsistent programs a
 /// pass would otherwise pass on: a variable defined twice or read but never defined, a chain op
 /// that reads a variable an op other than const and constexpr ones produces, and a sparse op
-/// whose mask's set bits differ from its count of nonzero values. Cheap: masks are counted packed, no value is decoded.
+/// whose mask's set bits differ from its count of nonzero values, and an inline const whose
+/// bytes do not fit its type. Cheap: masks are counted packed, no weight-file value is decoded.
 pub fn check_chains(package: &Package) -> Result<()> {
     const SPARSE: [(&str, &str, &str); 3] = [
         ("constexpr_sparse_to_dense", "mask", "nonzero_data"),
@@ -56,6 +57,16 @@ pub fn check_chains(package: &Package) -> Result<()> {
             for op in &graph.ops {
                 if let Some(var) = input_vars(op).find(|v| !defined.contains(v)) {
                     return Err(format_err!("variable {var} is not produced by any op"));
+                }
+            }
+            // Inline const tensors hold the bytes their declared type needs (weight-file ones
+            // were checked when the package was opened): a pass copies them as they are.
+            for op in &graph.ops {
+                let Some(v) = const_value(op).filter(|v| !is_blob(v)) else {
+                    continue;
+                };
+                if tensor_info(v.r#type.as_ref()).is_some_and(|info| info.dtype != DType::Str) {
+                    read_tensor(v, package, &format!("op {} parameter val", op_name(op)))?;
                 }
             }
             for op in graph.ops.iter().filter(|op| is_constexpr(&op.r#type)) {
