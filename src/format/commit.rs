@@ -503,11 +503,15 @@ mod tests {
             fs::write(work.new_package().join("Manifest.json"), round.to_string()).unwrap();
             work.put_in_place(&dest).unwrap();
             if old {
-                // The replaced package waits in the work directory until it is removed.
-                assert_eq!(
-                    fs::read(work.new_package().join("Manifest.json")).unwrap(),
-                    b"0"
-                );
+                // The replaced package waits in the work directory until it is removed: where
+                // `new/` was after an exchange, parked in `old/` after two renames (platforms
+                // and `portable` builds without an exchange call).
+                let waiting = if cfg!(any(linux_syscalls, target_os = "macos")) {
+                    work.new_package()
+                } else {
+                    work.path().join(PARKED)
+                };
+                assert_eq!(fs::read(waiting.join("Manifest.json")).unwrap(), b"0");
             }
             drop(work);
             assert_eq!(
