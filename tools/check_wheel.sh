@@ -22,7 +22,7 @@ tests=()
 while (($#)); do
     case "$1" in
         --suite) suite=1 ;;
-        --features) features=(--features "$2"); shift ;;
+        --features) features=(--features "python,$2"); shift ;;  # pyproject.toml's features are replaced, not added to
         --with) extra+=("$2"); shift ;;
         *) tests+=("$1") ;;
     esac
