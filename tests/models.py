@@ -31,6 +31,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -985,3 +987,14 @@ def dense_weights(
     if len(by_function) == 1:
         return next(iter(by_function.values()))
     return {f"{f}/{n}": v for f, ws in by_function.items() for n, v in ws.items()}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``coreml-compress ARGS`` in a child process (this interpreter), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "coreml_compress.cli", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )

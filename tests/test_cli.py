@@ -11,15 +11,7 @@ import models
 import pytest
 from coreml_compress.inspect import inspect
 
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coreml_compress.cli", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=300,
-    )
+run = models.run_cli
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import coremltools.optimize.coreml as cto
+import models
 import pytest
 from coreml_compress import OutputPathError, _native, optimize
 from coreml_compress.multifunction import (
@@ -203,14 +204,7 @@ def test_stale_work_directories_of_ended_processes_are_removed(
     assert sorted(os.listdir(out)) == [unmarked.name, "m.mlpackage"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coreml_compress.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+cli = models.run_cli
 
 
 def test_cli_replaces_an_existing_package_only_with_force(source: Path, tmp_path: Path) -> None:

@@ -3,8 +3,6 @@ commands write the same packages as the Python API."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import coreml_compress
@@ -48,10 +46,7 @@ def test_patch_warns_on_untested_coremltools_versions() -> None:
             patch._warn_if_untested(version)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "coreml_compress.cli", *args], capture_output=True, text=True, check=False
-    )
+cli = models.run_cli
 
 
 def test_cli_commands_match_the_api(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:

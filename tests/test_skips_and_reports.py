@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import struct
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -143,14 +141,7 @@ def test_a_recipe_names_skips_by_step(mlp: Path, tmp_path: Path) -> None:
     assert len(caught) == 1 and "step 2 (quantize)" in str(caught[0].message)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coreml_compress.cli", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=300,
-    )
+cli = models.run_cli
 
 
 def test_cli_exits_1_with_the_reasons_when_nothing_is_compressed(mlp: Path, tmp_path: Path) -> None:
