@@ -528,6 +528,13 @@ def fuzz(
                             json.dumps(finding, indent=1)
                         )
             shutil.rmtree(pkg, ignore_errors=True)
+            if mutants % 100 == 0:
+                # Progress on stderr, so a long run that is stopped still says what it saw.
+                print(
+                    json.dumps({"mutants": mutants, "calls": calls, "outcomes": dict(outcomes)}),
+                    file=sys.stderr,
+                    flush=True,
+                )
     return {
         "seed": seed,
         "seconds": seconds,
