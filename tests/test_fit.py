@@ -248,7 +248,6 @@ def test_knapsack_hull() -> None:
 
 
 def test_cli(linear: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     _, dense = _dense_sizes(linear)
     out, html, recipe = tmp_path / "o.mlpackage", tmp_path / "r.html", tmp_path / "r.yaml"
     run = models.run_cli(

@@ -79,7 +79,11 @@ def _summary(result: FitResult) -> list[str]:
         (
             f"total error ({'importance-weighted ' if result.weighted else ''}SSE): "
             f"{result.error:.6g}"
-            + ("" if result.optimal else " (search stopped at its node limit: not proven optimal)")
+            + (
+                ""
+                if result.optimal
+                else f" (the search stopped at its node limit; no choice is below {result.lower_bound:.6g})"
+            )
         ),
     ]
     if result.predicted_bytes != result.weight_file_bytes:

@@ -282,6 +282,8 @@ class FitResult:
     dense_bytes: int
     error: float
     optimal: bool
+    # No choice within max_size has a smaller error (the LP relaxation's).
+    lower_bound: float
     weights: list[WeightChoice]
     fixed_bytes: int
     curve: list[tuple[int, float]]
@@ -583,7 +585,7 @@ def fit(
     ios18 = evaluation["ios18"]
     usable = [ios18 or not f.ios18_only for f in ladder]
     items = _options(evaluation, lambda k: usable[k], matched, min_snr_db)
-    choice = _solve(evaluation, items, limit, node_limit=200_000)
+    choice = _solve(evaluation, items, limit, node_limit=1_000_000)
     if choice is None:
         smallest = _smallest(evaluation, items)
         raise BudgetError(
@@ -637,6 +639,7 @@ def fit(
         dense_bytes=_file_bytes([b["data_bytes"] for b in evaluation["blobs"]]),
         error=choice.error,
         optimal=choice.optimal,
+        lower_bound=choice.lower_bound,
         weights=weights,
         fixed_bytes=sum(_record(b["data_bytes"]) for b in _fixed_blobs(evaluation)),
         curve=sorted({**dict(_curve(evaluation, items)), predicted: choice.error}.items()),

@@ -23,13 +23,15 @@ Option = tuple[int, float]
 
 @dataclass(frozen=True)
 class Choice:
-    """One option index per item, their total bytes and error, and whether the search proved
-    the choice optimal."""
+    """One option index per item, their total bytes and error, whether the search proved the
+    choice optimal, and a lower bound on the optimum."""
 
     picks: tuple[int, ...]
     bytes: int
     error: float
     optimal: bool
+    # The LP relaxation's error at this budget: no choice does better.
+    lower_bound: float
 
 
 def _pareto(options: Sequence[Option]) -> list[int]:
@@ -137,7 +139,25 @@ def _sweep(items: Sequence[Sequence[Option]], hulls: list[list[int]], budget: in
 
 def solve(items: Sequence[Sequence[Option]], budget: int, *, node_limit: int = 200_000) -> Choice | None:
     """The option per item with the least total error whose bytes total at most ``budget``;
-    None when even the cheapest options do not fit. Every item needs one option at least."""
+    None when even the cheapest options do not fit. Every item needs one option at least.
+
+    The search decides the items with the widest byte range first: their choice moves the
+    relaxation's bound most, so the bound prunes best below them."""
+    order = sorted(range(len(items)), key=lambda i: (-_byte_range(items[i]), i))
+    choice = _solve_in_order([items[i] for i in order], budget, node_limit)
+    if choice is None:
+        return None
+    picks = [0] * len(items)
+    for position, i in enumerate(order):
+        picks[i] = choice.picks[position]
+    return Choice(tuple(picks), choice.bytes, choice.error, choice.optimal, choice.lower_bound)
+
+
+def _byte_range(options: Sequence[Option]) -> int:
+    return max(o[0] for o in options) - min(o[0] for o in options)
+
+
+def _solve_in_order(items: Sequence[Sequence[Option]], budget: int, node_limit: int) -> Choice | None:
     hulls = [lower_hull(o) for o in items]
     if sum(o[h[0]][0] for o, h in zip(items, hulls)) > budget:
         return None
@@ -180,4 +200,5 @@ def solve(items: Sequence[Sequence[Option]], budget: int, *, node_limit: int = 2
     finally:
         sys.setrecursionlimit(limit)
     total = sum(items[i][k][0] for i, k in enumerate(best[1]))
-    return Choice(tuple(best[1]), total, best[0], complete)
+    root = relax[0].bound(budget)
+    return Choice(tuple(best[1]), total, best[0], complete, best[0] if root is None else min(root, best[0]))

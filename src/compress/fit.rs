@@ -190,26 +190,33 @@ fn evaluate_weight(
         .find_map(|j| j.get(key))
         .and_then(|j| j.task.iter().flatten().next())
         .ok_or_else(|| format_err!("internal: a fitted weight without a candidate"))?;
-    let weights = match pass::read_weights(package, first)? {
-        Ok(w) => w,
-        Err(reason) => {
-            let why = reason.to_string();
-            return Ok(weight_fit(first, 0, 0.0, vec![Err(why); forms.len()]));
-        }
-    };
     let dense_bytes = match &first.value.value {
         Some(value::Value::BlobFileValue(b)) => package.blob(b)?.data.len() as u64,
         _ => 0,
     };
-    let values: Vec<f64> = match &weights {
-        Weights::F16(w) => w.iter().map(|x| x.to_f64()).collect(),
-        Weights::F32(w) => w.iter().map(|x| x.to_f64()).collect(),
+    let weights = match pass::read_weights(package, first)? {
+        Ok(w) => w,
+        Err(reason) => {
+            let why = reason.to_string();
+            return Ok(weight_fit(
+                first,
+                dense_bytes,
+                0.0,
+                vec![Err(why); forms.len()],
+            ));
+        }
     };
-    drop(weights);
-    let signal = values.iter().map(|x| x * x).sum();
+    let signal = match &weights {
+        Weights::F16(w) => pass::error_energy(w, w).0,
+        Weights::F32(w) => pass::error_energy(w, w).0,
+    };
     let channel_weights = importance.get(&first.name).and_then(|imp| {
         let axis = first.input_axis?;
-        (first.weight_shape.get(axis) == Some(&imp.len())).then_some((axis, imp.as_slice()))
+        let stride = first.weight_shape.get(axis + 1..)?.iter().product();
+        (first.weight_shape.get(axis) == Some(&imp.len())).then_some(Channels {
+            stride,
+            importance: imp.as_slice(),
+        })
     });
     let results: Vec<std::result::Result<FormResult, String>> = forms
         .par_iter()
@@ -240,14 +247,39 @@ fn evaluate_weight(
                 target,
                 job,
                 &form.steps,
-                &values,
+                &weights,
                 channel_weights,
             )
         })
         .collect::<Result<_>>()?;
-    let mut fit = weight_fit(first, dense_bytes, signal, results);
-    fit.shape = first.weight_shape.clone();
-    Ok(fit)
+    Ok(weight_fit(first, dense_bytes, signal, results))
+}
+
+/// Per-input-channel importance of a weight: channel of element i is (i / stride) % len.
+#[derive(Clone, Copy)]
+struct Channels<'a> {
+    stride: usize,
+    importance: &'a [f32],
+}
+
+/// Σ(w − ŵ)² and, with `channels`, Σ imp_j (w − ŵ)²; in f64, summed in element order.
+fn squared_errors<T: WeightElement>(
+    w: &[T],
+    restored: &[T],
+    channels: Option<Channels<'_>>,
+) -> (f64, Option<f64>) {
+    let sse = pass::error_energy(w, restored).1;
+    let weighted = channels.map(|c| {
+        w.iter()
+            .zip(restored)
+            .enumerate()
+            .map(|(i, (&a, &b))| {
+                let d = a.to_f64() - b.to_f64();
+                f64::from(c.importance[(i / c.stride) % c.importance.len()]) * d * d
+            })
+            .sum()
+    });
+    (sse, weighted)
 }
 
 fn weight_fit(
@@ -275,8 +307,8 @@ fn measure_form(
     target: Target,
     job: &Job<Vec<Option<Candidate>>>,
     steps: &[Step],
-    values: &[f64],
-    channel_weights: Option<(usize, &[f32])>,
+    weights: &Weights<'_>,
+    channels: Option<Channels<'_>>,
 ) -> Result<std::result::Result<FormResult, String>> {
     let (replacement, records) = match pass::recipe_job(job, steps, package, graph, target, None) {
         Ok(x) => x,
@@ -290,37 +322,17 @@ fn measure_form(
         return Ok(Err("a step of the form does not select it".into()));
     };
     let (blob_bytes, inline_bytes) = r.stored_sizes()?;
-    let restored = restored_values(package, &r, &job.target)?;
-    if restored.len() != values.len() {
-        return Err(format_err!(
-            "internal: {} restored {} values of {}",
-            job.target,
-            restored.len(),
-            values.len()
-        ));
-    }
-    let sse = values
-        .iter()
-        .zip(&restored)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum();
-    let weighted_sse = channel_weights.map(|(axis, imp)| {
-        let shape = &job
-            .task
-            .iter()
-            .flatten()
-            .next()
-            .expect("a candidate")
-            .weight_shape;
-        let stride: usize = shape[axis + 1..].iter().product();
-        let channels = shape[axis];
-        values
-            .iter()
-            .zip(&restored)
-            .enumerate()
-            .map(|(i, (a, b))| f64::from(imp[(i / stride) % channels]) * (a - b) * (a - b))
-            .sum()
-    });
+    let restored = restored_value(package, &r, &job.target)?;
+    let (sse, weighted_sse) = match (weights, &restored) {
+        (Weights::F16(w), Elements::F16(v)) if v.len() == w.len() => squared_errors(w, v, channels),
+        (Weights::F32(w), Elements::F32(v)) if v.len() == w.len() => squared_errors(w, v, channels),
+        _ => {
+            return Err(format_err!(
+                "internal: {} restored to another type or size than the weight",
+                job.target
+            ))
+        }
+    };
     Ok(Ok(FormResult {
         blob_bytes,
         inline_bytes,
@@ -330,7 +342,7 @@ fn measure_form(
 }
 
 /// The dense value a reader computes from `r`'s ops for the const whose output was `output`.
-fn restored_values(package: &Package, r: &Replacement, output: &str) -> Result<Vec<f64>> {
+fn restored_value(package: &Package, r: &Replacement, output: &str) -> Result<Elements> {
     let new = r
         .renames
         .iter()
@@ -341,16 +353,9 @@ fn restored_values(package: &Package, r: &Replacement, output: &str) -> Result<V
         ..Default::default()
     };
     let graph = Graph::new(&block);
-    let dense = Materializer::with_pending(package, &graph, r).var(new)?;
-    Ok(match dense.elements {
-        Elements::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
-        Elements::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        _ => {
-            return Err(format_err!(
-                "{output}: a compressed weight restored to no float type"
-            ))
-        }
-    })
+    Ok(Materializer::with_pending(package, &graph, r)
+        .var(new)?
+        .elements)
 }
 
 /// Every blob the model uses, in (file, offset) order as [`crate::compress::rewrite::finish`]

@@ -478,6 +478,19 @@ mod tests {
     }
 
     #[test]
+    fn stored_sizes_count_held_blobs_and_inline_values() {
+        let mut r = Replacement::new(9);
+        let big = r.value(tensor(1));
+        let small = r.value(NewTensor {
+            info: TensorInfo::new(DType::U8, &[4]),
+            bytes: vec![7; 4],
+        });
+        assert!(r.held(&big).is_some() && r.held(&small).is_none());
+        r.ops.push(op("w_1", vec![("a", big), ("b", small)]));
+        assert_eq!(r.stored_sizes().unwrap(), (vec![16], 4));
+    }
+
+    #[test]
     fn absorb_checks_the_numbering() {
         let mut first = Replacement::new(9);
         first.value(tensor(1));
