@@ -148,14 +148,15 @@ def _plots(result: FitResult) -> list[tuple[str, str]]:
 
     out = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    sizes = [s / 1e6 for s, _ in result.curve]
-    errors = [e for _, e in result.curve]
-    ax.plot(sizes, errors, "o-", label="best total error at each size")
-    ax.plot([result.weight_file_bytes / 1e6], [result.error], "r*", markersize=16, label="chosen")
+    # A log scale shows where quality falls off; exact points (error 0) cannot be drawn on it.
+    positive = [(s / 1e6, e) for s, e in result.curve if e > 0]
+    ax.plot([s for s, _ in positive], [e for _, e in positive], "o-", label="least total error at each size")
+    if result.error > 0:
+        ax.plot([result.weight_file_bytes / 1e6], [result.error], "r*", markersize=16, label="chosen")
     ax.axvline(result.max_size / 1e6, color="gray", linestyle="--", label="max_size")
     ax.set_xlabel("weight files (MB)")
-    ax.set_ylabel(("importance-weighted " if result.weighted else "") + "SSE")
-    if errors and min(errors) > 0:
+    ax.set_ylabel(("importance-weighted " if result.weighted else "") + "SSE (log scale; 0 not shown)")
+    if positive:
         ax.set_yscale("log")
     ax.legend()
     ax.set_title("size → error")

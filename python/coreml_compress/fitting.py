@@ -52,7 +52,7 @@ COMPUTE_UNITS = ("cpu_only", "cpu_and_gpu", "cpu_and_ne", "all")
 NEURAL_ENGINE_UNITS = ("cpu_and_ne", "all")
 
 _HEADER = 64  # weight-file header; also each blob's record header and the blob alignment
-CURVE_POINTS = 24
+CURVE_POINTS = 32
 
 
 class BudgetError(CoreMLCompressError, ValueError):
