@@ -147,6 +147,10 @@ def test_neural_engine_excludes_per_block(linear: Path, tmp_path: Path) -> None:
 
 
 def test_older_opset_uses_older_forms_and_says_what_ios18_saves(model_dir: Path, tmp_path: Path) -> None:
+    ios18_only = {f.label for f in fitting.default_ladder() if f.ios18_only}
+    assert ios18_only == {"kmeans 3b", "int4 block32", "prune50% + kmeans 4b"} | {
+        f"kmeans {b}b g{g}" for b in (8, 6, 4, 3, 2) for g in (16, 32)
+    }
     src = models.build("linear", model_dir, "iOS17", "fp16")
     dense = (src / WEIGHTS).stat().st_size
     result = optimize.fit(src, dense // 3, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER)

@@ -139,10 +139,13 @@ class Form:
 def default_ladder(compute_units: str | None = None) -> list[Form]:
     """k-means palettization at 8/6/4/3/2 bits per tensor and per grouped channel (groups of 16
     and 32), int8 per channel, int4 per block of 32 (not when ``compute_units`` includes the
-    Neural Engine), and 50 % magnitude pruning joint with 4-bit k-means."""
+    Neural Engine), and 50 % magnitude pruning joint with 4-bit k-means. Forms marked
+    ``ios18_only`` (3 bits, grouped LUTs, per-block, joint) are chosen only on iOS18 opsets."""
     forms = []
     for nbits in (8, 6, 4, 3, 2):
-        forms.append(Form(f"kmeans {nbits}b", (("palettize", OpPalettizerConfig(nbits=nbits)),)))
+        # 3-bit LUTs exist since iOS18 only.
+        cfg = OpPalettizerConfig(nbits=nbits)
+        forms.append(Form(f"kmeans {nbits}b", (("palettize", cfg),), ios18_only=nbits == 3))
     for group in (16, 32):
         for nbits in (8, 6, 4, 3, 2):
             cfg = OpPalettizerConfig(nbits=nbits, granularity="per_grouped_channel", group_size=group)
