@@ -95,15 +95,21 @@ def test_fit_writes_what_it_measured(linear: Path, tmp_path: Path, fraction: flo
         assert filecmp.cmp(out / f, again / f, shallow=False), f
 
 
-def test_joint_form_names_the_chain(linear: Path, tmp_path: Path) -> None:
-    joint = [f for f in SMALL_LADDER if f.label.startswith("prune")]
-    smallest, _ = _dense_sizes(linear, joint)
-    result = optimize.fit(linear, smallest, output_path=tmp_path / "a.mlpackage", candidates=joint)
-    assert {w.form for w in result.weights} == {"prune50% + kmeans 4b"}
+def test_joint_and_plain_forms_in_one_recipe(linear: Path, tmp_path: Path) -> None:
+    ladder = [f for f in SMALL_LADDER if f.label in ("prune50% + kmeans 4b", "kmeans 8b")]
+    out, recipe = tmp_path / "a.mlpackage", tmp_path / "a.yaml"
+    result = optimize.fit(linear, 30_000, output_path=out, candidates=ladder, save_recipe=recipe)
+    assert {w.form for w in result.weights} == {"prune50% + kmeans 4b", "kmeans 8b"}
     assert [name for name, _ in result.recipe] == ["prune", "palettize"]
-    palettize = result.recipe[1][1].op_name_configs
-    assert all(name.endswith("_sparsified") for name in palettize)
-    assert (tmp_path / "a.mlpackage" / WEIGHTS).stat().st_size == result.predicted_bytes
+    pruned = set(result.recipe[0][1].op_name_configs)
+    # The palettize step names a pruned weight's chain, a plain weight's const.
+    assert {n for n in result.recipe[1][1].op_name_configs if n.endswith("_sparsified")} == {
+        f"{n}_sparsified" for n in pruned
+    }
+    assert (out / WEIGHTS).stat().st_size == result.predicted_bytes <= 30_000
+    again = optimize.apply_recipe(linear, recipe, output_path=tmp_path / "again.mlpackage")
+    for f in (WEIGHTS, MODEL):
+        assert filecmp.cmp(out / f, again / f, shallow=False), f
 
 
 def test_fit_is_optimal_and_uses_the_budget(linear: Path, tmp_path: Path) -> None:
