@@ -77,6 +77,10 @@ def _summary(result: FitResult) -> list[str]:
             f"model.mlmodel {format_size(result.model_file_bytes)} beside it"
         ),
         (
+            f"{len(result.weights)} weights fitted; {format_size(result.fixed_bytes)} of the weight "
+            "file is weights no form selects (below weight_threshold, non-float), kept as they are"
+        ),
+        (
             f"total error ({'importance-weighted ' if result.weighted else ''}SSE): "
             f"{result.error:.6g}"
             + (
