@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,24 @@ def make_seeds(dest: Path) -> list[Path]:
         output_path=joint,
     )
     seeds.append(joint)
+    for seed in seeds:
+        _fix_identifiers(seed)
     return seeds
+
+
+def _fix_identifiers(package: Path) -> None:
+    """Replaces the random item identifiers coremltools writes into Manifest.json with ones
+    derived from the item paths, so that a fuzz seed number gives the same mutants everywhere."""
+    manifest = package / "Manifest.json"
+    doc = json.loads(manifest.read_text())
+    entries = doc["itemInfoEntries"]
+    ids = {
+        old: str(uuid.uuid5(uuid.NAMESPACE_URL, entries[old]["path"])).upper()
+        for old in sorted(entries, key=lambda k: entries[k]["path"])
+    }
+    doc["itemInfoEntries"] = {ids[old]: entries[old] for old in ids}
+    doc["rootModelIdentifier"] = ids[doc["rootModelIdentifier"]]
+    manifest.write_text(json.dumps(doc, indent=4))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +390,7 @@ def mutate_model(rng: random.Random, data: bytes) -> bytes:
             op.outputs[0].name = rng.choice(ops)[1].outputs[0].name if ops[0][1].outputs else "x"
     else:
         return bit_flip(rng, data) if rng.random() < 0.5 else truncate(rng, data)
-    return spec.SerializeToString()
+    return spec.SerializeToString(deterministic=True)
 
 
 def mutate_weights(rng: random.Random, data: bytes) -> bytes:

@@ -38,6 +38,15 @@ impl Error {
             source,
         }
     }
+
+    /// Says where a malformed value was met: `where_: message`, unless the message already
+    /// begins with it (errors made with the context at hand).
+    pub fn within(self, where_: &str) -> Self {
+        match self {
+            Error::Format(m) if !m.starts_with(where_) => Error::Format(format!("{where_}: {m}")),
+            other => other,
+        }
+    }
 }
 
 /// `format_err!("...")` builds an [`Error::Format`] from a format string.

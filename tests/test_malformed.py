@@ -779,3 +779,19 @@ def test_inline_const_shorter_than_its_declared_shape(model_dir: Path, tmp_path:
     op.attributes["val"].type.tensorType.dimensions[0].constant.size = 64
     (src / MODEL_REL).write_bytes(spec.SerializeToString())
     check_failure(src, tmp_path, MalformedPackageError, "parameter val", "256 bytes expected")
+
+
+def test_chain_shapes_that_disagree_are_refused_by_every_door(int4_pkg: Path, tmp_path: Path) -> None:
+    # The package fuzzer: a chain parameter that gained a dimension of 1 (same element count)
+    # was copied through by passes that compress other weights, and inspect then refused
+    # their output. Every door refuses it now, the passes included.
+    set_input_shape(int4_pkg, "lin1_weight_to_fp16_quantized", "scale", [128, 2, 1])
+    fragment = "lin1_weight_to_fp16_quantized"
+    check_failure(int4_pkg, tmp_path, MalformedPackageError, fragment)
+    with pytest.raises(MalformedPackageError, match=fragment):
+        optimize.palettize_weights(
+            str(int4_pkg),
+            cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=4)),
+            output_path=tmp_path / "p.mlpackage",
+        )
+    assert not (tmp_path / "p.mlpackage").exists()

@@ -283,3 +283,20 @@ def test_dir_and_help_show_the_public_api() -> None:
     assert "__getattr__" not in text and "__dir__" not in text
     assert "palettize" in text and "patch_coremltools" in text
     assert coreml_compress.kernels.__name__ == "coreml_compress.kernels"  # lazy, still there
+
+
+@pytest.mark.parametrize("on_pool", [False, True])
+def test_a_panic_is_raised_as_internal_error(on_pool: bool) -> None:
+    from coreml_compress import _native
+    from coreml_compress.errors import CoreMLCompressError, InternalError
+
+    try:
+        _native._panic_for_test(on_pool)
+    except Exception as e:  # noqa: BLE001 (what a user's script catches; pyo3's PanicException escapes it)
+        err = e
+    assert isinstance(err, InternalError) and isinstance(err, CoreMLCompressError)
+    message = str(err)
+    assert "panic requested by a test" in message and "please report it" in message
+    assert "src/python/mod.rs" in message
+    # The engine keeps working after it.
+    assert _native.build_info()["version"]

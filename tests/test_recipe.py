@@ -13,6 +13,7 @@ from typing import Any
 import coremltools.optimize.coreml as cto
 import models
 import pytest
+from coreml_compress import inspect as cc_inspect
 from coreml_compress import optimize
 from test_quantize_prune import assert_same_compression
 
@@ -118,6 +119,27 @@ def test_recipe_on_an_already_compressed_model_runs_step_by_step(model_dir: Path
     optimize.apply_recipe(pruned, steps, output_path=out)
     expected, _ = steps_one_by_one(pruned, [(k, c.global_config) for k, c in steps], tmp_path)
     assert_same_compression(out, expected)
+
+
+def test_step_by_step_reports_name_weights_as_the_input_does(model_dir: Path, tmp_path: Path) -> None:
+    # One weight already pruned sends the recipe step by step; step 2 then meets the chains
+    # step 1 wrote (``lin2_weight_to_fp16_quantized``) and reports them by their input names.
+    src = tmp_path / "partly-pruned.mlpackage"
+    optimize.prune_weights(
+        models.build("linear", model_dir, "iOS18", "fp16"),
+        cto.OptimizationConfig(op_name_configs={"lin1_weight_to_fp16": P(target_sparsity=0.5)}),
+        output_path=src,
+    )
+    steps = [
+        ("quantize", cto.OptimizationConfig(global_config=Q(dtype="int8"))),
+        ("palettize", cto.OptimizationConfig(global_config=L(nbits=4))),
+    ]
+    _, reports = optimize.apply_recipe(src, steps, output_path=tmp_path / "r.mlpackage", with_report=True)
+    input_names = {w.name for w in cc_inspect(str(src))}
+    first, second = ({w["name"] for w in report} for report in reports)
+    assert first == {"lin2_weight_to_fp16", "shared_weight_to_fp16", "lin3_weight_to_fp16"}
+    assert second == first | {"lin1_weight_to_fp16_sparsified"}
+    assert second <= input_names
 
 
 def test_recipe_errors() -> None:

@@ -25,6 +25,10 @@ def build_info() -> dict[str, str | bool]:
     ``software``; ``COREML_COMPRESS_HALF_LANES`` picks one for measurement)."""
 
 
+def _panic_for_test(on_pool: bool) -> None:
+    """Panics inside an engine call (on the pool's worker when ``on_pool``); tests use it to
+    check that a panic is raised as ``InternalError``."""
+
 def save_unchanged(input: _Path, output: _Path) -> Path: ...
 def decompress(input: _Path, output: _Path, progress: _Progress = None) -> Path: ...
 def compress(

@@ -3,7 +3,7 @@
 //! is compressed (with the parameters read off the chain) and its number of distinct values.
 //! A superset of coremltools' `get_weights_metadata`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -95,10 +95,65 @@ fn is_weight_tensor(info: &TensorInfo) -> bool {
 pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
     let package = Package::open(path)?;
     crate::compress::select::check_chains(&package)?;
-    let program = spec::program(&package.model)?;
     let mut out = Vec::new();
-    for (function, f) in &program.functions {
-        for block in f.block_specializations.values() {
+    for_each_block(&package, |function, graph, ends| {
+        let materializer = Materializer::new(&package, graph);
+        let records: Vec<(WeightRecord, Vec<BlobUse>)> = ends
+            .par_iter()
+            .map(|&(op, var)| record(&materializer, function, op, var))
+            .collect::<Result<_>>()?;
+        out.extend(records);
+        Ok(())
+    })?;
+    Ok(count_shared_blobs(out))
+}
+
+/// Computes every constexpr chain of the package and drops the values: a pass copies the chains
+/// it does not rewrite as they are, so it refuses what `inspect` would refuse in its output
+/// (shapes that disagree along a chain, parameters a chain op cannot read). Packages without
+/// chains cost nothing; otherwise this is the work of decompressing them, a few weights at a time.
+pub fn check_chain_values(package: &Package) -> Result<()> {
+    for_each_block(package, |_, graph, ends| {
+        let materializer = Materializer::new(package, graph);
+        let producer = |n: &str| graph.producers.get(n).copied();
+        ends.par_iter()
+            .filter(|(op, _)| is_constexpr(&op.r#type))
+            .try_for_each(|&(op, var)| {
+                chain_params(&materializer, &chain(op, &producer))?;
+                materializer.var(var).map(drop)
+            })
+    })
+}
+
+/// Where each weight of the package is used: (function, weight name) → its first use by a
+/// non-constexpr op, as (consumer op name, parameter). Passes keep consumers and their
+/// parameters, so a use names the same weight before and after a pass renames its chain.
+pub fn weight_uses(package: &Package) -> Result<HashMap<(String, String), (String, String)>> {
+    let mut uses = HashMap::new();
+    for_each_block(package, |function, graph, ends| {
+        for &(op, var) in ends {
+            let first = graph
+                .consumers_of(var)
+                .iter()
+                .find(|u| !is_constexpr(&u.op.r#type))
+                .map(|u| (op_name(u.op).to_string(), u.param.to_string()));
+            if let Some(first) = first {
+                uses.insert((function.to_string(), op_name(op).to_string()), first);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(uses)
+}
+
+/// Calls `f` for each block of each function with the block's weights: every dense weight const
+/// and every constexpr chain end the model computes with, each with the variable it uses.
+fn for_each_block<'p>(
+    package: &'p Package,
+    mut f: impl FnMut(&'p str, &Graph<'p>, &[(&'p Operation, &'p str)]) -> Result<()>,
+) -> Result<()> {
+    for (function, func) in &spec::program(&package.model)?.functions {
+        for block in func.block_specializations.values() {
             let graph = Graph::new(block);
             let used_outside = |var: &str| {
                 graph.block_outputs.contains(var)
@@ -119,15 +174,10 @@ pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
                     is_weight_tensor(&info).then_some((op, var.name.as_str()))
                 })
                 .collect();
-            let materializer = Materializer::new(&package, &graph);
-            let records: Vec<(WeightRecord, Vec<BlobUse>)> = ends
-                .par_iter()
-                .map(|&(op, var)| record(&materializer, function, op, var))
-                .collect::<Result<_>>()?;
-            out.extend(records);
+            f(function, &graph, &ends)?;
         }
     }
-    Ok(count_shared_blobs(out))
+    Ok(())
 }
 
 /// A blob a weight reads: (file, offset) and its data size.

@@ -234,8 +234,13 @@ impl<'a> Materializer<'a> {
         Ok(outs.swap_remove(index))
     }
 
-    /// The outputs of a const or constexpr op.
+    /// The outputs of a const or constexpr op; an error names the op.
     pub fn op(&self, op: &Operation) -> Result<Vec<Dense>> {
+        self.outputs(op)
+            .map_err(|e| e.within(&format!("op {} ({})", op_name(op), op.r#type)))
+    }
+
+    fn outputs(&self, op: &Operation) -> Result<Vec<Dense>> {
         let what = || format!("op {} ({})", op_name(op), op.r#type);
         match op.r#type.as_str() {
             "const" => Ok(vec![self.required(op, "val")?]),

@@ -249,6 +249,7 @@ pub(crate) struct Opened {
 pub(crate) fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Opened> {
     let package = Package::open(input)?;
     crate::compress::select::check_chains(&package)?;
+    crate::compress::inspect::check_chain_values(&package)?;
     let has_functions = package
         .model
         .description
@@ -802,13 +803,24 @@ fn run_steps_through_packages(
     let work = crate::format::package::ScratchDir::beside(output, input)?;
     let mut current = input.to_path_buf();
     let mut reports = Vec::new();
+    // Reports name weights as the input model does: a later step sees them under the names of
+    // the chains an earlier step wrote, and finds the original name through the weight's use.
+    let input_names: HashMap<_, _> = inspect::weight_uses(&Package::open(input)?)?
+        .into_iter()
+        .map(|((function, name), used_by)| ((function, used_by), name))
+        .collect();
     for (k, step) in steps.iter().enumerate() {
         let dest = if k + 1 == steps.len() {
             output.to_path_buf()
         } else {
             work.path().join(format!("step{k}.mlpackage"))
         };
-        let (written, s) = run(
+        let uses = if k > 0 {
+            inspect::weight_uses(&Package::open(&current)?)?
+        } else {
+            HashMap::new()
+        };
+        let (written, mut s) = run(
             step.kind,
             &current,
             &dest,
@@ -817,6 +829,20 @@ fn run_steps_through_packages(
             custom,
             progress,
         )?;
+        let original = |function: &str, name: &mut String| {
+            let used_by = uses.get(&(function.to_string(), name.clone()));
+            if let Some(first) =
+                used_by.and_then(|u| input_names.get(&(function.to_string(), u.clone())))
+            {
+                name.clone_from(first);
+            }
+        };
+        for w in &mut s.compressed {
+            original(&w.function, &mut w.name);
+        }
+        for skip in &mut s.skipped {
+            original(&skip.function, &mut skip.name);
+        }
         reports.push(s);
         current = written;
     }

@@ -10,6 +10,7 @@ use crate::format::package::{Package, PackageWriter, Source};
 pub fn save_unchanged(input: &Path, output: &Path) -> Result<PathBuf> {
     let package = Package::open(input)?;
     crate::compress::select::check_chains(&package)?;
+    crate::compress::inspect::check_chain_values(&package)?;
     let out = PackageWriter::create(output, Source::Package(&package))?;
     rewrite::finish(&package, package.model.clone(), out)
 }

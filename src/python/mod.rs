@@ -345,9 +345,24 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(info)
 }
 
+/// Panics inside an engine call, on the calling thread or on a worker of the pool: how the
+/// tests check that a panic reaches Python as `InternalError` (no input is known to panic).
+#[pyfunction]
+fn _panic_for_test(py: Python<'_>, on_pool: bool) -> PyResult<()> {
+    run_engine(py, || {
+        let fail = |at: &str| -> crate::Result<()> { panic!("panic requested by a test ({at})") };
+        if on_pool {
+            rayon::join(|| fail("pool"), || ()).0
+        } else {
+            fail("caller")
+        }
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(save_unchanged, m)?)?;
     m.add_function(wrap_pyfunction!(decompress, m)?)?;
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
