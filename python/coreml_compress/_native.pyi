@@ -58,6 +58,18 @@ def compress_recipe(
     one pass over the weights; returns the written path and, per step, ``(records, skipped)`` as
     ``compress`` does (names are those of the weights in the input model)."""
 
+def fit_evaluate(
+    input: _Path,
+    forms: list[tuple[list[tuple[str, str]], bool]],
+    importance: dict[str, list[float]],
+    progress: _Progress = None,
+) -> dict[str, Any]:
+    """Measures each form (recipe steps as ``compress_recipe`` takes them, and whether it is
+    iOS18-only) on every weight some form selects, writing nothing. Returns ``ios18``,
+    ``weights`` (function, name, output, shape, consumer_types, dense_bytes, signal, and per
+    form either ``unavailable`` or blob_bytes, inline_bytes, sse, weighted_sse) and ``blobs``
+    (file_name, offset, data_bytes, weights, other_readers), every blob the input uses."""
+
 def write_example(output: _Path) -> Path: ...
 
 # --- inspect (src/python/inspect.rs) ----------------------------------------------------------------

@@ -9,6 +9,8 @@
     coreml-compress merge OUT A.mlpackage B.mlpackage:main=adapter … --default NAME
                                                 one multifunction package, equal weights shared
     coreml-compress extract IN FUNCTION OUT     one function back out as its own package
+    coreml-compress fit IN OUT --max-size 2GB   per-weight forms chosen for the least error
+                                                within a size; --report report.html
 
 Exit status (also in ``--help``): 0 when the asked work was done, 1 when it could not be (an
 error prints one line on stderr), 2 for a usage error (argparse's), 130 when interrupted.
@@ -28,6 +30,7 @@ from pathlib import Path
 from . import __version__, _native, optimize
 from ._cli_compress import FORCE_HELP, UsageError, format_compression_report
 from ._cli_compress import add_commands as add_compression_commands
+from ._cli_fit import add_command as add_fit_command
 from .config import OpPalettizerConfig, OptimizationConfig
 from .errors import CoreMLCompressError
 from .inspect import format_size, inspect
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_extract)
     add_compression_commands(sub)
+    add_fit_command(sub)
     for command in sub.choices.values():
         command.epilog = EXIT_STATUS_HELP
         command.formatter_class = argparse.RawDescriptionHelpFormatter

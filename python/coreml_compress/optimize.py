@@ -10,6 +10,7 @@ package, as coremltools does); ``progress(done, total)`` is called as weights ar
 compressed weight (function, name, shape, bytes_before, bytes_after, snr_db), with the weights
 left uncompressed in ``report.skipped``. Weights the config asked for but that were skipped (see
 :class:`~coreml_compress.errors.SkippedWeightsWarning`) are also named in one warning per call.
+:func:`fit` (from :mod:`coreml_compress.fitting`) chooses a form per weight for a byte budget.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ from .config import (
     OptimizationConfig,
 )
 from .errors import ConfigError, ConfigTypeError, SkippedWeightsWarning
+from .fitting import BudgetError, FitResult, Form, fit
 
 __all__ = [
+    "BudgetError",
     "CompressionReport",
+    "FitResult",
+    "Form",
     "OpLinearQuantizerConfig",
     "OpMagnitudePrunerConfig",
     "OpPalettizerConfig",
@@ -45,6 +50,7 @@ __all__ = [
     "OptimizationConfig",
     "apply_recipe",
     "decompress_weights",
+    "fit",
     "linear_quantize_weights",
     "load_recipe",
     "palettize_weights",

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod decompress;
 pub mod example;
+pub mod fit;
 pub mod inspect;
 pub mod joint;
 pub mod materialize;

@@ -241,12 +241,12 @@ pub struct Step {
 }
 
 /// The input package, opened and checked as coremltools checks before compressing.
-struct Opened {
-    package: Package,
-    target: Target,
+pub(crate) struct Opened {
+    pub package: Package,
+    pub target: Target,
 }
 
-fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Opened> {
+pub(crate) fn open_for(input: &Path, steps: &[Step], joint_compression: bool) -> Result<Opened> {
     let package = Package::open(input)?;
     crate::compress::select::check_chains(&package)?;
     crate::compress::inspect::check_chain_values(&package)?;
@@ -454,7 +454,7 @@ fn input_bytes(c: &Candidate) -> usize {
 }
 
 /// The first block of every function, as a graph.
-fn graphs(model: &spec::Model) -> Result<BTreeMap<&str, Graph<'_>>> {
+pub(crate) fn graphs(model: &spec::Model) -> Result<BTreeMap<&str, Graph<'_>>> {
     Ok(spec::program(model)?
         .functions
         .iter()
@@ -575,41 +575,12 @@ pub fn run_recipe(
     let Opened { package, target } = open_for(input, steps, steps.len() > 1)?;
     let model = &package.model;
     let mut reports = vec![PassReport::default(); steps.len()];
-    // Per const (by function and output): the candidate each step selects, if any.
-    let mut per_step: Vec<HashMap<(String, String), Candidate>> = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let selected = select(model, step, k > 0, &mut reports[k].skipped)?;
-        if selected.iter().any(|c| !matches!(c.site, Site::Const)) {
-            drop(package);
-            return run_steps_through_packages(input, output, steps, custom, progress);
-        }
-        check_targets(step.kind, &package.model, &selected, target)?;
-        per_step.push(
-            selected
-                .into_iter()
-                .map(|c| ((c.function.clone(), c.output.clone()), c))
-                .collect(),
-        );
-    }
+    let Some(per_step) = select_steps(&package, steps, target, &mut reports)? else {
+        drop(package);
+        return run_steps_through_packages(input, output, steps, custom, progress);
+    };
     let graphs = graphs(model)?;
-    // One job per const some step selects, in program order.
-    let mut jobs: Vec<Job<Vec<Option<Candidate>>>> = Vec::new();
-    for (function, graph) in &graphs {
-        for op in &graph.ops {
-            let key = (function.to_string(), output_name(op).to_string());
-            let chosen: Vec<Option<Candidate>> =
-                per_step.iter_mut().map(|m| m.remove(&key)).collect();
-            let Some(first) = chosen.iter().flatten().next() else {
-                continue;
-            };
-            jobs.push(Job {
-                function: key.0.clone(),
-                target: key.1.clone(),
-                input_bytes: input_bytes(first),
-                task: chosen,
-            });
-        }
-    }
+    let jobs = recipe_jobs(&graphs, per_step);
     drop(opened_time);
     let (path, replaced) = write_jobs(
         &package,
@@ -635,15 +606,69 @@ pub fn run_recipe(
     Ok((path, reports))
 }
 
+/// The consts each step of a recipe selects (by function and output), each step's skips in
+/// `reports`; None when a step would compress a constexpr chain the input already holds.
+pub(crate) fn select_steps(
+    package: &Package,
+    steps: &[Step],
+    target: Target,
+    reports: &mut [PassReport],
+) -> Result<Option<Vec<StepSelection>>> {
+    let mut per_step = Vec::new();
+    for (k, step) in steps.iter().enumerate() {
+        let selected = select(&package.model, step, k > 0, &mut reports[k].skipped)?;
+        if selected.iter().any(|c| !matches!(c.site, Site::Const)) {
+            return Ok(None);
+        }
+        check_targets(step.kind, &package.model, &selected, target)?;
+        per_step.push(
+            selected
+                .into_iter()
+                .map(|c| ((c.function.clone(), c.output.clone()), c))
+                .collect(),
+        );
+    }
+    Ok(Some(per_step))
+}
+
+/// The consts one recipe step selects, by (function, output).
+pub(crate) type StepSelection = HashMap<(String, String), Candidate>;
+
+/// One job per const some step selects, in program order; its task is the candidate of each
+/// step (None where the step does not select it).
+pub(crate) fn recipe_jobs(
+    graphs: &BTreeMap<&str, Graph<'_>>,
+    mut per_step: Vec<StepSelection>,
+) -> Vec<Job<Vec<Option<Candidate>>>> {
+    let mut jobs = Vec::new();
+    for (function, graph) in graphs {
+        for op in &graph.ops {
+            let key = (function.to_string(), output_name(op).to_string());
+            let chosen: Vec<Option<Candidate>> =
+                per_step.iter_mut().map(|m| m.remove(&key)).collect();
+            let Some(first) = chosen.iter().flatten().next() else {
+                continue;
+            };
+            jobs.push(Job {
+                function: key.0.clone(),
+                target: key.1.clone(),
+                input_bytes: input_bytes(first),
+                task: chosen,
+            });
+        }
+    }
+    jobs
+}
+
 /// What the steps of a recipe did to one weight: (step index, record or skip) for each step
 /// that selected it.
-type StepRecords = Vec<(usize, std::result::Result<WeightStats, Skip>)>;
+pub(crate) type StepRecords = Vec<(usize, std::result::Result<WeightStats, Skip>)>;
 
 /// Takes one const through every step of a recipe: the first step that selects it compresses
 /// it, and each later step compresses the chain that step made (found, as coremltools would find
 /// it in the intermediate model, among the chain's ops and the const's consumers). Records and
 /// skips name the const and give its shape, whatever the step compressed in its chain.
-fn recipe_job(
+pub(crate) fn recipe_job(
     job: &Job<Vec<Option<Candidate>>>,
     steps: &[Step],
     package: &Package,

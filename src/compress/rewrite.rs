@@ -136,6 +136,32 @@ impl Replacement {
         }))
     }
 
+    /// What the replacement stores: the data bytes of each tensor it writes to the weight file,
+    /// in the order [`Replacement::emit`] writes them, and the bytes of the values its ops keep
+    /// inline (in model.mlmodel).
+    pub fn stored_sizes(&self) -> Result<(Vec<u64>, u64)> {
+        let mut blobs = Vec::with_capacity(self.tensors.len());
+        for held in &self.tensors {
+            let info = held.info();
+            let bytes = info.dtype.storage_bytes(info.count()?).ok_or_else(|| {
+                crate::format_err!("{} tensors have no byte layout", info.dtype.name())
+            })?;
+            blobs.push(bytes as u64);
+        }
+        let mut inline = 0u64;
+        let mut ops = self.ops.clone();
+        for op in &mut ops {
+            for_each_op_value(op, &mut |v| {
+                if let Some(value::Value::ImmediateValue(_)) = &v.value {
+                    inline += crate::mil::tensor::tensor_info(v.r#type.as_ref())
+                        .and_then(|i| i.dtype.storage_bytes(i.count().ok()?))
+                        .unwrap_or(0) as u64;
+                }
+            });
+        }
+        Ok((blobs, inline))
+    }
+
     /// The type and bytes of a tensor this replacement holds, if `value` refers to one.
     pub fn held(&self, value: &Value) -> Option<Result<HeldBytes<'_>>> {
         let Some(value::Value::BlobFileValue(b)) = &value.value else {
@@ -449,6 +475,19 @@ mod tests {
                 .collect::<Vec<_>>(),
             [1, 3]
         );
+    }
+
+    #[test]
+    fn stored_sizes_count_held_blobs_and_inline_values() {
+        let mut r = Replacement::new(9);
+        let big = r.value(tensor(1));
+        let small = r.value(NewTensor {
+            info: TensorInfo::new(DType::U8, &[4]),
+            bytes: vec![7; 4],
+        });
+        assert!(r.held(&big).is_some() && r.held(&small).is_none());
+        r.ops.push(op("w_1", vec![("a", big), ("b", small)]));
+        assert_eq!(r.stored_sizes().unwrap(), (vec![16], 4));
     }
 
     #[test]

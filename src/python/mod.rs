@@ -7,6 +7,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+mod fit;
 mod huge_pages;
 mod inspect;
 mod kernels;
@@ -261,6 +262,20 @@ fn compress(
     Ok((path, report_lists(py, report)?))
 }
 
+/// Recipe steps from `(pass name, config JSON)` pairs.
+fn parse_steps(steps: &[(String, String)]) -> PyResult<Vec<pass::Step>> {
+    steps
+        .iter()
+        .map(|(kind, config)| {
+            Ok(pass::Step {
+                kind: pass::PassKind::from_name(kind)?,
+                config: OptimizationConfig::from_json(config)?,
+            })
+        })
+        .collect::<crate::Result<Vec<_>>>()
+        .map_err(to_py)
+}
+
 /// A recipe: `steps` are `(pass name, config JSON)`; every step after the first is joint.
 #[pyfunction]
 #[pyo3(signature = (input, output, steps, lut_functions, progress=None))]
@@ -272,16 +287,7 @@ fn compress_recipe(
     lut_functions: Option<Py<PyDict>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(PathBuf, Vec<ReportLists>)> {
-    let steps = steps
-        .iter()
-        .map(|(kind, config)| {
-            Ok(pass::Step {
-                kind: pass::PassKind::from_name(kind)?,
-                config: OptimizationConfig::from_json(config)?,
-            })
-        })
-        .collect::<crate::Result<Vec<_>>>()
-        .map_err(to_py)?;
+    let steps = parse_steps(&steps)?;
     let custom = lut_function_caller(lut_functions);
     let custom_ref = custom.as_deref();
     let (path, reports) = run_with_progress(py, progress, |report| {
@@ -366,5 +372,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     torch_kernels::register(m)?;
     kernels::register(m)?;
     multifunction::register(m)?;
+    fit::register(m)?;
     Ok(())
 }
