@@ -65,10 +65,13 @@ def form_mix(package: Path) -> str:
         parts = [w.compression]
         if "nbits" in w.params:
             parts.append(f"{w.params['nbits']}b")
-        lut_shape = w.params.get("lut_shape")
-        if lut_shape and len(lut_shape) > 2 and max(lut_shape[:-2]) > 1:
-            groups = max(lut_shape[:-2])
-            parts.append(f"g{max(w.shape) // groups}")
+        # An iOS18 LUT has one entry per group along each axis, then (entries, cluster_dim).
+        lut_shape = w.params.get("lut_shape", ())
+        parts.extend(
+            f"g{dim // groups}"
+            for dim, groups in zip(w.shape, lut_shape[:-2])
+            if groups > 1
+        )
         return " ".join(parts)
 
     counts = Counter(form(w) for w in inspect(package))

@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import coremltools as ct
 import coremltools.optimize.coreml as cto
 import models
 import pytest
@@ -133,6 +134,9 @@ def test_cli_exit_codes(per_block: Path, per_channel_scale: Path, linear18: Path
 
 def test_compute_units_and_scale_shapes() -> None:
     assert includes_neural_engine("all") and includes_neural_engine("CPU_AND_NE")
+    assert includes_neural_engine(None)  # Core ML's default
+    assert includes_neural_engine(ct.ComputeUnit.CPU_AND_NE)
+    assert not includes_neural_engine(ct.ComputeUnit.CPU_ONLY)
     assert not includes_neural_engine("cpu_and_gpu")
     with pytest.raises(ValueError, match="unknown compute units"):
         includes_neural_engine("gpu")

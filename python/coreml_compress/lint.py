@@ -144,12 +144,15 @@ class LintMessage:
 
 
 def includes_neural_engine(compute_units: Any) -> bool:
-    """Whether ``compute_units`` (a name of :data:`COMPUTE_UNITS`, any case, or a
-    ``ct.ComputeUnit``) lets Core ML use the Neural Engine."""
+    """Whether ``compute_units`` (a name of :data:`COMPUTE_UNITS`, any case, a
+    ``ct.ComputeUnit``, or None for Core ML's default, ``all``) lets Core ML use the Neural
+    Engine."""
     return _compute_units(compute_units) in ("all", "cpu_and_ne")
 
 
 def _compute_units(compute_units: Any) -> str:
+    if compute_units is None:  # not said: Core ML's default
+        return "all"
     # A ct.ComputeUnit member has the name; coremltools is not imported for it.
     name = str(getattr(compute_units, "name", compute_units)).lower().replace("-", "_")
     if name not in COMPUTE_UNITS:
@@ -218,9 +221,9 @@ def lint_package(model: ModelLike, compute_units: Any = "all") -> list[LintMessa
     ----------
     model : str, os.PathLike or coremltools.models.MLModel
         A ``.mlpackage`` (coremltools is not imported for a path).
-    compute_units : str or coremltools.ComputeUnit
-        ``all`` (Core ML's default), ``cpu_and_ne``, ``cpu_and_gpu`` or ``cpu_only``. The
-        Neural Engine rules apply to ``all`` and ``cpu_and_ne``.
+    compute_units : str, coremltools.ComputeUnit or None
+        ``all`` (Core ML's default, also for None), ``cpu_and_ne``, ``cpu_and_gpu`` or
+        ``cpu_only``. The Neural Engine rules apply to ``all`` and ``cpu_and_ne``.
 
     Returns
     -------
