@@ -57,9 +57,8 @@ __all__ = [
 #: The compute units ``lint_package`` takes (coremltools' ``ct.ComputeUnit`` names, lower case).
 COMPUTE_UNITS = ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only")
 
-#: The first opset (and specification version) that has the iOS18 compression ops.
+#: The first opset (``CoreML8``) that has the iOS18 compression ops.
 IOS18_OPSET_VERSION = 8
-IOS18_SPECIFICATION_VERSION = 9
 
 _IOS18_OPS = frozenset(
     {
