@@ -20,7 +20,7 @@ from coreml_compress.lint import (
     is_per_block,
     lint_package,
 )
-from coremltools.proto import Model_pb2
+from coremltools.proto import MIL_pb2, Model_pb2
 
 CANDIDATES = {"lin1_weight", "lin2_weight", "shared_weight", "lin3_weight"}
 
@@ -97,10 +97,12 @@ def _with_opset(src: Path, dest: Path, opset: str, spec_version: int) -> Path:
     spec.ParseFromString(model_file.read_bytes())
     spec.specificationVersion = spec_version
     for function in spec.mlProgram.functions.values():
+        (old,) = function.block_specializations  # single-function packages have one block
+        block = MIL_pb2.Block()
+        block.CopyFrom(function.block_specializations[old])
+        del function.block_specializations[old]
+        function.block_specializations[opset].CopyFrom(block)
         function.opset = opset
-        function.block_specializations[opset].CopyFrom(next(iter(function.block_specializations.values())))
-        for name in [k for k in function.block_specializations if k != opset]:
-            del function.block_specializations[name]
     model_file.write_bytes(spec.SerializeToString())
     return dest
 
