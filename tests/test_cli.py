@@ -91,6 +91,7 @@ COMMANDS = [
     "decompress",
     "merge",
     "extract",
+    "lint",
     "palettize",
     "quantize",
     "prune",
@@ -109,6 +110,7 @@ def test_help_of_every_command_with_exit_codes(flag: str) -> None:
         assert sub.returncode == 0 and sub.stderr == "", (command, sub.stderr)
         assert sub.stdout.startswith(f"usage: coreml-compress {command}")
         assert "exit status:" in sub.stdout and "2    usage error" in sub.stdout
+        assert "3    lint:" in sub.stdout
     assert "prune 50% then palettize" in r.stdout
 
 

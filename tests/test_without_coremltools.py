@@ -25,6 +25,8 @@ d = optimize.decompress_weights(q, output_path=out / "d.mlpackage")
 assert isinstance(d, Path)
 report = coreml_compress.inspect(q)
 assert any(w.compression == "quantized" for w in report)
+from coreml_compress.lint import lint_package
+assert {m.rule for m in lint_package(q, "cpu_and_ne")} == {"per-block-on-ane"}
 assert "coremltools" not in {m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}
 print("ok")
 """

@@ -43,7 +43,8 @@ def compress(
     """Runs ``kind`` (palettize_weights, linear_quantize_weights, prune_weights); returns the
     written path and ``(records, skipped)``: one record per compressed weight (function, name in
     the input model, dense shape, bytes_before, bytes_after — everything the weight stores, as
-    ``inspect`` counts it — and snr_db), and one dict per candidate weight left as it was
+    ``inspect`` counts it — snr_db, and per_block: quantized with scales in blocks along an
+    axis, which the Neural Engine does not run), and one dict per candidate weight left as it was
     (function, name, shape, reason: below_threshold, non_finite, channel_axes, mode,
     unsupported or out_of_range; message: the reason in words)."""
 
@@ -78,6 +79,9 @@ def inspect(path: _Path) -> list[dict[str, Any]]:
     """One dict per weight: name, var, function, consumers, block_output, shape, dtype,
     bytes_on_disk, counted_bytes (less blobs an earlier weight holds), shared_with (other functions
     reading its blobs), compression, chain, params, distinct."""
+
+def model_versions(path: _Path) -> dict[str, Any]:
+    """``{"specification_version": int, "opsets": {function: opset name}}``."""
 
 # --- kernels on numpy arrays (src/python/kernels.rs) -------------------------------------------
 

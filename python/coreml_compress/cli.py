@@ -11,9 +11,12 @@
     coreml-compress extract IN FUNCTION OUT     one function back out as its own package
     coreml-compress fit IN OUT --max-size 2GB   per-weight forms chosen for the least error
                                                 within a size; --report report.html
+    coreml-compress lint MODEL --compute-units cpu_and_ne
+                                                what will not run as intended there
 
 Exit status (also in ``--help``): 0 when the asked work was done, 1 when it could not be (an
-error prints one line on stderr), 2 for a usage error (argparse's), 130 when interrupted.
+error prints one line on stderr), 2 for a usage error (argparse's), 3 when ``lint`` found an
+error (or, with ``--strict``, a warning), 130 when interrupted.
 An existing OUT is replaced only with --force, and only if it is a package.
 coremltools is not needed, and not imported.
 """
@@ -24,6 +27,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,12 +38,14 @@ from ._cli_fit import add_command as add_fit_command
 from .config import OpPalettizerConfig, OptimizationConfig
 from .errors import CoreMLCompressError
 from .inspect import format_size, inspect
+from .lint import COMPUTE_UNITS, Severity, format_messages, lint_package
 from .multifunction import MultiFunctionDescriptor, extract_function, save_multifunction
 
 __all__ = ["main"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's own status for usage errors (parser.error)
+EXIT_FINDINGS = 3  # lint found what it was asked to fail on
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 EXIT_STATUS_HELP = """exit status:
@@ -47,6 +53,7 @@ EXIT_STATUS_HELP = """exit status:
   1    it could not be: bad or unreadable input, a config or recipe with mistakes, an
        engine error (one line on stderr; nothing is written)
   2    usage error: an unknown command or option, a missing or malformed value
+  3    lint: the package has an error finding (with --strict, also a warning)
   130  interrupted (Ctrl-C); temporary files are removed"""
 
 
@@ -140,6 +147,13 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lint(args: argparse.Namespace) -> int:
+    messages = lint_package(args.model, args.compute_units)
+    print(format_messages(messages))
+    failing = {Severity.ERROR, Severity.WARNING} if args.strict else {Severity.ERROR}
+    return EXIT_FINDINGS if any(m.severity in failing for m in messages) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coreml-compress",
@@ -183,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .mlpackage to write")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_extract)
+    p = sub.add_parser(
+        "lint",
+        help="check a package for what will not run as intended on the compute units",
+        description="Check any package (compressed by anyone) for forms that will not run as "
+        "intended on the compute units: per_block quantization on the Neural Engine, LUTs with a "
+        "per-channel scale on the Neural Engine under macOS 26, iOS18 ops in an older opset. "
+        "Each finding names the op, the weight, the reason and its source.",
+    )
+    p.add_argument("model", help="the .mlpackage to check")
+    p.add_argument(
+        "--compute-units",
+        default="all",
+        type=str.lower,
+        choices=COMPUTE_UNITS,
+        help="where the model will run (default: all, Core ML's default, which includes the "
+        "Neural Engine)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="exit 3 on warnings too, not only on errors"
+    )
+    p.set_defaults(run=_lint)
     add_compression_commands(sub)
     add_fit_command(sub)
     for command in sub.choices.values():
@@ -190,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         command.formatter_class = argparse.RawDescriptionHelpFormatter
         command.set_defaults(parser=command)
     return parser
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one ``coreml-compress: warning:`` paragraph on stderr, without the source
+    line Python would print."""
+    del category, filename, lineno, file, line
+    print(f"coreml-compress: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except UsageError as e:
         args.parser.error(str(e))  # exits 2
     except (CoreMLCompressError, ValueError, TypeError, OSError) as e:

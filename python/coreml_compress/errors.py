@@ -75,6 +75,17 @@ class SkippedWeightsWarning(UserWarning):
         self.skipped = list(skipped or [])
 
 
+class DeploymentWarning(UserWarning):
+    """What was written will not run as intended on some compute unit: per_block linear
+    quantization, which the Neural Engine does not run (``coreml_compress.lint`` has the rules
+    and their sources). Issued once per call; ``weights`` holds one dict per weight (function,
+    name, and step for recipes)."""
+
+    def __init__(self, message: str, weights: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.weights = list(weights or [])
+
+
 class OutputPathError(CoreMLCompressError, ValueError):
     """An output path that is refused: it is an input package, lies inside one or contains one,
     or something that is not a package is already there."""
@@ -90,6 +101,7 @@ __all__ = [
     "ConfigFileError",
     "ConfigTypeError",
     "CoreMLCompressError",
+    "DeploymentWarning",
     "InternalError",
     "MalformedPackageError",
     "OutputPathError",

@@ -32,7 +32,7 @@ from .config import (
     OpPalettizerConfig,
     OptimizationConfig,
 )
-from .errors import ConfigError, CoreMLCompressError
+from .errors import ConfigError, CoreMLCompressError, DeploymentWarning
 
 __all__ = [
     "BudgetError",
@@ -599,7 +599,11 @@ def fit(
     predicted = _exact_file_bytes(evaluation, items, choice.picks)
     recipe = _recipe(ladder, items, choice.picks)
     if recipe:
-        written = apply_recipe(model, recipe, output_path=output_path)
+        with warnings.catch_warnings():
+            if compute_units is not None and compute_units not in NEURAL_ENGINE_UNITS:
+                # The compute units are known and exclude the Neural Engine: per_block is fine.
+                warnings.simplefilter("ignore", DeploymentWarning)
+            written = apply_recipe(model, recipe, output_path=output_path)
     else:
         from .optimize import _into_package
 

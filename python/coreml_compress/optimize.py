@@ -7,9 +7,11 @@ given: the written package's path for a path (coremltools is not imported), an `
 to coremltools' signatures: ``output_path`` places the result (by default it goes to a temporary
 package, as coremltools does); ``progress(done, total)`` is called as weights are processed;
 ``with_report=True`` returns ``(model, report)``: a :class:`CompressionReport`, one dict per
-compressed weight (function, name, shape, bytes_before, bytes_after, snr_db), with the weights
+compressed weight (function, name, shape, bytes_before, bytes_after, snr_db, per_block), with the weights
 left uncompressed in ``report.skipped``. Weights the config asked for but that were skipped (see
-:class:`~coreml_compress.errors.SkippedWeightsWarning`) are also named in one warning per call.
+:class:`~coreml_compress.errors.SkippedWeightsWarning`) are also named in one warning per call,
+and so are weights quantized per_block, which the Neural Engine does not run
+(:class:`~coreml_compress.errors.DeploymentWarning`; these calls do not know the compute units).
 :func:`fit` (from :mod:`coreml_compress.fitting`) chooses a form per weight for a byte budget.
 """
 
@@ -35,8 +37,9 @@ from .config import (
     OpThresholdPrunerConfig,
     OptimizationConfig,
 )
-from .errors import ConfigError, ConfigTypeError, SkippedWeightsWarning
+from .errors import ConfigError, ConfigTypeError, DeploymentWarning, SkippedWeightsWarning
 from .fitting import BudgetError, FitResult, Form, fit
+from .lint import PER_BLOCK_ON_ANE
 
 __all__ = [
     "BudgetError",
@@ -64,7 +67,7 @@ Recipe = Union[Sequence[tuple[str, ConfigLike]], str, "os.PathLike[str]"]
 
 class CompressionReport(list):
     """What one pass (or recipe step) did: one dict per compressed weight (function, name in the
-    input model, shape, bytes_before, bytes_after, snr_db; sizes count everything the weight
+    input model, shape, bytes_before, bytes_after, snr_db, per_block; sizes count everything the weight
     stores, as ``inspect`` does), in program order.
 
     ``skipped`` lists the weights the config asked to compress that were left as they were, one
@@ -100,6 +103,29 @@ def _warn_skipped(reports: list[CompressionReport], labels: list[str] | None, st
     if below:
         lines.append(f"  ({below} weight(s) not larger than weight_threshold were left as well.)")
     warnings.warn(SkippedWeightsWarning("\n".join(lines), skipped), stacklevel=stacklevel + 1)
+
+
+def _warn_per_block(reports: list[CompressionReport], labels: list[str] | None, stacklevel: int) -> None:
+    """One :class:`DeploymentWarning` naming every weight the reports quantized per block: these
+    calls do not know the compute units, and the Neural Engine does not run that form."""
+    weights = [
+        {"function": r["function"], "name": r["name"], **({"step": f"{i + 1} ({labels[i]})"} if labels else {})}
+        for i, report in enumerate(reports)
+        for r in report
+        if r["per_block"]
+    ]
+    if not weights:
+        return
+    shown = 10
+    names = ", ".join(w["name"] for w in weights[:shown])
+    if len(weights) > shown:
+        names += f" and {len(weights) - shown} more, all in the warning's .weights"
+    message = (
+        f"{len(weights)} weight(s) were quantized per_block ({names}). {PER_BLOCK_ON_ANE.reason} "
+        f"(sources: {PER_BLOCK_ON_ANE.source}). `coreml-compress lint MODEL --compute-units "
+        "cpu_and_ne` checks a package."
+    )
+    warnings.warn(DeploymentWarning(message, weights), stacklevel=stacklevel + 1)
 
 
 @contextlib.contextmanager
@@ -207,6 +233,7 @@ def _run(
     report = CompressionReport(records, skipped)
     # Reported at the caller of palettize_weights & co., two frames up.
     _warn_skipped([report], None, stacklevel=3)
+    _warn_per_block([report], None, stacklevel=3)
     return (result, report) if with_report else result
 
 
@@ -253,7 +280,8 @@ _COMMON_PARAMETERS = """    mlmodel : str, os.PathLike or coremltools.models.MLM
         The written package, of the input's kind: its path for a path, an MLModel for an
         MLModel (or with ``return_mlmodel=True``). With ``with_report=True``, the tuple
         ``(model, report)``: one dict per compressed weight with ``function``, ``name``,
-        ``shape``, ``bytes_before``, ``bytes_after`` and ``snr_db``.
+        ``shape``, ``bytes_before``, ``bytes_after``, ``snr_db`` and ``per_block`` (quantized
+        in blocks along an axis: not run by the Neural Engine).
 
     Raises
     ------
@@ -521,6 +549,7 @@ def apply_recipe(
     )
     reports = [CompressionReport(records, skipped) for records, skipped in step_lists]
     _warn_skipped(reports, [name for name, _ in steps], stacklevel=2)
+    _warn_per_block(reports, [name for name, _ in steps], stacklevel=2)
     return (result, reports) if with_report else result
 
 

@@ -91,6 +91,29 @@ fn is_weight_tensor(info: &TensorInfo) -> bool {
         && info.count().is_ok_and(|n| n >= MIN_WEIGHT_ELEMENTS)
 }
 
+/// The versions a package's model declares: its specification version and each function's
+/// opset name (`CoreML6` is iOS16, `CoreML8` iOS18), which decide the op forms it may hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelVersions {
+    pub specification_version: i32,
+    /// `(function, opset)` in the program's order.
+    pub opsets: Vec<(String, String)>,
+}
+
+/// The versions of the package at `path` (see [`ModelVersions`]).
+pub fn model_versions(path: &Path) -> Result<ModelVersions> {
+    let package = Package::open(path)?;
+    let program = spec::program(&package.model)?;
+    Ok(ModelVersions {
+        specification_version: package.model.specification_version,
+        opsets: program
+            .functions
+            .iter()
+            .map(|(name, f)| (name.clone(), f.opset.clone()))
+            .collect(),
+    })
+}
+
 /// Every weight of the package at `path`, function by function, in program order.
 pub fn inspect(path: &Path) -> Result<Vec<WeightRecord>> {
     let package = Package::open(path)?;
@@ -624,6 +647,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.mlpackage");
         crate::compress::example::write_example(&path).unwrap();
+        let versions = model_versions(&path).unwrap();
+        assert_eq!(versions.specification_version, 9);
+        assert_eq!(
+            versions.opsets,
+            vec![("main".to_string(), "CoreML8".to_string())]
+        );
         let records = inspect(&path).unwrap();
         assert!(!records.is_empty());
         for r in &records {

@@ -223,6 +223,9 @@ pub struct WeightStats {
     pub bytes_after: u64,
     /// Signal-to-noise ratio of the compressed weight in dB (infinite when exact).
     pub snr_db: f64,
+    /// Whether the step quantized it linearly with scales that vary in blocks along an axis
+    /// (neither per tensor nor per output channel): the form the Neural Engine does not run.
+    pub per_block: bool,
 }
 
 /// What one pass (or recipe step) did: a record per compressed weight, in program order, and
@@ -386,6 +389,35 @@ fn weight_stats(
         } else {
             10.0 * (signal / noise).log10()
         },
+        per_block: quantized_per_block(c),
+    }
+}
+
+/// Whether `c`'s config quantizes it in blocks (see [`WeightStats::per_block`]).
+fn quantized_per_block(c: &Candidate) -> bool {
+    let OpConfig::LinearQuantize(q) = &c.config else {
+        return false;
+    };
+    match block_sizes(c, q.granularity, 0, None, &q.block_size) {
+        Ok(Some(sizes)) => splits_into_blocks(&c.info.shape, &sizes),
+        _ => false,
+    }
+}
+
+/// Whether block sizes (0 = the whole axis) split a tensor of `shape` into blocks: more than
+/// one axis with several scales, or one axis with several scales but fewer than its elements.
+/// One scale per tensor, or per element of one axis (per channel), is not.
+fn splits_into_blocks(shape: &[usize], sizes: &[usize]) -> bool {
+    let split: Vec<usize> = shape
+        .iter()
+        .zip(sizes)
+        .filter(|&(&dim, &size)| size > 0 && size < dim)
+        .map(|(_, &size)| size)
+        .collect();
+    match split.as_slice() {
+        [] => false,
+        [size] => *size > 1,
+        _ => true,
     }
 }
 
@@ -879,4 +911,20 @@ fn upgrade_spec(model: &mut spec::Model, target: Target) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splits_into_blocks;
+
+    #[test]
+    fn blocks_are_neither_per_tensor_nor_per_channel() {
+        assert!(!splits_into_blocks(&[64, 32], &[0, 0])); // per tensor
+        assert!(!splits_into_blocks(&[64, 32], &[1, 0])); // per output channel
+        assert!(!splits_into_blocks(&[64, 32], &[0, 1])); // per channel of the other axis
+        assert!(!splits_into_blocks(&[64, 32], &[1, 32])); // a block as long as its axis
+        assert!(splits_into_blocks(&[64, 32], &[1, 16])); // per_block: 16 along the input
+        assert!(splits_into_blocks(&[64, 32], &[8, 0])); // blocks of 8 along one axis
+        assert!(!splits_into_blocks(&[1, 32], &[1, 0])); // a single channel is one scale
+    }
 }

@@ -54,3 +54,18 @@ pub fn inspect<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyLis
     }
     Ok(out)
 }
+
+/// The specification version and each function's opset of the package at `path`:
+/// `{"specification_version": int, "opsets": {function: opset}}`.
+#[pyfunction]
+pub fn model_versions<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let versions = super::run_engine(py, || engine::model_versions(&path))?;
+    let d = PyDict::new(py);
+    d.set_item("specification_version", versions.specification_version)?;
+    let opsets = PyDict::new(py);
+    for (function, opset) in &versions.opsets {
+        opsets.set_item(function, opset)?;
+    }
+    d.set_item("opsets", opsets)?;
+    Ok(d)
+}

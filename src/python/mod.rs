@@ -226,6 +226,7 @@ fn stats_records(py: Python<'_>, stats: Vec<pass::WeightStats>) -> PyResult<Vec<
             d.set_item("bytes_before", s.bytes_before)?;
             d.set_item("bytes_after", s.bytes_after)?;
             d.set_item("snr_db", s.snr_db)?;
+            d.set_item("per_block", s.per_block)?;
             Ok(d.into_any().unbind())
         })
         .collect()
@@ -367,6 +368,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decompress, m)?)?;
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::model_versions, m)?)?;
     m.add_function(wrap_pyfunction!(compress, m)?)?;
     m.add_function(wrap_pyfunction!(compress_recipe, m)?)?;
     torch_kernels::register(m)?;

@@ -7,6 +7,8 @@ training loop: :class:`TrainingPalettizer` (learned LUT, native k-means) and
 compressed module keeps dense weights that sit exactly on the compressed grid and carries the
 ``_COREML_`` buffers that ``ct.convert(..., minimum_deployment_target=ct.target.iOS18)`` turns into
 ``constexpr_*`` ops. Configs are coremltools' (objects, dicts or YAML).
+:func:`collect_importance` records each Linear/Conv input channel's mean squared activation
+(the diagonal of GPTQ's Hessian) for ``coreml_compress.optimize.fit``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._config import (
     SKMPalettizerConfig,
 )
 from ._metadata import clear_metadata, metadata_of, register_metadata, register_metadata_version
+from .importance import collect_importance
 from .kernels import Hessian, gptq, sparsegpt, weighted_kmeans
 from .layerwise import LayerwiseCompressor
 from .palettization import PostTrainingPalettizer, SKMPalettizer
@@ -73,6 +76,7 @@ __all__ = [
     "TrainingPalettizer",
     "TrainingPalettizerConfig",
     "clear_metadata",
+    "collect_importance",
     "gptq",
     "metadata_of",
     "register_metadata",

@@ -1,4 +1,5 @@
-"""Zero-copy views between CPU torch tensors / numpy arrays and the native kernels."""
+"""Zero-copy views between CPU torch tensors / numpy arrays and the native kernels, and moving
+calibration items to a device."""
 
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def as_f32(x: Any, what: str = "array") -> np.ndarray:
     if a.dtype != np.float32 or not a.flags.c_contiguous:
         a = np.ascontiguousarray(a, dtype=np.float32)
     return a
+
+
+def to_device(item: Any, device: Any) -> Any:
+    """A calibration item (a tensor, or tuples, lists and dicts of them) on ``device``; other
+    values as they are."""
+    if torch.is_tensor(item):
+        return item.to(device)
+    if isinstance(item, (list, tuple)):
+        return type(item)(to_device(v, device) for v in item)
+    if isinstance(item, dict):
+        return {k: to_device(v, device) for k, v in item.items()}
+    return item

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from ._arrays import to_device
 from ._config import LayerwiseCompressorConfig, ModuleGPTQConfig
 from ._metadata import register_metadata, register_metadata_version
 from .kernels import Hessian
@@ -147,16 +148,6 @@ def _bits(dtype: Any) -> tuple[int | None, bool]:
     return (bits if bits is not None and bits < 16 else None), signed
 
 
-def _to(x: Any, device: Any) -> Any:
-    if torch.is_tensor(x):
-        return x.to(device)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x
-
-
 class LayerwiseCompressor:
     """Calibration-based GPTQ / SparseGPT (coremltools' ``LayerwiseCompressor``)."""
 
@@ -187,7 +178,7 @@ class LayerwiseCompressor:
                 break
             items.append(item)
         if self._config.input_cacher == "default":
-            inputs = [_to(x, device) if isinstance(x, tuple) else (_to(x, device),) for x in items]
+            inputs = [to_device(x, device) if isinstance(x, tuple) else (to_device(x, device),) for x in items]
             return inputs, {}
         first = layers[0][1]
         inputs: list[tuple] = []
@@ -202,7 +193,7 @@ class LayerwiseCompressor:
         try:
             for item in items:
                 try:
-                    model(_to(item, device))
+                    model(to_device(item, device))
                 except _StopForward:
                     pass
         finally:
