@@ -179,6 +179,19 @@ def _algorithm_config(obj: Any) -> Any:
     return _ALGORITHMS[algo].coerce(obj)
 
 
+def coremltools_config(config_cls: type, config: Any) -> Any:
+    """An instance of coremltools' ``config_cls`` from what coremltools' optimizers accept or
+    document: ``None`` (its default), an instance, a dict (its ``from_dict``) or a YAML
+    path/stream (its ``from_yaml``)."""
+    if config is None:
+        return config_cls()
+    if isinstance(config, config_cls):
+        return config
+    if isinstance(config, Mapping):
+        return config_cls.from_dict(config)
+    return config_cls.from_yaml(config)
+
+
 def _load_yaml(source: Any) -> Any:
     if hasattr(source, "read"):
         return yaml.safe_load(source)

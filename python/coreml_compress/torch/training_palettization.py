@@ -39,8 +39,7 @@ from torch.nn.utils import parametrize
 
 from . import kernels
 from ._config import _check_in, _ModuleConfig, _OptimizationConfig, _plain
-from ._metadata import register_metadata, register_metadata_version
-from ._parametrize import remove as remove_parametrization
+from ._parametrize import finalize_weights
 from .palettization import _from_matrix, _to_matrix
 
 _log = logging.getLogger(__name__)
@@ -54,7 +53,9 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
 
     ``n_bits`` (1–8), ``granularity`` (``per_tensor`` | ``per_grouped_channel`` with
     ``group_size`` channels per LUT along ``channel_axis``), ``enable_per_channel_scale`` (a
-    fixed max-abs scale per output channel, taken when palettization starts),
+    fixed scale per output channel, taken whenever the weights are clustered: ``max|w|`` with
+    ``per_channel_scaling_factor_scheme="abs"``, ``(max − min)/2`` with ``"min_max"``, DKM's
+    default),
     ``weight_threshold`` (only weights with more elements are palettized; DKM's default 2048),
     ``milestone`` (the step at which palettization starts), ``recluster_interval`` (steps between
     native k-means re-clusterings of the dense weights; 0 = only at the milestone),
@@ -71,6 +72,9 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
     group_size: int | None = None
     channel_axis: int = attrs.field(default=0, validator=_check_in((0, 1)))
     enable_per_channel_scale: bool = False
+    per_channel_scaling_factor_scheme: str = attrs.field(
+        default="abs", validator=_check_in(("abs", "min_max"))
+    )
     weight_threshold: int = 2048
     milestone: int = 0
     recluster_interval: int = 0
@@ -118,6 +122,7 @@ class LutParametrization(nn.Module):
             raise ValueError(f"group_size {self.group_rows} does not divide {rows} channels")
         groups = rows // self.group_rows
         self.use_scale = cfg.enable_per_channel_scale
+        self.scale_scheme = cfg.per_channel_scaling_factor_scheme
         self.lut = nn.Parameter(
             torch.zeros(groups, self.k, dtype=torch.float32, device=weight.device),
             requires_grad=cfg.train_lut,
@@ -160,7 +165,11 @@ class LutParametrization(nn.Module):
         """Exact 1-D k-means (native) of the current dense weights, per LUT group."""
         w = w.detach().float()
         if self.use_scale:
-            s = w.reshape(self.shape[0], -1).abs().amax(dim=1)
+            rows = w.reshape(self.shape[0], -1)
+            if self.scale_scheme == "abs":
+                s = rows.abs().amax(dim=1)
+            else:
+                s = 0.5 * (rows.amax(dim=1) - rows.amin(dim=1))
             s[s == 0] = 1.0
             self.scale.copy_(s.reshape(self.scale.shape))
         x = self._rows(w / self.scale).contiguous()
@@ -264,22 +273,35 @@ class TrainingPalettizer:
         return model
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Advances the step counter, starts palettization at each module's milestone,
         re-clusters every ``recluster_interval`` steps after it and otherwise re-assigns
-        weights to their nearest centroid."""
+        weights to their nearest centroid.
+
+        Clustering replaces a LUT's values in place (the parameter stays the one the
+        optimizer holds). With ``optimizer``, that optimizer's state for each replaced LUT
+        (e.g. Adam's moments) is dropped, so it restarts from the new centroids; without it the
+        state of the old centroids carries over."""
         self._step_count += 1
         for _, module, lut, cfg in self._targets(self._model):
             dense = module.parametrizations.weight.original
             if not bool(lut.enabled):
                 if self._step_count >= cfg.milestone:
-                    lut.cluster(dense)
+                    self._cluster(lut, dense, optimizer)
                 continue
             since = self._step_count - cfg.milestone
             if cfg.recluster_interval and since % cfg.recluster_interval == 0:
-                lut.cluster(dense)
+                self._cluster(lut, dense, optimizer)
             elif cfg.reassign:
                 lut.nearest(dense)
+
+    @staticmethod
+    def _cluster(
+        lut: LutParametrization, dense: torch.Tensor, optimizer: torch.optim.Optimizer | None
+    ) -> None:
+        lut.cluster(dense)
+        if optimizer is not None:
+            optimizer.state.pop(lut.lut, None)
 
     @torch.no_grad()
     def finalize(self, model: nn.Module | None = None, inplace: bool = False) -> nn.Module:
@@ -287,22 +309,18 @@ class TrainingPalettizer:
         registers the ``_COREML_`` buffers. A module whose milestone was not reached is
         clustered now. Returns a finalized copy unless ``inplace``; the result is in eval
         mode."""
-        target = self._model if model is None else model
-        out = target if inplace else copy.deepcopy(target)
-        for name, module, lut, _ in list(self._targets(out)):
+        def export(module: nn.Module) -> tuple[torch.Tensor, dict[str, Any]] | None:
+            lut = _lut_of(module)
+            if lut is None:
+                return None
             if not bool(lut.enabled):
                 lut.cluster(module.parametrizations.weight.original)
-            dense = lut.lookup() * lut.scale
-            fields = lut.metadata()
-            remove_parametrization(module, "weight", leave_parametrized=False)
-            module.weight.data = dense.to(module.weight.dtype)
-            register_metadata(module, "weight", fields)
-        register_metadata_version(out)
-        out.eval()
+            return lut.lookup() * lut.scale, lut.metadata()
+
+        out = finalize_weights(self._model if model is None else model, inplace, export)
         if model is None:
             self._model = out
         return out
-
 
 __all__ = [
     "LutParametrization",
