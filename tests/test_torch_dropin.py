@@ -77,7 +77,7 @@ def convnet():
     model = conv_net()
     x, y = _data(512)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for i in range(60):
+    for i in range(30):
         idx = slice((i * 64) % 512, (i * 64) % 512 + 64)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
@@ -104,7 +104,7 @@ def _train(model, compressor, steps: int, seed: int = 1) -> float:
 # the patch
 
 
-def test_patch_routes_every_class_and_unpatch_restores(patched, convnet):
+def test_patch_routes_every_class_and_unpatch_restores(patched, convnet, tmp_path):
     from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressor
     from coremltools.optimize.torch.palettization import (
         DKMPalettizer,
@@ -123,6 +123,11 @@ def test_patch_routes_every_class_and_unpatch_restores(patched, convnet):
     )
     assert isinstance(PostTrainingQuantizer(convnet), engine.PostTrainingQuantizer)
     assert isinstance(MagnitudePruner(convnet), engine.MagnitudePruner)
+    yaml = tmp_path / "prune.yaml"
+    yaml.write_text("global_config:\n  target_sparsity: 0.3\n")
+    from_yaml = MagnitudePruner(convnet, str(yaml))  # read by coremltools' from_yaml
+    assert isinstance(from_yaml, engine.MagnitudePruner)
+    assert from_yaml._config.global_config.target_sparsity == 0.3
     assert isinstance(
         LayerwiseCompressor(convnet, {"global_config": {"algorithm": "gptq"}}),
         engine.LayerwiseCompressor,
@@ -458,4 +463,69 @@ def test_layerwise_default_sequential(patched, tmp_path):
     )
     np.testing.assert_array_equal(
         engine.metadata_of(compressed[2])["quantization_n_bits"].numpy(), 4
+    )
+
+
+def test_layerwise_grouped_convolution(patched, tmp_path):
+    """Each group of a grouped convolution is compressed against the Hessian of its own input
+    channels: the same result as GPTQ on the equivalent ungrouped convolution of that group."""
+    from coremltools.optimize.torch.layerwise_compression import (
+        LayerwiseCompressor,
+        LayerwiseCompressorConfig,
+    )
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ReLU()).eval()
+    config = LayerwiseCompressorConfig.from_dict(
+        {"global_config": {"algorithm": "gptq", "weight_dtype": "uint4"}}
+    )
+    loader = [torch.randn(1, 4, 6, 6) for _ in range(16)]
+    compressed = LayerwiseCompressor(model, config).compress(loader, "cpu")
+    conv = model[0]
+    for g in range(2):
+        part = nn.Conv2d(2, 4, 3, padding=1)
+        h = engine.layerwise.hessian_of(part, [x[:, 2 * g : 2 * g + 2] for x in loader])
+        w = conv.weight.detach()[4 * g : 4 * g + 4].reshape(4, -1)
+        expected = engine.gptq(w, h, 4)
+        np.testing.assert_array_equal(
+            compressed[0].weight.detach()[4 * g : 4 * g + 4].reshape(4, -1).numpy(),
+            expected["weight"],
+        )
+    assert engine.metadata_of(compressed[0])["quantization_scale"].shape == (8, 1)
+    models.assert_torch_exports(
+        compressed,
+        torch.randn(1, 4, 6, 6),
+        tmp_path / "grouped.mlpackage",
+        {"constexpr_blockwise_shift_scale"},
+    )
+
+
+@pytest.mark.parametrize("lut_dtype", ["int8", "uint8"])
+def test_post_training_palettizer_int8_lut(patched, convnet, tmp_path, lut_dtype):
+    from coremltools.optimize.torch.palettization import (
+        PostTrainingPalettizer,
+        PostTrainingPalettizerConfig,
+    )
+
+    config = PostTrainingPalettizerConfig.from_dict({"global_config": {
+        "n_bits": 4, "lut_dtype": lut_dtype, "granularity": "per_grouped_channel",
+        "group_size": 4}})
+    compressor = PostTrainingPalettizer(convnet, config)
+    assert isinstance(compressor, engine.PostTrainingPalettizer)
+    ours = compressor.compress()
+    reference = patched[(ct_pal, "PostTrainingPalettizer")](convnet, config).compress()
+    for name in ("conv1", "fc1"):
+        meta = engine.metadata_of(getattr(ours, name))
+        ref = engine.metadata_of(getattr(reference, name))
+        assert meta["compression_type"].tolist() == ref["compression_type"].tolist() == [2, 3]
+        assert set(meta) == set(ref)
+        for field in ("lut", "quantization_scale"):
+            assert meta[field].shape == ref[field].shape, field
+        codes = meta["lut"] / meta["quantization_scale"]
+        torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-4)
+    if lut_dtype == "uint8":
+        return  # one export is enough for the CI time budget
+    models.assert_torch_exports(
+        ours, torch.randn(1, 3, 8, 8), tmp_path / "lut8.mlpackage",
+        {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
     )

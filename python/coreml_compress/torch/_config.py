@@ -307,8 +307,8 @@ class ModuleSKMPalettizerConfig(_ModuleConfig):
             raise ValueError("group_size is only allowed with per_grouped_channel")
         if self.cluster_dim not in (None, 1):
             raise ValueError("vector palettization (cluster_dim > 1) is not supported here")
-        if self.lut_dtype is not None:
-            raise ValueError("lut_dtype (8-bit LUTs) is not supported here")
+        if self.lut_dtype is not None and parse_weight_dtype(self.lut_dtype)[0] != 8:
+            raise ValueError(f"lut_dtype must be int8 or uint8, not {self.lut_dtype!r}")
 
 
 @attrs.define(kw_only=True)

@@ -7,7 +7,11 @@ a matrix (Conv2d: ``[C_out, C_in·kh·kw]`` for ``channel_axis=0``, ``[C_out·kh
 optionally divided by a per-output-channel abs-max scale, and each group is clustered by the
 exact weighted k-means (weights: the normalised Fisher information for SKM, ones for PTP). The
 module keeps the palettized dense weight and gets ``compression_type=[2]``, ``lut`` (weight rank
-+ 2) and optionally ``palettization_scale``.
++ 2) and optionally ``palettization_scale``. With ``lut_dtype`` int8/uint8 each LUT is then
+linearly quantized (symmetric, one scale per LUT, coremltools' ``compute_qparams``, on the native
+kernel), weights take the dequantized centroid of their cluster, and the metadata becomes
+``[2, 3]`` with the LUT's ``quantization_scale`` (and ``zero_point`` for uint8), which
+``ct.convert`` turns into an int8 LUT followed by ``constexpr_blockwise_shift_scale``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from .. import kernels as _kernels
 from . import kernels
-from ._config import PostTrainingPalettizerConfig, SKMPalettizerConfig
+from ._config import PostTrainingPalettizerConfig, SKMPalettizerConfig, parse_weight_dtype
 from ._metadata import register_metadata, register_metadata_version
 
 _log = logging.getLogger(__name__)
@@ -78,6 +84,9 @@ def palettize_weight(
         m, None if imp is None else imp.contiguous(), groups, k
     )
     d = torch.from_numpy(dense).reshape(m.shape)
+    lut_q = None
+    if cfg.lut_dtype is not None:
+        luts, d, lut_q = _quantized_luts(luts, d, parse_weight_dtype(cfg.lut_dtype)[1])
     if axis == 1:
         d = d.t()
     d = _from_matrix(d, shape, axis)
@@ -86,10 +95,47 @@ def palettize_weight(
     for _ in range(len(shape) - 2):
         lut = lut.unsqueeze(2)
     fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut}
+    if lut_q is not None:
+        fields.update(_lut_quantization_fields(lut_q, axis, lut.dim()))
     if scale is not None:
         d = d * scale.reshape([-1] + [1] * (d.dim() - 1))
         fields["palettization_scale"] = scale.reshape([-1] + [1] * (len(shape) - 1))
     return d.to(weight.dtype), fields
+
+
+def _quantized_luts(
+    luts: np.ndarray, dense: torch.Tensor, signed: bool
+) -> tuple[np.ndarray, torch.Tensor, Any]:
+    """``(dequantized LUTs [G, K], weights on them, QuantParams)``: each LUT row quantized to 8
+    bits symmetrically by the native kernel, each weight moved to its centroid's dequantized
+    value (its centroid is the LUT entry it equals)."""
+    q = _kernels.quantize(luts, dtype="int8" if signed else "uint8", mode="linear_symmetric",
+                          granularity="per_block", block_size=[1, 0])
+    deq = torch.from_numpy(np.ascontiguousarray(_kernels.dequantize(q), dtype=np.float32))
+    lut = torch.from_numpy(luts)
+    rows = dense.reshape(lut.shape[0], -1)
+    out = torch.empty_like(rows)
+    for g in range(lut.shape[0]):
+        ordered, perm = torch.sort(lut[g], stable=True)
+        pos = torch.searchsorted(ordered, rows[g]).clamp_max(lut.shape[1] - 1)
+        out[g] = deq[g][perm[pos]]
+    return deq.numpy(), out.reshape(dense.shape), q
+
+
+def _lut_quantization_fields(q: Any, axis: int, lut_rank: int) -> dict[str, Any]:
+    """The LUT quantization metadata: one scale (and zero point) per LUT, laid out along
+    ``axis`` like the LUTs and padded with 1s to the LUT's rank, as coremltools stores it."""
+    shape = [1] * lut_rank
+    shape[axis] = q.scale.shape[0]
+    fields: dict[str, Any] = {
+        "compression_type": ["palettization", "quantization"],
+        "quantization_n_bits": 8,
+        "quantization_scale": torch.from_numpy(
+            np.ascontiguousarray(q.scale, dtype=np.float32)).reshape(shape),
+    }
+    if q.offset is not None:
+        fields["zero_point"] = torch.from_numpy(np.ascontiguousarray(q.offset)).reshape(shape)
+    return fields
 
 
 def normalized_sensitivity(fisher: torch.Tensor) -> torch.Tensor:

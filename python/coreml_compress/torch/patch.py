@@ -135,19 +135,13 @@ def _module_gaps(name: str, model: nn.Module, config: Any) -> list[str]:
 
 def unsupported(name: str, model: nn.Module, config: Any) -> list[str]:
     """What of ``config`` (a coremltools config object) on ``model`` the engine's ``name``
-    class does not do; empty when it runs all of it."""
+    class does not implement, one entry per option or module; empty when nothing is missing
+    (the engine's constructor may still refuse a value, see :func:`_stand_in`)."""
     if name == "DKMPalettizer":
         from .dkm import unsupported_dkm_options
 
         return unsupported_dkm_options(model, config)
-    engine_cls = _engine_class({r[1]: r[3] for r in _ROUTES}[name])
-    gaps = _option_gaps(config) + _module_gaps(name, model, config)
-    if not gaps:
-        try:
-            engine_cls(model, config)
-        except (ValueError, TypeError) as e:
-            gaps.append(str(e))
-    return gaps
+    return _option_gaps(config) + _module_gaps(name, model, config)
 
 
 def _stand_in(package: str, name: str, config_name: str, target: str, original: type) -> type:
@@ -158,15 +152,18 @@ def _stand_in(package: str, name: str, config_name: str, target: str, original: 
     def __new__(cls: type, model: nn.Module, config: Any = None, *args: Any, **kwargs: Any) -> Any:
         config = coremltools_config(config_cls, config)
         gaps = unsupported(name, model, config)
-        if gaps:
-            warnings.warn(
-                f"coreml_compress: {name} ran on coremltools' own code, not on the engine: "
-                f"{'; '.join(gaps)} not supported",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return original(model, config, *args, **kwargs)
-        return _engine_class(target)(model, config, *args, **kwargs)
+        if not gaps:
+            try:
+                return _engine_class(target)(model, config, *args, **kwargs)
+            except (ValueError, TypeError) as e:  # a value the engine's config refuses
+                gaps = [str(e)]
+        warnings.warn(
+            f"coreml_compress: {name} ran on coremltools' own code, not on the engine: "
+            f"{'; '.join(gaps)} not supported",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return original(model, config, *args, **kwargs)
 
     return type(
         name,
