@@ -162,12 +162,6 @@ def test_patch_routes_every_class_and_unpatch_restores(patched, convnet, tmp_pat
             "weight_observer",
         ),
         (
-            "PostTrainingPalettizer",
-            ct_pal,
-            {"global_config": {"n_bits": 4, "cluster_dim": 2}},
-            "cluster_dim",
-        ),
-        (
             "PostTrainingQuantizer",
             ct_quant,
             {"global_config": {"weight_dtype": torch.float8_e4m3fn}},
@@ -193,6 +187,10 @@ def test_unsupported_module_type_goes_to_coremltools(patched):
     with pytest.warns(RuntimeWarning, match="BatchNorm"):
         made = ct_quant.LinearQuantizer(model, config)
     assert isinstance(made, patched[(ct_quant, "LinearQuantizer")])
+    attention = nn.Sequential(nn.MultiheadAttention(16, 2))
+    with pytest.warns(RuntimeWarning, match=r"MultiheadAttention \(0\)"):
+        made = ct_pal.PostTrainingPalettizer(attention)
+    assert isinstance(made, patched[(ct_pal, "PostTrainingPalettizer")])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,4 +526,56 @@ def test_post_training_palettizer_int8_lut(patched, convnet, tmp_path, lut_dtype
     models.assert_torch_exports(
         ours, torch.randn(1, 3, 8, 8), tmp_path / "lut8.mlpackage",
         {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["ptp", "skm"])
+def test_vector_palettization(patched, convnet, tmp_path, algorithm):
+    """cluster_dim 2: coremltools' LUT layout and vector_axis; SKM's sensitivity-weighted
+    refinement never raises the weighted error of its unweighted start."""
+    from coremltools.optimize.torch.palettization import (
+        PostTrainingPalettizer,
+        PostTrainingPalettizerConfig,
+        SKMPalettizer,
+        SKMPalettizerConfig,
+    )
+
+    # (no lut_dtype: ct.convert drops vector_axis for an int8 vector LUT, coremltools' own too)
+    module = {"n_bits": 2, "cluster_dim": 2, "granularity": "per_grouped_channel", "group_size": 8}
+    x, y = _data(16, 4)
+    data = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 16, 4)]
+
+    def loss_fn(model, batch):
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    ptp = PostTrainingPalettizer(convnet, PostTrainingPalettizerConfig.from_dict(
+        {"global_config": module, "module_type_configs": {"Linear": None}}))
+    assert isinstance(ptp, engine.PostTrainingPalettizer)
+    start = ptp.compress()
+    if algorithm == "skm":
+        skm = SKMPalettizer(convnet, SKMPalettizerConfig.from_dict(
+            {"global_config": module, "module_type_configs": {"Linear": None},
+             "calibration_nsamples": 4}))
+        assert isinstance(skm, engine.SKMPalettizer)
+        sensitivity = skm.compute_sensitivity(data, loss_fn)
+        ours = skm.compress(sensitivity=sensitivity)
+        w0 = convnet.conv2.weight.detach()
+        imp = sensitivity["conv2.weight"]
+        err = lambda m: float((imp * (m.conv2.weight.detach() - w0) ** 2).sum())
+        assert err(ours) <= err(start) * (1 + 1e-6)
+    else:
+        ours = start
+    reference = patched[(ct_pal, "PostTrainingPalettizer")](
+        convnet, PostTrainingPalettizerConfig.from_dict(
+            {"global_config": module, "module_type_configs": {"Linear": None}})
+    ).compress()
+    for name in ("conv1", "conv2"):
+        meta = engine.metadata_of(getattr(ours, name))
+        ref = engine.metadata_of(getattr(reference, name))
+        assert meta["compression_type"].tolist() == ref["compression_type"].tolist() == [2]
+        assert meta["lut"].shape == ref["lut"].shape
+        assert int(meta["vector_axis"]) == int(ref["vector_axis"]) == 0
+    models.assert_torch_exports(
+        ours, torch.randn(1, 3, 8, 8), tmp_path / f"{algorithm}.mlpackage",
+        {"constexpr_lut_to_dense"},
     )

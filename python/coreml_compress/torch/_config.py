@@ -305,8 +305,10 @@ class ModuleSKMPalettizerConfig(_ModuleConfig):
             raise ValueError("per_grouped_channel needs a positive group_size")
         if self.granularity == "per_tensor" and self.group_size is not None:
             raise ValueError("group_size is only allowed with per_grouped_channel")
-        if self.cluster_dim not in (None, 1):
-            raise ValueError("vector palettization (cluster_dim > 1) is not supported here")
+        if self.cluster_dim is not None and self.cluster_dim < 1:
+            raise ValueError(f"cluster_dim must be positive, not {self.cluster_dim}")
+        if (self.cluster_dim or 1) > 1 and self.enable_per_channel_scale:
+            raise ValueError("cluster_dim > 1 and enable_per_channel_scale are mutually exclusive")
         if self.lut_dtype is not None and parse_weight_dtype(self.lut_dtype)[0] != 8:
             raise ValueError(f"lut_dtype must be int8 or uint8, not {self.lut_dtype!r}")
 
