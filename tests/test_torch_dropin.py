@@ -579,3 +579,41 @@ def test_vector_palettization(patched, convnet, tmp_path, algorithm):
         ours, torch.randn(1, 3, 8, 8), tmp_path / f"{algorithm}.mlpackage",
         {"constexpr_lut_to_dense"},
     )
+
+
+@pytest.mark.parametrize("lut_dtype", ["i8", "u8", "bf16"])
+def test_dkm_lut_dtype(patched, tmp_path, lut_dtype):
+    from coremltools.optimize.torch.palettization import DKMPalettizer, DKMPalettizerConfig
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
+    config = DKMPalettizerConfig.from_dict(
+        {"global_config": {"n_bits": 3, "lut_dtype": lut_dtype, "weight_threshold": 0}}
+    )
+    palettizer = DKMPalettizer(model, config)
+    with pytest.warns(UserWarning):
+        prepared = palettizer.prepare()
+    opt = torch.optim.Adam(prepared.parameters(), 1e-3)
+    for _ in range(3):
+        prepared(torch.randn(16, 32)).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        palettizer.step()
+    final = palettizer.finalize()
+    meta = engine.metadata_of(final[0])
+    lut = meta["lut"]
+    if lut_dtype == "bf16":
+        assert meta["compression_type"].tolist() == [2]
+        assert torch.equal(lut, lut.to(torch.bfloat16).float())
+        return
+    assert meta["compression_type"].tolist() == [2, 3]
+    codes = lut / meta["quantization_scale"]
+    torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-4)
+    assert codes.abs().max() <= 127.001
+    assert ("zero_point" in meta) == (lut_dtype == "u8")
+    if lut_dtype == "u8":
+        return  # one export is enough for the CI time budget
+    models.assert_torch_exports(
+        final, torch.randn(1, 32), tmp_path / "dkm8.mlpackage",
+        {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
+    )

@@ -45,6 +45,7 @@ from .palettization import _from_matrix, _to_matrix
 _log = logging.getLogger(__name__)
 _SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 _CHUNK = 1 << 22  # elements·K per nearest-centroid chunk
+_LUT_DTYPES = {"f32": None, "f16": torch.float16, "bf16": torch.bfloat16, "i8": None, "u8": None}
 
 
 @attrs.define(kw_only=True)
@@ -57,6 +58,10 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
     ``per_channel_scaling_factor_scheme="abs"``, ``(max − min)/2`` with ``"min_max"``, DKM's
     default),
     ``weight_threshold`` (only weights with more elements are palettized; DKM's default 2048),
+    ``lut_dtype`` (DKM's names: ``f32``; ``f16``/``bf16`` round the centroids through that
+    type; ``i8``/``u8`` quantize each LUT to 8 bits symmetrically, one scale per LUT, as
+    ``PostTrainingPalettizer``'s ``lut_dtype`` does; the forward uses the rounded centroids with
+    straight-through gradients, and the 8-bit LUTs are exported as ``[2, 3]``),
     ``milestone`` (the step at which palettization starts), ``recluster_interval`` (steps between
     native k-means re-clusterings of the dense weights; 0 = only at the milestone),
     ``train_lut`` (centroids are trainable), ``straight_through`` (dense weights get the
@@ -76,6 +81,7 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
         default="abs", validator=_check_in(("abs", "min_max"))
     )
     weight_threshold: int = 2048
+    lut_dtype: str = attrs.field(default="f32", validator=_check_in(tuple(_LUT_DTYPES)))
     milestone: int = 0
     recluster_interval: int = 0
     train_lut: bool = True
@@ -122,6 +128,7 @@ class LutParametrization(nn.Module):
             raise ValueError(f"group_size {self.group_rows} does not divide {rows} channels")
         groups = rows // self.group_rows
         self.use_scale = cfg.enable_per_channel_scale
+        self.lut_dtype = cfg.lut_dtype
         self.scale_scheme = cfg.per_channel_scaling_factor_scheme
         self.lut = nn.Parameter(
             torch.zeros(groups, self.k, dtype=torch.float32, device=weight.device),
@@ -154,7 +161,7 @@ class LutParametrization(nn.Module):
     def nearest(self, w: torch.Tensor) -> None:
         """Assigns every weight to its nearest centroid of the current LUT."""
         x = self._rows(w.detach().float() / self.scale)
-        lut = self._lut_rows(self.lut.detach())
+        lut = self._lut_rows(self.stored_lut().detach())
         step = max(1, _CHUNK // max(1, x.shape[1] * self.k))
         for r in range(0, x.shape[0], step):
             d = (x[r:r + step, :, None] - lut[r:r + step, None, :]).abs()
@@ -180,25 +187,52 @@ class LutParametrization(nn.Module):
 
     # forward -----------------------------------------------------------------------------
 
+    def _lut_scale(self) -> torch.Tensor:
+        """One 8-bit symmetric scale per LUT (``max|c| / 127``; 1 for an all-zero LUT)."""
+        amax = self.lut.detach().abs().amax(dim=1, keepdim=True)
+        return torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+
+    def stored_lut(self) -> torch.Tensor:
+        """The centroids as ``lut_dtype`` stores them, with straight-through gradients to the
+        trained ``lut``."""
+        if self.lut_dtype == "f32":
+            return self.lut
+        if self.lut_dtype in ("i8", "u8"):
+            s = self._lut_scale()
+            rounded = torch.clamp(torch.round(self.lut.detach() / s), -127, 127) * s
+        else:
+            rounded = self.lut.detach().to(_LUT_DTYPES[self.lut_dtype]).float()
+        return self.lut + (rounded - self.lut).detach()
+
     def lookup(self) -> torch.Tensor:
         """``LUT[indices]`` in the weight's layout (without the scale)."""
-        q = torch.gather(self._lut_rows(self.lut), 1, self.indices.long())
+        q = torch.gather(self._lut_rows(self.stored_lut()), 1, self.indices.long())
         return self._unrows(q)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not bool(self.enabled):
             return w
         x = self._rows(w / self.scale)
-        q = torch.gather(self._lut_rows(self.lut), 1, self.indices.long())
+        q = torch.gather(self._lut_rows(self.stored_lut()), 1, self.indices.long())
         if self.straight_through and w.requires_grad:
             q = q + (x - x.detach())
         return (self._unrows(q) * self.scale).to(w.dtype)
 
     def metadata(self) -> dict[str, Any]:
-        lut = self.lut.detach().float().cpu().unsqueeze(1 - self.axis).unsqueeze(-1)
+        lut = self.stored_lut().detach().float().cpu().unsqueeze(1 - self.axis).unsqueeze(-1)
         for _ in range(len(self.shape) - 2):
             lut = lut.unsqueeze(2)
         fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut}
+        if self.lut_dtype in ("i8", "u8"):
+            shape = [1] * lut.dim()
+            shape[self.axis] = self.lut.shape[0]
+            fields.update(
+                compression_type=["palettization", "quantization"],
+                quantization_n_bits=8,
+                quantization_scale=self._lut_scale().cpu().reshape(shape),
+            )
+            if self.lut_dtype == "u8":  # codes 0..254 around 127, coremltools' uint8 LUTs
+                fields["zero_point"] = torch.full(shape, 127, dtype=torch.uint8)
         if self.use_scale:
             fields["palettization_scale"] = self.scale.detach().float().cpu()
         return fields
