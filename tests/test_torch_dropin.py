@@ -151,8 +151,8 @@ def test_patch_routes_every_class_and_unpatch_restores(patched, convnet, tmp_pat
         (
             "DKMPalettizer",
             ct_pal,
-            {"global_config": {"n_bits": 2, "cluster_dim": 2}},
-            "cluster_dim=2",
+            {"global_config": {"n_bits": 2, "enforce_zero": True}},
+            "enforce_zero=True",
         ),
         ("LinearQuantizer", ct_quant, None, "activation_dtype"),  # coremltools' default W8A8
         (
@@ -581,15 +581,16 @@ def test_vector_palettization(patched, convnet, tmp_path, algorithm):
     )
 
 
-@pytest.mark.parametrize("lut_dtype", ["i8", "u8", "bf16"])
-def test_dkm_lut_dtype(patched, tmp_path, lut_dtype):
+@pytest.mark.parametrize("lut_dtype", ["i8", "u8", "bf16", "vector"])
+def test_dkm_lut_dtype_and_cluster_dim(patched, tmp_path, lut_dtype):
     from coremltools.optimize.torch.palettization import DKMPalettizer, DKMPalettizerConfig
 
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
-    config = DKMPalettizerConfig.from_dict(
-        {"global_config": {"n_bits": 3, "lut_dtype": lut_dtype, "weight_threshold": 0}}
-    )
+    module = {"n_bits": 3, "lut_dtype": lut_dtype, "weight_threshold": 0}
+    if lut_dtype == "vector":  # cluster_dim 2: LUTs of 2-vectors of consecutive output channels
+        module.update(lut_dtype="f32", cluster_dim=2)
+    config = DKMPalettizerConfig.from_dict({"global_config": module})
     palettizer = DKMPalettizer(model, config)
     with pytest.warns(UserWarning):
         prepared = palettizer.prepare()
@@ -602,6 +603,15 @@ def test_dkm_lut_dtype(patched, tmp_path, lut_dtype):
     final = palettizer.finalize()
     meta = engine.metadata_of(final[0])
     lut = meta["lut"]
+    if lut_dtype == "vector":
+        assert lut.shape == (1, 1, 8, 2) and int(meta["vector_axis"]) == 0
+        w = final[0].weight.detach()
+        vectors = w.reshape(32, 2, 32).transpose(1, 2).reshape(-1, 2)
+        assert len(torch.unique(vectors, dim=0)) <= 8
+        models.assert_torch_exports(
+            final, torch.randn(1, 32), tmp_path / "dkm_vec.mlpackage", {"constexpr_lut_to_dense"}
+        )
+        return
     if lut_dtype == "bf16":
         assert meta["compression_type"].tolist() == [2]
         assert torch.equal(lut, lut.to(torch.bfloat16).float())

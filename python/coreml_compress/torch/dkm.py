@@ -15,12 +15,12 @@ and the LUT, O(weight), where DKM keeps an N×2^n_bits attention matrix per weig
 Fields used: ``n_bits``, ``weight_threshold``, ``granularity``, ``group_size``,
 ``channel_axis``, ``enable_per_channel_scale``, ``per_channel_scaling_factor_scheme``,
 ``milestone`` (palettization starts at the ``step()`` call whose count before it equals the
-milestone, as in coremltools), ``cluster_dim`` 1, ``lut_dtype`` (``f16``/``bf16`` round the
+milestone, as in coremltools), ``cluster_dim`` (vectors of consecutive output channels, the
+native vector k-means at the milestone, nearest-vector re-assignment), ``lut_dtype`` (``f16``/``bf16`` round the
 centroids; ``i8``/``u8`` quantize each LUT symmetrically to ±127 steps, one scale per LUT, and
 export it as an 8-bit LUT with ``[2, 3]`` metadata, where coremltools' DKM exports float
 centroids; ``quant_min``/``quant_max`` must then keep their defaults). ``dtype`` only matters
-with activation quantization, which is not used. Any other field with a non-default value,
-``cluster_dim > 1``, and
+with activation quantization, which is not used. Any other field with a non-default value, and
 ``LayerNorm``/``MultiheadAttention`` modules the config selects are listed by
 :func:`unsupported_dkm_options`; the constructor refuses them (``ValueError``), and under
 ``patch_coremltools(torch=True)`` such scripts run on coremltools' own ``DKMPalettizer``.
@@ -92,8 +92,6 @@ def _gaps(cfg: Any) -> list[str]:
         value = getattr(cfg, f.name, default)
         if default is not attrs.NOTHING and value != default:
             out.append(f"{f.name}={value!r}")
-    if cfg.cluster_dim not in (None, 1):
-        out.append(f"cluster_dim={cfg.cluster_dim}")
     if cfg.lut_dtype not in ("f32", "f16", "bf16", "i8", "u8"):
         out.append(f"lut_dtype={cfg.lut_dtype!r}")
     if cfg.lut_dtype in ("i8", "u8") and (cfg.quant_min, cfg.quant_max) != (-128, 127):
@@ -149,6 +147,7 @@ def training_config(model: nn.Module, config: Any) -> TrainingPalettizerConfig:
             per_channel_scaling_factor_scheme=cfg.per_channel_scaling_factor_scheme,
             weight_threshold=cfg.weight_threshold,
             lut_dtype=cfg.lut_dtype,
+            cluster_dim=cfg.cluster_dim or 1,
             # coremltools compares the count before incrementing it, TrainingPalettizer after
             milestone=cfg.milestone + 1 if cfg.milestone > 0 else 0,
         )
