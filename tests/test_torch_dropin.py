@@ -205,6 +205,9 @@ def test_dkm_n_bits_4_trains_finalizes_and_converts(patched, convnet, tmp_path):
     with pytest.warns(UserWarning, match="not DKM's soft k-means"):
         model = palettizer.prepare()
     _train(model, palettizer, 8)
+    report = palettizer.report()
+    assert sorted(report) == ["conv2", "fc1"] and report["fc1"]["#params"] == 512 * 64
+    assert report["fc1"]["error"] > 0 and report["fc1"]["#dtype"].startswith(":num_clusters: 16")
     final = palettizer.finalize()
     # weight_threshold 2048 (DKM's default) leaves conv1 (432 weights) and fc2 (256) dense
     assert "_COREML_/weight/lut" not in final.conv1.state_dict()
@@ -333,6 +336,10 @@ def test_linear_quantizer_int8_per_channel_weight_only(patched, convnet, tmp_pat
         quantizer = cls(convnet, config)
         model = quantizer.prepare(example_inputs=(torch.randn(1, 3, 8, 8),))
         _train(model, quantizer, 6)
+        if cls is LinearQuantizer:
+            report = quantizer.report()
+            assert set(report) == {"conv1", "conv2", "fc1", "fc2"}
+            assert report["fc1"]["qscheme"] == "symmetric" and report["fc1"]["per_channel"]
         runs[cls] = quantizer.finalize()
     ours, reference = runs[LinearQuantizer], runs[patched[(ct_quant, "LinearQuantizer")]]
     assert type(ours) is nn.Sequential  # not a torch.fx GraphModule

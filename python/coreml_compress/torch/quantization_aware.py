@@ -155,17 +155,12 @@ class FakeQuantizedWeight(nn.Module):
         return self.fake_quant(w)
 
     @torch.no_grad()
-    def export(self, w: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        """``(dequantized weight, metadata fields)`` from the observer's current statistics
-        (a weight that was never observed is observed once now)."""
+    def quantized(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(fake-quantized w, scale, zero point)`` with the observer's current statistics,
+        without observing ``w``; the arithmetic of the training forward."""
         fq = self.fake_quant
-        observer = fq.activation_post_process
-        if torch.isinf(observer.min_val).any() or observer.min_val.numel() == 0:
-            observer(w.detach())
         scale, zp = fq.calculate_qparams()
         scale, zp = scale.float().reshape(-1), zp.to(torch.int32).reshape(-1)
-        rows = scale.shape[0]
-        # the arithmetic of the training forward, so the exported weight is what was trained
         if fq.is_per_channel:
             dense = torch.fake_quantize_per_channel_affine(
                 w.detach().float(), scale, zp, fq.ch_axis, fq.quant_min, fq.quant_max
@@ -174,6 +169,17 @@ class FakeQuantizedWeight(nn.Module):
             dense = torch.fake_quantize_per_tensor_affine(
                 w.detach().float(), scale, zp, fq.quant_min, fq.quant_max
             )
+        return dense, scale, zp
+
+    @torch.no_grad()
+    def export(self, w: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``(dequantized weight, metadata fields)`` from the observer's current statistics
+        (a weight that was never observed is observed once now)."""
+        observer = self.fake_quant.activation_post_process
+        if torch.isinf(observer.min_val).any() or observer.min_val.numel() == 0:
+            observer(w.detach())
+        dense, scale, zp = self.quantized(w)
+        rows = scale.shape[0]
         fields = {
             "compression_type": ["quantization"],
             "quantization_n_bits": self.n_bits,
@@ -247,6 +253,28 @@ class LinearQuantizer:
             if self._step_count == milestones[2]:
                 fq.fake_quant.disable_observer()
         self._step_count += 1
+
+    @torch.no_grad()
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per quantized module (coremltools' report keys): ``type``, ``device``,
+        ``algorithm``, ``qscheme``, ``per_channel``, ``dtype``, ``error`` (RMSE of the
+        fake-quantized weight against the dense one) and ``#params``."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, module in self._model.named_modules():
+            fq = _fake_quant_of(module)
+            if fq is None:
+                continue
+            dense = module.parametrizations.weight.original
+            quantized, _, _ = fq.quantized(dense)
+            out[name] = {
+                "type": "weight", "device": dense.device, "algorithm": "vanilla",
+                "qscheme": "symmetric" if fq.fake_quant.qscheme in (
+                    torch.per_channel_symmetric, torch.per_tensor_symmetric) else "affine",
+                "per_channel": fq.fake_quant.is_per_channel, "dtype": fq.fake_quant.dtype,
+                "error": float((quantized - dense.detach().float()).pow(2).mean().sqrt()),
+                "#params": dense.numel(),
+            }
+        return out
 
     @torch.no_grad()
     def finalize(self, model: nn.Module | None = None, inplace: bool = False) -> nn.Module:

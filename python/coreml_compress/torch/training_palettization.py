@@ -379,6 +379,22 @@ class TrainingPalettizer:
             optimizer.state.pop(lut.lut, None)
 
     @torch.no_grad()
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per palettized module (coremltools' DKM report keys): ``device``, ``error`` (RMSE of
+        the palettized weight against the dense one), ``#params`` and ``#dtype``."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, module, lut, _ in self._targets(self._model):
+            dense = module.parametrizations.weight.original.detach().float()
+            palettized = lut.lookup() * lut.scale if bool(lut.enabled) else dense
+            out[name] = {
+                "device": dense.device,
+                "error": float((palettized - dense).pow(2).mean().sqrt()),
+                "#params": dense.numel(),
+                "#dtype": f":num_clusters: {lut.k} <{lut.lut_dtype}> dim={lut.cd}",
+            }
+        return out
+
+    @torch.no_grad()
     def finalize(self, model: nn.Module | None = None, inplace: bool = False) -> nn.Module:
         """Writes ``LUT[indices]·scale`` into plain weights, removes the parametrizations and
         registers the ``_COREML_`` buffers. A module whose milestone was not reached is
