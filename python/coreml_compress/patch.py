@@ -96,6 +96,11 @@ def patch_coremltools(torch: bool = False) -> None:
     config (object, dict or YAML) as coremltools does; a config option or module type the
     implementation does not do gets one ``RuntimeWarning`` naming it and coremltools' own class.
 
+    Parameters
+    ----------
+    torch : bool
+        Also route the ``coremltools.optimize.torch`` classes (default ``False``).
+
     Raises
     ------
     ImportError
@@ -107,6 +112,8 @@ def patch_coremltools(torch: bool = False) -> None:
     >>> coreml_compress.patch_coremltools()
     >>> small = cto.palettize_weights(mlmodel, cto.OptimizationConfig(
     ...     global_config=cto.OpPalettizerConfig(nbits=4)))    # runs on the engine
+    >>> coreml_compress.patch_coremltools(torch=True)       # and coremltools.optimize.torch
+    >>> from coremltools.optimize.torch.palettization import DKMPalettizer   # the engine's
     """
     if torch:
         from .torch import patch as torch_patch

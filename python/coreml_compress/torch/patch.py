@@ -200,7 +200,3 @@ def unpatch() -> None:
     while _rebound:
         module, name, original = _rebound.pop()
         setattr(module, name, original)
-
-
-def is_patched() -> bool:
-    return bool(_rebound)
