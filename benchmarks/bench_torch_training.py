@@ -1,9 +1,9 @@
 """Training-time palettization, coremltools' DKMPalettizer vs this engine, side by side on CPU.
 
-    python benchmarks/bench_torch_training.py [--steps N] [--large]
+    python benchmarks/bench_torch_training.py [--steps N] [--layers L] [--large]
 
 The same script runs once per implementation, each in a fresh process: the all-MiniLM-L6-v2
-encoder (real weights) with every Linear palettized to 4 bits (``DKMPalettizerConfig`` with
+encoder (real weights; its first ``--layers`` layers, default all 6) with every Linear palettized to 4 bits (``DKMPalettizerConfig`` with
 ``module_type_configs={"Linear": {"n_bits": 4}}``), Adam at 1e-4, a distillation loss (MSE to
 the dense model's outputs on random token batches of 8×64). Coremltools' run is its own
 ``DKMPalettizer``; ours is the same script after ``patch_coremltools(torch=True)``. Reported:
@@ -41,7 +41,7 @@ def _current_rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def child(impl: str, model_name: str, steps: int) -> dict:
+def child(impl: str, model_name: str, steps: int, layers: int) -> dict:
     import logging
 
     logging.disable(logging.WARNING)
@@ -53,7 +53,7 @@ def child(impl: str, model_name: str, steps: int) -> dict:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         from test_torch_compress import MiniLM
 
-        model = MiniLM().eval()
+        model = MiniLM(layers=layers).eval()
 
         def batch(g):
             return torch.randint(1000, 20000, (8, 64), generator=g)
@@ -99,9 +99,10 @@ def child(impl: str, model_name: str, steps: int) -> dict:
     }
 
 
-def run(impl: str, model_name: str, steps: int) -> dict:
+def run(impl: str, model_name: str, steps: int, layers: int) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", impl, "--model", model_name, "--steps", str(steps)],
+        [sys.executable, __file__, "--child", impl, "--model", model_name, "--steps", str(steps),
+         "--layers", str(layers)],
         capture_output=True, text=True, check=False,
     )
     if out.returncode != 0:
@@ -112,20 +113,22 @@ def run(impl: str, model_name: str, steps: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=4, help="training steps per run (first is warm-up)")
+    p.add_argument("--layers", type=int, default=6, help="MiniLM layers (1-6)")
     p.add_argument("--large", action="store_true", help="also the 8×4096² model (ours only)")
     p.add_argument("--child", choices=("coremltools", "ours"), help=argparse.SUPPRESS)
     p.add_argument("--model", default="minilm", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.model, args.steps)))
+        print(json.dumps(child(args.child, args.model, args.steps, args.layers)))
         return
-    runs = [("MiniLM, all Linear 4-bit", "minilm", impl) for impl in ("coremltools", "ours")]
+    label = f"MiniLM ({args.layers} layers), all Linear 4-bit"
+    runs = [(label, "minilm", impl) for impl in ("coremltools", "ours")]
     if args.large:
         runs.append(("8× Linear(4096, 4096) 4-bit", "large", "ours"))
     print("| model | implementation | s/step | peak RSS (MB) | over model+data (MB) | loss |")
     print("|---|---|---:|---:|---:|---:|")
     for label, model_name, impl in runs:
-        r = run(impl, model_name, args.steps)
+        r = run(impl, model_name, args.steps, args.layers)
         if "error" in r:
             print(f"| {label} | {impl} | failed: {r['error']} | | | |")
             continue
