@@ -57,6 +57,11 @@ def child(impl: str, model_name: str, steps: int, layers: int) -> dict:
 
         def batch(g):
             return torch.randint(1000, 20000, (8, 64), generator=g)
+    elif model_name == "ffn":  # one MiniLM feed-forward block
+        model = nn.Sequential(nn.Linear(384, 1536), nn.GELU(), nn.Linear(1536, 384)).eval()
+
+        def batch(g):
+            return torch.randn(8, 64, 384, generator=g)
     else:
         model = nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(8)]).eval()
 
@@ -114,6 +119,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=4, help="training steps per run (first is warm-up)")
     p.add_argument("--layers", type=int, default=6, help="MiniLM layers (1-6)")
+    p.add_argument("--ffn", action="store_true", help="one MiniLM feed-forward block instead")
     p.add_argument("--large", action="store_true", help="also the 8×4096² model (ours only)")
     p.add_argument("--child", choices=("coremltools", "ours"), help=argparse.SUPPRESS)
     p.add_argument("--model", default="minilm", help=argparse.SUPPRESS)
@@ -122,7 +128,9 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, args.steps, args.layers)))
         return
     label = f"MiniLM ({args.layers} layers), all Linear 4-bit"
-    runs = [(label, "minilm", impl) for impl in ("coremltools", "ours")]
+    if args.ffn:
+        label = "MiniLM feed-forward block (384→1536→384), 4-bit"
+    runs = [(label, "ffn" if args.ffn else "minilm", impl) for impl in ("coremltools", "ours")]
     if args.large:
         runs.append(("8× Linear(4096, 4096) 4-bit", "large", "ours"))
     print("| model | implementation | s/step | peak RSS (MB) | over model+data (MB) | loss |")
