@@ -63,6 +63,7 @@ __all__ = [
     "MODELS_VERSION",
     "PRECISIONS",
     "TARGETS",
+    "assert_torch_exports",
     "build",
     "build_conv",
     "build_conv_transpose",
@@ -75,6 +76,7 @@ __all__ = [
     "build_odd_shapes",
     "build_stateful",
     "compress_with_coremltools",
+    "convert_torch",
     "dense_weights",
     "dense_weights_by_function",
     "function_names",
@@ -998,3 +1000,40 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# torch models through ct.convert
+# --------------------------------------------------------------------------------------------
+
+
+def convert_torch(model: Any, example: Any, path: PathLike) -> None:
+    """``torch.jit.trace`` + ``ct.convert`` (iOS18, fp32 compute, so the compressed weights are
+    not cast to fp16), saved to ``path``."""
+    import torch
+
+    traced = torch.jit.trace(model.eval(), example)
+    ml = ct.convert(
+        traced, inputs=[ct.TensorType(shape=tuple(example.shape))],
+        minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32,
+        skip_model_load=True,
+    )
+    ml.save(str(path))
+
+
+def assert_torch_exports(model: Any, example: Any, path: PathLike, expected: set[str]) -> None:
+    """ct.convert emits ``expected`` ops and the package decompresses (coremltools'
+    ``WeightDecompressor``) to exactly the weights of the model's Linear/Conv modules."""
+    from torch import nn
+
+    convert_torch(model, example, path)
+    ops = set(op_types(path))
+    assert expected <= ops, ops
+    dense = [v for v in dense_weights(path).values() if v.ndim >= 2]
+    weights = {
+        tuple(m.weight.shape): m.weight.detach().numpy()
+        for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    }
+    assert len(dense) == len(weights)
+    for v in dense:
+        np.testing.assert_array_equal(v.astype(np.float32), weights[v.shape])

@@ -9,6 +9,7 @@ import filecmp
 import itertools
 import math
 import random
+import warnings
 from pathlib import Path
 
 import models
@@ -20,6 +21,7 @@ from coreml_compress.config import (
     OpMagnitudePrunerConfig,
     OpPalettizerConfig,
 )
+from coreml_compress.errors import DeploymentWarning
 from coreml_compress.inspect import inspect
 
 WEIGHTS = "Data/com.apple.CoreML/weights/weight.bin"
@@ -150,6 +152,15 @@ def test_neural_engine_excludes_per_block(linear: Path, tmp_path: Path) -> None:
     assert result.weight_file_bytes == dense
     with pytest.raises(fitting.ConfigError, match="compute_units"):
         fitting.default_ladder("gpu")
+    # Known compute units without the Neural Engine: per_block is written without a warning;
+    # unknown ones (None): the DeploymentWarning every per_block write gives.
+    for units, warned in (("cpu_and_gpu", False), (None, True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = tmp_path / f"{units}.mlpackage"
+            result = optimize.fit(linear, dense // 3, output_path=out, candidates=only_block, compute_units=units)
+        assert result.weights, units
+        assert any(issubclass(w.category, DeploymentWarning) for w in caught) == warned, units
 
 
 def test_older_opset_uses_older_forms_and_says_what_ios18_saves(model_dir: Path, tmp_path: Path) -> None:

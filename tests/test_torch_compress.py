@@ -340,18 +340,6 @@ def test_post_training_palettizer_exact(mlp):
 # export through ct.convert
 
 
-def _convert(model: nn.Module, example: torch.Tensor, path) -> None:
-    import coremltools as ct
-
-    traced = torch.jit.trace(model.eval(), example)
-    ml = ct.convert(
-        traced, inputs=[ct.TensorType(shape=tuple(example.shape))],
-        minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32,
-        skip_model_load=True,
-    )
-    ml.save(str(path))
-
-
 @pytest.mark.parametrize(
     "kind,expected",
     [
@@ -381,7 +369,7 @@ def test_export_decompresses_to_module_weights(mlp, tmp_path, kind, expected):
     else:
         model = LayerwiseCompressor(mlp, {"global_config": layerwise[kind]}).compress(data)
     path = tmp_path / f"{kind}.mlpackage"
-    _convert(model, torch.randn(1, 256), path)
+    models.convert_torch(model, torch.randn(1, 256), path)
     ops = set(models.op_types(path))
     assert expected <= ops, ops
     dense = [v for v in models.dense_weights(path).values() if v.ndim == 2]

@@ -27,33 +27,6 @@ ct_prune = pytest.importorskip("coremltools.optimize.torch.pruning")
 ct_quant = pytest.importorskip("coremltools.optimize.torch.quantization")
 
 
-def _convert(model: nn.Module, example: torch.Tensor, path) -> None:
-    import coremltools as ct
-
-    traced = torch.jit.trace(model.eval(), example)
-    ml = ct.convert(
-        traced, inputs=[ct.TensorType(shape=tuple(example.shape))],
-        minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32,
-        skip_model_load=True,
-    )
-    ml.save(str(path))
-
-
-def _assert_exports(model: nn.Module, example: torch.Tensor, path, expected: set[str]) -> None:
-    """ct.convert emits ``expected`` ops and the package decompresses to the module's weights."""
-    _convert(model, example, path)
-    ops = set(models.op_types(path))
-    assert expected <= ops, ops
-    dense = [v for v in models.dense_weights(path).values() if v.ndim >= 2]
-    weights = {
-        tuple(m.weight.shape): m.weight.detach().numpy()
-        for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-    }
-    assert len(dense) == len(weights)
-    for v in dense:
-        np.testing.assert_array_equal(v.astype(np.float32), weights[v.shape])
-
-
 # ----------------------------------------------------------------------------------------------
 # training-time palettization
 
@@ -138,7 +111,7 @@ def test_training_palettizer_beats_post_training_and_exports(toy, tmp_path):
         idx = (v[:, :, None] - lut[:, None, :]).abs().argmin(-1)
         assert torch.equal(torch.gather(lut, 1, idx).reshape(w.shape) * scale, w)
     assert "_COREML_/metadata_version" in final.state_dict()
-    _assert_exports(
+    models.assert_torch_exports(
         final, xv[:1], tmp_path / "pal.mlpackage",
         {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
     )
@@ -158,7 +131,7 @@ def test_training_palettizer_milestone_and_recluster():
     pal.step()  # milestone: native k-means
     lut = m[0].parametrizations.weight[0]
     _, luts, _ = weighted_kmeans(original.detach(), None, 1, 8)
-    np.testing.assert_array_equal(lut.lut.detach().numpy(), luts)
+    np.testing.assert_array_equal(lut.lut.detach()[..., 0].numpy(), luts)
     assert len(torch.unique(m[0].weight)) <= 8 and len(torch.unique(m[2].weight)) <= 8
     # gradients reach the centroids and (straight-through) the dense weight
     m(torch.randn(4, 4, 32)).sum().backward()
@@ -168,12 +141,13 @@ def test_training_palettizer_milestone_and_recluster():
         original.add_(torch.randn_like(original) * 0.05)
     pal.step()  # re-assignment to the nearest centroid
     x = original.detach().reshape(-1, 1)
-    nearest = lut.lut.detach()[0][(x - lut.lut.detach()[0]).abs().argmin(1)]
+    centroids = lut.lut.detach()[0, :, 0]
+    nearest = centroids[(x - centroids).abs().argmin(1)]
     torch.testing.assert_close(m[0].weight.detach().reshape(-1), nearest, rtol=0, atol=0)
     for _ in range(2):
         pal.step()  # step 5 = milestone + 3: re-clustered from the dense weight
     _, luts, _ = weighted_kmeans(original.detach(), None, 1, 8)
-    np.testing.assert_array_equal(lut.lut.detach().numpy(), luts)
+    np.testing.assert_array_equal(lut.lut.detach()[..., 0].numpy(), luts)
     final = pal.finalize(inplace=True)
     assert final is m and metadata_of(m[2])["lut"].shape == (1, 1, 1, 8, 1)
 
@@ -265,7 +239,7 @@ def test_pruner_export(tmp_path):
     for i in (0, 2):
         assert float((final[i].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
         assert metadata_of(final[i])["compression_type"].tolist() == [1]
-    _assert_exports(final, torch.randn(1, 64), tmp_path / "pruned.mlpackage",
+    models.assert_torch_exports(final, torch.randn(1, 64), tmp_path / "pruned.mlpackage",
                     {"constexpr_sparse_to_dense"})
 
 
@@ -331,5 +305,5 @@ def test_post_training_quantizer_export(tmp_path, cfg):
     torch.manual_seed(2)
     net = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32))
     q = PostTrainingQuantizer(net, {"global_config": cfg}).compress()
-    _assert_exports(q, torch.randn(1, 64), tmp_path / "q.mlpackage",
+    models.assert_torch_exports(q, torch.randn(1, 64), tmp_path / "q.mlpackage",
                     {"constexpr_blockwise_shift_scale"})

@@ -6,6 +6,11 @@ return coremltools ``MLModel`` objects as before, joint compression included.
 ``unpatch_coremltools()`` restores the originals. A model the engine does not take (no ML Program
 package behind the MLModel, e.g. a NeuralNetwork model) goes to coremltools' own function, and a
 warning says so, once.
+
+``patch_coremltools(torch=True)`` also routes ``coremltools.optimize.torch``'s
+``DKMPalettizer``, ``PostTrainingPalettizer``, ``SKMPalettizer``, ``LinearQuantizer``,
+``PostTrainingQuantizer``, ``MagnitudePruner`` and ``layerwise_compression.LayerwiseCompressor``
+to ``coreml_compress.torch`` (see :mod:`coreml_compress.torch.patch`).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def _accelerated(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     return compress
 
 
-def patch_coremltools() -> None:
+def patch_coremltools(torch: bool = False) -> None:
     """Route coremltools' post-training compression functions to this engine (idempotent).
 
     ``coremltools.optimize.coreml.palettize_weights``, ``linear_quantize_weights``,
@@ -84,10 +89,22 @@ def patch_coremltools() -> None:
     on this engine and return MLModels, as before. A model the engine does not take goes to
     coremltools' own function, with a ``RuntimeWarning`` the first time.
 
+    With ``torch=True`` (needs PyTorch) the ``coremltools.optimize.torch`` classes
+    ``DKMPalettizer``, ``PostTrainingPalettizer``, ``SKMPalettizer``, ``LinearQuantizer``,
+    ``PostTrainingQuantizer``, ``MagnitudePruner`` and ``LayerwiseCompressor`` are routed too:
+    constructing one gives ``coreml_compress.torch``'s implementation, reading coremltools'
+    config (object, dict or YAML) as coremltools does; a config option or module type the
+    implementation does not do gets one ``RuntimeWarning`` naming it and coremltools' own class.
+
+    Parameters
+    ----------
+    torch : bool
+        Also route the ``coremltools.optimize.torch`` classes (default ``False``).
+
     Raises
     ------
     ImportError
-        coremltools is not installed.
+        coremltools (or, with ``torch=True``, PyTorch) is not installed.
 
     Example
     -------
@@ -95,7 +112,13 @@ def patch_coremltools() -> None:
     >>> coreml_compress.patch_coremltools()
     >>> small = cto.palettize_weights(mlmodel, cto.OptimizationConfig(
     ...     global_config=cto.OpPalettizerConfig(nbits=4)))    # runs on the engine
+    >>> coreml_compress.patch_coremltools(torch=True)       # and coremltools.optimize.torch
+    >>> from coremltools.optimize.torch.palettization import DKMPalettizer   # the engine's
     """
+    if torch:
+        from .torch import patch as torch_patch
+
+        torch_patch.patch()
     if _originals:
         return
     public, impl = _modules()
@@ -124,13 +147,16 @@ def _warn_if_untested(version: str) -> None:
 
 
 def unpatch_coremltools() -> None:
-    """Restore coremltools' own functions (a no-op when they are not patched).
+    """Restore coremltools' own functions and classes (a no-op when they are not patched).
 
     Example
     -------
     >>> coreml_compress.unpatch_coremltools()
     """
     _handed_over.clear()
+    torch_patch = sys.modules.get("coreml_compress.torch.patch")
+    if torch_patch is not None:
+        torch_patch.unpatch()
     if not _originals:
         return
     for module in _modules():

@@ -2,8 +2,11 @@
 
 Calibration: :class:`LayerwiseCompressor` (GPTQ, SparseGPT), :class:`SKMPalettizer` (sensitive
 k-means); data-free: :class:`PostTrainingPalettizer`, :class:`PostTrainingQuantizer`; inside a
-training loop: :class:`TrainingPalettizer` (learned LUT, native k-means) and
-:class:`MagnitudePruner` (coremltools' schedules), each with ``prepare``/``step``/``finalize``. Every
+training loop: :class:`TrainingPalettizer` (learned LUT, native k-means; also behind
+coremltools' ``DKMPalettizer`` API as :class:`DKMPalettizer`), :class:`LinearQuantizer`
+(weight-only QAT) and :class:`MagnitudePruner` (coremltools' schedules), each with
+``prepare``/``step``/``finalize``. ``coreml_compress.patch_coremltools(torch=True)`` routes
+``coremltools.optimize.torch``'s classes here (:mod:`coreml_compress.torch.patch`). Every
 compressed module keeps dense weights that sit exactly on the compressed grid and carries the
 ``_COREML_`` buffers that ``ct.convert(..., minimum_deployment_target=ct.target.iOS18)`` turns into
 ``constexpr_*`` ops. Configs are coremltools' (objects, dicts or YAML).
@@ -30,6 +33,7 @@ from ._config import (
     SKMPalettizerConfig,
 )
 from ._metadata import clear_metadata, metadata_of, register_metadata, register_metadata_version
+from .dkm import DKMPalettizer
 from .importance import collect_importance
 from .kernels import Hessian, gptq, sparsegpt, weighted_kmeans
 from .layerwise import LayerwiseCompressor
@@ -46,6 +50,7 @@ from .quantization import (
     PostTrainingQuantizer,
     PostTrainingQuantizerConfig,
 )
+from .quantization_aware import LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig
 from .training_palettization import (
     ModuleTrainingPalettizerConfig,
     TrainingPalettizer,
@@ -54,12 +59,16 @@ from .training_palettization import (
 
 __all__ = [
     "ConstantSparsityScheduler",
+    "DKMPalettizer",
     "Hessian",
     "LayerwiseCompressor",
     "LayerwiseCompressorConfig",
+    "LinearQuantizer",
+    "LinearQuantizerConfig",
     "MagnitudePruner",
     "MagnitudePrunerConfig",
     "ModuleGPTQConfig",
+    "ModuleLinearQuantizerConfig",
     "ModuleMagnitudePrunerConfig",
     "ModulePostTrainingPalettizerConfig",
     "ModulePostTrainingQuantizerConfig",

@@ -179,6 +179,19 @@ def _algorithm_config(obj: Any) -> Any:
     return _ALGORITHMS[algo].coerce(obj)
 
 
+def coremltools_config(config_cls: type, config: Any) -> Any:
+    """An instance of coremltools' ``config_cls`` from what coremltools' optimizers accept or
+    document: ``None`` (its default), an instance, a dict (its ``from_dict``) or a YAML
+    path/stream (its ``from_yaml``)."""
+    if config is None:
+        return config_cls()
+    if isinstance(config, config_cls):
+        return config
+    if isinstance(config, Mapping):
+        return config_cls.from_dict(config)
+    return config_cls.from_yaml(config)
+
+
 def _load_yaml(source: Any) -> Any:
     if hasattr(source, "read"):
         return yaml.safe_load(source)
@@ -292,10 +305,12 @@ class ModuleSKMPalettizerConfig(_ModuleConfig):
             raise ValueError("per_grouped_channel needs a positive group_size")
         if self.granularity == "per_tensor" and self.group_size is not None:
             raise ValueError("group_size is only allowed with per_grouped_channel")
-        if self.cluster_dim not in (None, 1):
-            raise ValueError("vector palettization (cluster_dim > 1) is not supported here")
-        if self.lut_dtype is not None:
-            raise ValueError("lut_dtype (8-bit LUTs) is not supported here")
+        if self.cluster_dim is not None and self.cluster_dim < 1:
+            raise ValueError(f"cluster_dim must be positive, not {self.cluster_dim}")
+        if (self.cluster_dim or 1) > 1 and self.enable_per_channel_scale:
+            raise ValueError("cluster_dim > 1 and enable_per_channel_scale are mutually exclusive")
+        if self.lut_dtype is not None and parse_weight_dtype(self.lut_dtype)[0] != 8:
+            raise ValueError(f"lut_dtype must be int8 or uint8, not {self.lut_dtype!r}")
 
 
 @attrs.define(kw_only=True)

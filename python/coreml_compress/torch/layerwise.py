@@ -52,24 +52,32 @@ def _supported(module: nn.Module) -> bool:
         return True
     return (
         isinstance(module, nn.Conv2d)
-        and module.groups == 1
         and not isinstance(module.padding, str)
         and module.padding_mode == "zeros"
     )
 
 
-def _activation_rows(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(X [tokens, columns], samples)`` for a module input, counted like coremltools."""
+def _groups(module: nn.Module) -> int:
+    return module.groups if isinstance(module, nn.Conv2d) else 1
+
+
+def _activation_rows(module: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+    """``([X_g [tokens, columns] per convolution group], samples)`` for a module input,
+    counted like coremltools (a grouped convolution's group ``g`` sees input channels
+    ``g·C_in/groups …``, so each group has its own Hessian)."""
     if x.dim() == 2:
         x = x.unsqueeze(0)
     samples = x.shape[0]
     if isinstance(module, nn.Linear):
-        return x.reshape(-1, x.shape[-1]), samples
-    cols = nn.functional.unfold(
-        x, module.kernel_size, dilation=module.dilation, padding=module.padding,
-        stride=module.stride,
-    )  # [B, C·kh·kw, L]
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1]), samples
+        return [x.reshape(-1, x.shape[-1])], samples
+    out = []
+    for part in x.chunk(module.groups, dim=1):
+        cols = nn.functional.unfold(
+            part, module.kernel_size, dilation=module.dilation, padding=module.padding,
+            stride=module.stride,
+        )  # [B, C_g·kh·kw, L]
+        out.append(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
+    return out, samples
 
 
 class _LayerState:
@@ -78,16 +86,22 @@ class _LayerState:
         self.module = module
         self.config = config
         self.columns = module.weight[0].numel()
-        self.hessian = Hessian(self.columns)
+        self.hessians = [Hessian(self.columns) for _ in range(_groups(module))]
 
     def add(self, x: torch.Tensor) -> None:
-        rows, samples = _activation_rows(self.module, x.detach())
-        self.hessian.add(rows, samples=samples)
+        parts, samples = _activation_rows(self.module, x.detach())
+        for hessian, rows in zip(self.hessians, parts):
+            hessian.add(rows, samples=samples)
 
     def compress(self) -> None:
         module, cfg = self.module, self.config
         weight = module.weight.detach()
-        w2 = weight.reshape(weight.shape[0], -1).float().cpu().contiguous()
+        w2 = weight.reshape(weight.shape[0], -1).float().cpu()
+        # one weight slice per convolution group: its output channels against its Hessian
+        slices = [
+            (rows.contiguous(), hessian)
+            for rows, hessian in zip(w2.chunk(len(self.hessians), dim=0), self.hessians)
+        ]
         nf = cfg.enable_normal_float
         symmetric = cfg.quantization_scheme == "symmetric"
         if isinstance(cfg, ModuleGPTQConfig):
@@ -99,20 +113,27 @@ class _LayerState:
                 _log.warning("skipping %s: block_size %s does not divide %d columns",
                              self.name, cfg.block_size, self.columns)
                 return
-            res = kernels.gptq(
-                w2, self.hessian, bits, symmetric=symmetric,
-                per_channel=cfg.granularity != "per_tensor", normal_float=nf, block_size=block,
-                act_order=cfg.use_activation_order_heuristic, damp=cfg.hessian_dampening,
-                group=cfg.processing_group_size,
-            )
+            res = _stack([
+                kernels.gptq(
+                    w, h, bits, symmetric=symmetric,
+                    per_channel=cfg.granularity != "per_tensor", normal_float=nf,
+                    block_size=block, act_order=cfg.use_activation_order_heuristic,
+                    damp=cfg.hessian_dampening, group=cfg.processing_group_size,
+                )
+                for w, h in slices
+            ])
             types: list[str] = []
         else:
             bits, signed = _bits(cfg.weight_dtype)
-            res = kernels.sparsegpt(
-                w2, self.hessian, cfg.target_sparsity, n_m=cfg.n_m_ratio, n_bits=bits,
-                symmetric=symmetric, per_channel=cfg.quantization_granularity != "per_tensor",
-                normal_float=nf, damp=cfg.hessian_dampening, group=cfg.processing_group_size,
-            )
+            res = _stack([
+                kernels.sparsegpt(
+                    w, h, cfg.target_sparsity, n_m=cfg.n_m_ratio, n_bits=bits,
+                    symmetric=symmetric,
+                    per_channel=cfg.quantization_granularity != "per_tensor", normal_float=nf,
+                    damp=cfg.hessian_dampening, group=cfg.processing_group_size,
+                )
+                for w, h in slices
+            ])
             types = ["pruning"]
         dense = res["weight"]
         if types == ["pruning"] or "pruning" in types:
@@ -139,6 +160,18 @@ class _LayerState:
         fields["compression_type"] = types
         register_metadata(module, "weight", fields)
         self.loss = res["loss"]
+
+
+def _stack(results: list[dict]) -> dict:
+    """The results of a convolution's groups as one: weights, scales and zero points stacked
+    along the output channels, losses summed."""
+    if len(results) == 1:
+        return results[0]
+    out = {"loss": sum(r["loss"] for r in results)}
+    for key in results[0]:
+        if key != "loss" and results[0][key] is not None:
+            out[key] = np.concatenate([r[key] for r in results], axis=0)
+    return out
 
 
 def _bits(dtype: Any) -> tuple[int | None, bool]:
@@ -242,7 +275,7 @@ class LayerwiseCompressor:
                 for s in states:
                     s.compress()
                     self.losses[s.name] = getattr(s, "loss", float("nan"))
-                    s.hessian = None  # free
+                    s.hessians = []  # free
                 if not last:
                     outs = []
                     for args in inputs:
@@ -260,4 +293,4 @@ def hessian_of(module: nn.Module, inputs: Iterable[torch.Tensor]) -> np.ndarray:
     state = _LayerState("", module, None)
     for x in inputs:
         state.add(x)
-    return state.hessian.h
+    return state.hessians[0].h

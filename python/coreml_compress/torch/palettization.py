@@ -7,7 +7,13 @@ a matrix (Conv2d: ``[C_out, C_in·kh·kw]`` for ``channel_axis=0``, ``[C_out·kh
 optionally divided by a per-output-channel abs-max scale, and each group is clustered by the
 exact weighted k-means (weights: the normalised Fisher information for SKM, ones for PTP). The
 module keeps the palettized dense weight and gets ``compression_type=[2]``, ``lut`` (weight rank
-+ 2) and optionally ``palettization_scale``.
++ 2) and optionally ``palettization_scale``. With ``lut_dtype`` int8/uint8 each LUT is then
+linearly quantized (symmetric, one scale per LUT, coremltools' ``compute_qparams``, on the native
+kernel), weights take the dequantized centroid of their cluster, and the metadata becomes
+``[2, 3]`` with the LUT's ``quantization_scale`` (and ``zero_point`` for uint8), which
+``ct.convert`` turns into an int8 LUT followed by ``constexpr_blockwise_shift_scale``. With
+``cluster_dim > 1`` (vector palettization) see :func:`_palettize_vectors`; the metadata then also
+holds ``vector_axis``.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from .. import kernels as _kernels
 from . import kernels
-from ._config import PostTrainingPalettizerConfig, SKMPalettizerConfig
+from ._config import PostTrainingPalettizerConfig, SKMPalettizerConfig, parse_weight_dtype
 from ._metadata import register_metadata, register_metadata_version
 
 _log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ def palettize_weight(
 ) -> tuple[torch.Tensor, dict[str, Any]] | None:
     """Palettizes one weight; returns ``(dense, metadata fields)`` or ``None`` when the config
     does not fit the shape (coremltools skips such weights with a warning)."""
+    if (cfg.cluster_dim or 1) > 1:
+        return _palettize_vectors(weight, cfg, importance)
     shape = weight.shape
     axis = cfg.channel_axis
     k = 2**cfg.n_bits
@@ -78,6 +88,9 @@ def palettize_weight(
         m, None if imp is None else imp.contiguous(), groups, k
     )
     d = torch.from_numpy(dense).reshape(m.shape)
+    lut_q = None
+    if cfg.lut_dtype is not None:
+        luts, d, lut_q = _quantized_luts(luts, d, parse_weight_dtype(cfg.lut_dtype)[1])
     if axis == 1:
         d = d.t()
     d = _from_matrix(d, shape, axis)
@@ -86,10 +99,125 @@ def palettize_weight(
     for _ in range(len(shape) - 2):
         lut = lut.unsqueeze(2)
     fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut}
+    if lut_q is not None:
+        fields.update(_lut_quantization_fields(lut_q, axis, lut.dim()))
     if scale is not None:
         d = d * scale.reshape([-1] + [1] * (d.dim() - 1))
         fields["palettization_scale"] = scale.reshape([-1] + [1] * (len(shape) - 1))
     return d.to(weight.dtype), fields
+
+
+_LLOYD_ITERATIONS = 30
+
+
+def _palettize_vectors(
+    weight: torch.Tensor, cfg: Any, importance: torch.Tensor | None
+) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """Vector palettization: points are ``cluster_dim`` consecutive channels along
+    ``channel_axis`` at one position of the other axes, one LUT of ``2^n_bits`` vectors per
+    channel group. Clustered by the native vector k-means (the kernel of
+    ``palettize_weights``); with an importance (SKM), refined by weighted Lloyd iterations from
+    that start, each vector weighted by the summed importance of its elements (coremltools'
+    SKM weighting), which only lowers the weighted error."""
+    axis, cd = cfg.channel_axis, cfg.cluster_dim
+    w = weight.detach().float().cpu()
+    channels = w.shape[axis]
+    group = cfg.group_size if cfg.granularity == "per_grouped_channel" else channels
+    if channels % cd or channels % group or group % cd:
+        return None
+    params = _kernels.palettize(
+        w.numpy(), cfg.n_bits, "kmeans", cfg.granularity, group or 0, channel_axis=axis,
+        cluster_dim=cd,
+    )
+    if params is None:
+        return None
+    k = 2**cfg.n_bits
+    luts = torch.from_numpy(np.ascontiguousarray(params.lut, dtype=np.float32)).reshape(-1, k, cd)
+    # points [channels/cd, positions, cd], vector rows of a LUT group contiguous
+    points = w.movedim(axis, 0).reshape(channels // cd, cd, -1).transpose(1, 2)
+    labels = torch.from_numpy(params.indices.astype(np.int64)).movedim(axis, 0).reshape(
+        channels // cd, -1
+    )
+    per_group = group // cd
+    if importance is not None:
+        vector_importance = (
+            importance.detach().float().cpu().movedim(axis, 0).reshape(channels // cd, cd, -1).sum(1)
+        )
+        for g in range(luts.shape[0]):
+            rows = slice(g * per_group, (g + 1) * per_group)
+            labels[rows] = _weighted_lloyd(
+                points[rows].reshape(-1, cd), vector_importance[rows].reshape(-1), luts[g],
+                labels[rows].reshape(-1),
+            ).reshape(per_group, -1)
+    dense_points = luts[torch.arange(luts.shape[0]).repeat_interleave(per_group)[:, None], labels]
+    lut_q = None
+    if cfg.lut_dtype is not None:
+        flat, dense_flat, lut_q = _quantized_luts(
+            luts.reshape(luts.shape[0], -1).numpy(), dense_points.reshape(luts.shape[0], -1),
+            parse_weight_dtype(cfg.lut_dtype)[1],
+        )
+        luts = torch.from_numpy(flat).reshape(luts.shape)
+        dense_points = dense_flat.reshape(dense_points.shape)
+    rest = [s for i, s in enumerate(w.shape) if i != axis]
+    dense = dense_points.transpose(1, 2).reshape([channels, *rest]).movedim(0, axis)
+    lut = luts.reshape(params.lut.shape)
+    fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut,
+                              "vector_axis": axis}
+    if lut_q is not None:
+        fields.update(_lut_quantization_fields(lut_q, axis, lut.dim()))
+    return dense.contiguous().to(weight.dtype), fields
+
+
+def _weighted_lloyd(
+    x: torch.Tensor, weights: torch.Tensor, lut: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Weighted Lloyd iterations on ``lut`` (updated in place) from ``labels``; returns the
+    final labels. Empty clusters keep their centroid."""
+    for _ in range(_LLOYD_ITERATIONS):
+        sums = torch.zeros_like(lut).index_add_(0, labels, x * weights[:, None])
+        mass = torch.zeros(lut.shape[0]).index_add_(0, labels, weights)
+        used = mass > 0
+        lut[used] = sums[used] / mass[used, None]
+        new = torch.cdist(x, lut).argmin(1)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return labels
+
+
+def _quantized_luts(
+    luts: np.ndarray, dense: torch.Tensor, signed: bool
+) -> tuple[np.ndarray, torch.Tensor, Any]:
+    """``(dequantized LUTs [G, K], weights on them, QuantParams)``: each LUT row quantized to 8
+    bits symmetrically by the native kernel, each weight moved to its centroid's dequantized
+    value (its centroid is the LUT entry it equals)."""
+    q = _kernels.quantize(luts, dtype="int8" if signed else "uint8", mode="linear_symmetric",
+                          granularity="per_block", block_size=[1, 0])
+    deq = torch.from_numpy(np.ascontiguousarray(_kernels.dequantize(q), dtype=np.float32))
+    lut = torch.from_numpy(luts)
+    rows = dense.reshape(lut.shape[0], -1)
+    out = torch.empty_like(rows)
+    for g in range(lut.shape[0]):
+        ordered, perm = torch.sort(lut[g], stable=True)
+        pos = torch.searchsorted(ordered, rows[g]).clamp_max(lut.shape[1] - 1)
+        out[g] = deq[g][perm[pos]]
+    return deq.numpy(), out.reshape(dense.shape), q
+
+
+def _lut_quantization_fields(q: Any, axis: int, lut_rank: int) -> dict[str, Any]:
+    """The LUT quantization metadata: one scale (and zero point) per LUT, laid out along
+    ``axis`` like the LUTs and padded with 1s to the LUT's rank, as coremltools stores it."""
+    shape = [1] * lut_rank
+    shape[axis] = q.scale.shape[0]
+    fields: dict[str, Any] = {
+        "compression_type": ["palettization", "quantization"],
+        "quantization_n_bits": 8,
+        "quantization_scale": torch.from_numpy(
+            np.ascontiguousarray(q.scale, dtype=np.float32)).reshape(shape),
+    }
+    if q.offset is not None:
+        fields["zero_point"] = torch.from_numpy(np.ascontiguousarray(q.offset)).reshape(shape)
+    return fields
 
 
 def normalized_sensitivity(fisher: torch.Tensor) -> torch.Tensor:
@@ -159,7 +287,9 @@ class _Palettizer:
                 imp = sensitivity[key]
             out = palettize_weight(module.weight, cfg, imp)
             if out is None:
-                _log.warning("skipping %s: group_size does not divide the channel axis", name)
+                _log.warning(
+                    "skipping %s: group_size or cluster_dim does not divide the channel axis", name
+                )
                 continue
             dense, fields = out
             with torch.no_grad():

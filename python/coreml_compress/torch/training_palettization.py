@@ -33,19 +33,21 @@ import logging
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .. import kernels as _kernels
 from . import kernels
 from ._config import _check_in, _ModuleConfig, _OptimizationConfig, _plain
-from ._metadata import register_metadata, register_metadata_version
-from ._parametrize import remove as remove_parametrization
+from ._parametrize import finalize_weights
 from .palettization import _from_matrix, _to_matrix
 
 _log = logging.getLogger(__name__)
 _SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 _CHUNK = 1 << 22  # elements·K per nearest-centroid chunk
+_LUT_DTYPES = {"f32": None, "f16": torch.float16, "bf16": torch.bfloat16, "i8": None, "u8": None}
 
 
 @attrs.define(kw_only=True)
@@ -54,8 +56,16 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
 
     ``n_bits`` (1–8), ``granularity`` (``per_tensor`` | ``per_grouped_channel`` with
     ``group_size`` channels per LUT along ``channel_axis``), ``enable_per_channel_scale`` (a
-    fixed max-abs scale per output channel, taken when palettization starts),
+    fixed scale per output channel, taken whenever the weights are clustered: ``max|w|`` with
+    ``per_channel_scaling_factor_scheme="abs"``, ``(max − min)/2`` with ``"min_max"``, DKM's
+    default),
     ``weight_threshold`` (only weights with more elements are palettized; DKM's default 2048),
+    ``lut_dtype`` (DKM's names: ``f32``; ``f16``/``bf16`` round the centroids through that
+    type; ``i8``/``u8`` quantize each LUT to 8 bits symmetrically, one scale per LUT, as
+    ``PostTrainingPalettizer``'s ``lut_dtype`` does; the forward uses the rounded centroids with
+    straight-through gradients, and the 8-bit LUTs are exported as ``[2, 3]``), ``cluster_dim``
+    (LUT entries are vectors of that many consecutive channels along ``channel_axis``; clustered
+    by the native vector k-means of ``palettize_weights``; exported with ``vector_axis``),
     ``milestone`` (the step at which palettization starts), ``recluster_interval`` (steps between
     native k-means re-clusterings of the dense weights; 0 = only at the milestone),
     ``train_lut`` (centroids are trainable), ``straight_through`` (dense weights get the
@@ -71,7 +81,12 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
     group_size: int | None = None
     channel_axis: int = attrs.field(default=0, validator=_check_in((0, 1)))
     enable_per_channel_scale: bool = False
+    per_channel_scaling_factor_scheme: str = attrs.field(
+        default="abs", validator=_check_in(("abs", "min_max"))
+    )
     weight_threshold: int = 2048
+    lut_dtype: str = attrs.field(default="f32", validator=_check_in(tuple(_LUT_DTYPES)))
+    cluster_dim: int = 1
     milestone: int = 0
     recluster_interval: int = 0
     train_lut: bool = True
@@ -87,6 +102,10 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
             raise ValueError("group_size is only allowed with per_grouped_channel")
         if self.milestone < 0 or self.recluster_interval < 0:
             raise ValueError("milestone and recluster_interval must be >= 0")
+        if self.cluster_dim < 1:
+            raise ValueError("cluster_dim must be >= 1")
+        if self.cluster_dim > 1 and self.enable_per_channel_scale:
+            raise ValueError("cluster_dim > 1 and enable_per_channel_scale are mutually exclusive")
 
 
 @attrs.define(kw_only=True)
@@ -116,14 +135,20 @@ class LutParametrization(nn.Module):
         self.group_rows = cfg.group_size if cfg.granularity == "per_grouped_channel" else rows
         if rows % self.group_rows:
             raise ValueError(f"group_size {self.group_rows} does not divide {rows} channels")
+        self.cd = cfg.cluster_dim
+        if self.group_rows % self.cd:
+            raise ValueError(f"cluster_dim {self.cd} does not divide {self.group_rows} channels")
         groups = rows // self.group_rows
         self.use_scale = cfg.enable_per_channel_scale
+        self.lut_dtype = cfg.lut_dtype
+        self.scale_scheme = cfg.per_channel_scaling_factor_scheme
         self.lut = nn.Parameter(
-            torch.zeros(groups, self.k, dtype=torch.float32, device=weight.device),
+            torch.zeros(groups, self.k, self.cd, dtype=torch.float32, device=weight.device),
             requires_grad=cfg.train_lut,
         )
         self.register_buffer(
-            "indices", torch.zeros(rows, cols, dtype=torch.uint8, device=weight.device)
+            "indices",
+            torch.zeros(rows // self.cd, cols, dtype=torch.uint8, device=weight.device),
         )
         self.register_buffer(
             "scale", torch.ones((self.shape[0],) + (1,) * (len(self.shape) - 1),
@@ -140,56 +165,115 @@ class LutParametrization(nn.Module):
     def _unrows(self, m: torch.Tensor) -> torch.Tensor:
         return _from_matrix(m if self.axis == 0 else m.t(), torch.Size(self.shape), self.axis)
 
+    def _points(self, w: torch.Tensor) -> torch.Tensor:
+        """``[rows/cd, cols, cd]``: ``cluster_dim`` consecutive channels at each position."""
+        x = self._rows(w)
+        return x.reshape(x.shape[0] // self.cd, self.cd, x.shape[1]).transpose(1, 2)
+
+    def _unpoints(self, p: torch.Tensor) -> torch.Tensor:
+        return self._unrows(p.transpose(1, 2).reshape(p.shape[0] * self.cd, p.shape[1]))
+
     def _lut_rows(self, lut: torch.Tensor) -> torch.Tensor:
-        return lut.repeat_interleave(self.group_rows, dim=0)
+        """``[rows/cd, K, cd]``: each point row's LUT."""
+        return lut.repeat_interleave(self.group_rows // self.cd, dim=0)
+
+    def _gather(self, lut: torch.Tensor) -> torch.Tensor:
+        index = self.indices.long().unsqueeze(-1).expand(-1, -1, self.cd)
+        return torch.gather(self._lut_rows(lut), 1, index)
 
     # clustering --------------------------------------------------------------------------
 
     @torch.no_grad()
     def nearest(self, w: torch.Tensor) -> None:
-        """Assigns every weight to its nearest centroid of the current LUT."""
-        x = self._rows(w.detach().float() / self.scale)
-        lut = self._lut_rows(self.lut.detach())
-        step = max(1, _CHUNK // max(1, x.shape[1] * self.k))
+        """Assigns every weight (vector) to its nearest centroid of the current LUT."""
+        x = self._points(w.detach().float() / self.scale)
+        lut = self._lut_rows(self.stored_lut().detach())
+        step = max(1, _CHUNK // max(1, x.shape[1] * self.k * self.cd))
         for r in range(0, x.shape[0], step):
-            d = (x[r:r + step, :, None] - lut[r:r + step, None, :]).abs()
+            d = (x[r:r + step, :, None, :] - lut[r:r + step, None, :, :]).square().sum(-1)
             self.indices[r:r + step] = d.argmin(dim=-1).to(torch.uint8)
 
     @torch.no_grad()
     def cluster(self, w: torch.Tensor) -> None:
-        """Exact 1-D k-means (native) of the current dense weights, per LUT group."""
+        """Native k-means of the current dense weights, per LUT group: the exact 1-D k-means,
+        or with ``cluster_dim > 1`` the vector k-means of ``palettize_weights``."""
         w = w.detach().float()
         if self.use_scale:
-            s = w.reshape(self.shape[0], -1).abs().amax(dim=1)
+            rows = w.reshape(self.shape[0], -1)
+            if self.scale_scheme == "abs":
+                s = rows.abs().amax(dim=1)
+            else:
+                s = 0.5 * (rows.amax(dim=1) - rows.amin(dim=1))
             s[s == 0] = 1.0
             self.scale.copy_(s.reshape(self.scale.shape))
-        x = self._rows(w / self.scale).contiguous()
-        _, luts, _ = kernels.weighted_kmeans(x.cpu(), None, self.lut.shape[0], self.k)
-        self.lut.data.copy_(torch.from_numpy(luts).to(self.lut.device))
+        x = self._rows(w / self.scale).contiguous().cpu()
+        if self.cd == 1:
+            _, luts, _ = kernels.weighted_kmeans(x, None, self.lut.shape[0], self.k)
+            lut = torch.from_numpy(luts).unsqueeze(-1)
+        else:
+            grouped = self.lut.shape[0] > 1
+            params = _kernels.palettize(
+                x.numpy(), int(self.k).bit_length() - 1, "kmeans",
+                "per_grouped_channel" if grouped else "per_tensor",
+                self.group_rows if grouped else 0, channel_axis=0, cluster_dim=self.cd,
+            )
+            found = torch.from_numpy(np.ascontiguousarray(params.lut, dtype=np.float32))
+            found = found.reshape(self.lut.shape[0], -1, self.cd)
+            lut = torch.zeros_like(self.lut, device="cpu")
+            lut[:, : found.shape[1]] = found  # fewer distinct vectors: zero-padded
+        self.lut.data.copy_(lut.to(self.lut.device))
         self.nearest(w)
         self.enabled.fill_(True)
 
     # forward -----------------------------------------------------------------------------
 
+    def _lut_scale(self) -> torch.Tensor:
+        """One 8-bit symmetric scale per LUT (``max|c| / 127``; 1 for an all-zero LUT)."""
+        amax = self.lut.detach().abs().amax(dim=(1, 2), keepdim=True)
+        return torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+
+    def stored_lut(self) -> torch.Tensor:
+        """The centroids as ``lut_dtype`` stores them, with straight-through gradients to the
+        trained ``lut``."""
+        if self.lut_dtype == "f32":
+            return self.lut
+        if self.lut_dtype in ("i8", "u8"):
+            s = self._lut_scale()
+            rounded = torch.clamp(torch.round(self.lut.detach() / s), -127, 127) * s
+        else:
+            rounded = self.lut.detach().to(_LUT_DTYPES[self.lut_dtype]).float()
+        return self.lut + (rounded - self.lut).detach()
+
     def lookup(self) -> torch.Tensor:
         """``LUT[indices]`` in the weight's layout (without the scale)."""
-        q = torch.gather(self._lut_rows(self.lut), 1, self.indices.long())
-        return self._unrows(q)
+        return self._unpoints(self._gather(self.stored_lut()))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not bool(self.enabled):
             return w
-        x = self._rows(w / self.scale)
-        q = torch.gather(self._lut_rows(self.lut), 1, self.indices.long())
+        x = self._points(w / self.scale)
+        q = self._gather(self.stored_lut())
         if self.straight_through and w.requires_grad:
             q = q + (x - x.detach())
-        return (self._unrows(q) * self.scale).to(w.dtype)
+        return (self._unpoints(q) * self.scale).to(w.dtype)
 
     def metadata(self) -> dict[str, Any]:
-        lut = self.lut.detach().float().cpu().unsqueeze(1 - self.axis).unsqueeze(-1)
+        lut = self.stored_lut().detach().float().cpu().unsqueeze(1 - self.axis)
         for _ in range(len(self.shape) - 2):
             lut = lut.unsqueeze(2)
         fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut}
+        if self.cd > 1:
+            fields["vector_axis"] = self.axis
+        if self.lut_dtype in ("i8", "u8"):
+            shape = [1] * lut.dim()
+            shape[self.axis] = self.lut.shape[0]
+            fields.update(
+                compression_type=["palettization", "quantization"],
+                quantization_n_bits=8,
+                quantization_scale=self._lut_scale().cpu().reshape(shape),
+            )
+            if self.lut_dtype == "u8":  # codes 0..254 around 127, coremltools' uint8 LUTs
+                fields["zero_point"] = torch.full(shape, 127, dtype=torch.uint8)
         if self.use_scale:
             fields["palettization_scale"] = self.scale.detach().float().cpu()
         return fields
@@ -264,22 +348,51 @@ class TrainingPalettizer:
         return model
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Advances the step counter, starts palettization at each module's milestone,
         re-clusters every ``recluster_interval`` steps after it and otherwise re-assigns
-        weights to their nearest centroid."""
+        weights to their nearest centroid.
+
+        Clustering replaces a LUT's values in place (the parameter stays the one the
+        optimizer holds). With ``optimizer``, that optimizer's state for each replaced LUT
+        (e.g. Adam's moments) is dropped, so it restarts from the new centroids; without it the
+        state of the old centroids carries over."""
         self._step_count += 1
         for _, module, lut, cfg in self._targets(self._model):
             dense = module.parametrizations.weight.original
             if not bool(lut.enabled):
                 if self._step_count >= cfg.milestone:
-                    lut.cluster(dense)
+                    self._cluster(lut, dense, optimizer)
                 continue
             since = self._step_count - cfg.milestone
             if cfg.recluster_interval and since % cfg.recluster_interval == 0:
-                lut.cluster(dense)
+                self._cluster(lut, dense, optimizer)
             elif cfg.reassign:
                 lut.nearest(dense)
+
+    @staticmethod
+    def _cluster(
+        lut: LutParametrization, dense: torch.Tensor, optimizer: torch.optim.Optimizer | None
+    ) -> None:
+        lut.cluster(dense)
+        if optimizer is not None:
+            optimizer.state.pop(lut.lut, None)
+
+    @torch.no_grad()
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per palettized module (coremltools' DKM report keys): ``device``, ``error`` (RMSE of
+        the palettized weight against the dense one), ``#params`` and ``#dtype``."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, module, lut, _ in self._targets(self._model):
+            dense = module.parametrizations.weight.original.detach().float()
+            palettized = lut.lookup() * lut.scale if bool(lut.enabled) else dense
+            out[name] = {
+                "device": dense.device,
+                "error": float((palettized - dense).pow(2).mean().sqrt()),
+                "#params": dense.numel(),
+                "#dtype": f":num_clusters: {lut.k} <{lut.lut_dtype}> dim={lut.cd}",
+            }
+        return out
 
     @torch.no_grad()
     def finalize(self, model: nn.Module | None = None, inplace: bool = False) -> nn.Module:
@@ -287,22 +400,18 @@ class TrainingPalettizer:
         registers the ``_COREML_`` buffers. A module whose milestone was not reached is
         clustered now. Returns a finalized copy unless ``inplace``; the result is in eval
         mode."""
-        target = self._model if model is None else model
-        out = target if inplace else copy.deepcopy(target)
-        for name, module, lut, _ in list(self._targets(out)):
+        def export(module: nn.Module) -> tuple[torch.Tensor, dict[str, Any]] | None:
+            lut = _lut_of(module)
+            if lut is None:
+                return None
             if not bool(lut.enabled):
                 lut.cluster(module.parametrizations.weight.original)
-            dense = lut.lookup() * lut.scale
-            fields = lut.metadata()
-            remove_parametrization(module, "weight", leave_parametrized=False)
-            module.weight.data = dense.to(module.weight.dtype)
-            register_metadata(module, "weight", fields)
-        register_metadata_version(out)
-        out.eval()
+            return lut.lookup() * lut.scale, lut.metadata()
+
+        out = finalize_weights(self._model if model is None else model, inplace, export)
         if model is None:
             self._model = out
         return out
-
 
 __all__ = [
     "LutParametrization",
