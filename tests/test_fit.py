@@ -158,7 +158,7 @@ def test_neural_engine_excludes_per_block(linear: Path, tmp_path: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = tmp_path / f"{units}.mlpackage"
-            result = optimize.fit(linear, dense // 3, output_path=out, candidates=only_block, compute_units=units)
+            result = optimize.fit(linear, dense // 2, output_path=out, candidates=only_block, compute_units=units)
         assert result.weights, units
         assert any(issubclass(w.category, DeploymentWarning) for w in caught) == warned, units
 

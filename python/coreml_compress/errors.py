@@ -91,6 +91,11 @@ class OutputPathError(CoreMLCompressError, ValueError):
     or something that is not a package is already there."""
 
 
+class MissingDependencyError(CoreMLCompressError, ImportError):
+    """An optional dependency that the asked feature needs is not installed (the message says
+    which extra to install)."""
+
+
 class InternalError(CoreMLCompressError):
     """A defect of coreml-compress itself (the engine panicked); please report it with the input."""
 
@@ -104,6 +109,7 @@ __all__ = [
     "DeploymentWarning",
     "InternalError",
     "MalformedPackageError",
+    "MissingDependencyError",
     "OutputPathError",
     "PackageIOError",
     "SkippedWeightsWarning",

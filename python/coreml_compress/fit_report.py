@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import MissingDependencyError
 from .inspect import format_size
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             "the HTML report draws its plots with matplotlib: pip install 'coreml-compress[report]'"
         ) from e
 
