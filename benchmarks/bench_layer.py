@@ -9,6 +9,7 @@ in fresh processes (see ``harness.py``, ``jobs.py``).
     python3 benchmarks/bench_layer.py            # 3 repeats, prints a markdown table
     python3 benchmarks/bench_layer.py --quick    # 1024x1024 layer, 1 repeat (smoke run)
     python3 benchmarks/bench_layer.py --half-lanes   # ours only, per fp16 lane conversion
+    python3 benchmarks/bench_layer.py --grouped-kmeans --repeats 1   # k-means per bits/group
 
 ``--half-lanes`` runs every case of ours three times over, with this project's F16C lanes, the
 `half` crate's dispatched conversions (what portable builds and aarch64 run) and pure software
@@ -150,6 +151,56 @@ def cases_for(n: int) -> list[Case]:
     ]
 
 
+# Grouped k-means cases of issue 14: (nbits, group_size, minimum op-time ratio).
+GROUPED_KMEANS = [
+    (4, 16, 50.0),
+    (4, 8, 20.0),
+    (4, 32, 20.0),
+    (2, 16, 20.0),
+    (3, 16, 20.0),
+    (6, 16, 20.0),
+    (8, 16, 20.0),
+]
+
+
+def grouped_kmeans_cases(n: int) -> list[Case]:
+    src, _ = ensure_inputs(n)
+    return [
+        pair(
+            f"palettize kmeans {nbits}-bit per_grouped_channel g{group}",
+            src,
+            "palettize_weights",
+            {
+                "mode": "kmeans",
+                "nbits": nbits,
+                "granularity": "per_grouped_channel",
+                "group_size": group,
+            },
+        )
+        for nbits, group, _ in GROUPED_KMEANS
+    ]
+
+
+def ratio_table(cases: list[Case]) -> str:
+    """One row per grouped k-means case: op times, the ratio and its target."""
+    goals = {f"palettize kmeans {b}-bit per_grouped_channel g{g}": t for b, g, t in GROUPED_KMEANS}
+    lines = [
+        "| case | coremltools op | ours op | ratio | target | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        a = case.ct_result.median("op_s") if case.ct_result else None
+        b = case.ours_result.median("op_s") if case.ours_result else None
+        ratio = a / b if a and b else None
+        goal = goals[case.name]
+        verdict = "—" if ratio is None else ("met" if ratio >= goal else "NOT met")
+        lines.append(
+            f"| {case.name} | {harness.fmt_s(a)} | {harness.fmt_s(b)} | "
+            f"{'—' if ratio is None else f'**{ratio:.0f}×**'} | ≥{goal:.0f}× | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 HALF_LANES = ("f16c", "half", "software")
 
 
@@ -202,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--half-lanes", action="store_true", help="ours only, per fp16 lane conversion"
     )
+    parser.add_argument(
+        "--grouped-kmeans",
+        action="store_true",
+        help="k-means per nbits and group size: ratio table",
+    )
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build-int4", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -218,6 +274,18 @@ def main(argv: list[str] | None = None) -> int:
             f"### fp16 lane conversions, one {n}×{n} fp16 linear: op time (median)\n\n"
             + half_lanes_table(cases_for(n), harness.repeats_for(args), args.mem_limit_gb)
         )
+        if args.md_out:
+            args.md_out.write_text(md)
+        print(md)
+        return 0
+    if args.grouped_kmeans:
+        cases = harness.run_cases(
+            grouped_kmeans_cases(n), harness.repeats_for(args), mem_limit_gb=args.mem_limit_gb
+        )
+        md = f"### Grouped k-means, one {n}×{n} fp16 linear: op time (median)\n\n" + ratio_table(
+            cases
+        )
+        harness.save_results(f"bench_layer-grouped{'-quick' if args.quick else ''}", cases, md)
         if args.md_out:
             args.md_out.write_text(md)
         print(md)

@@ -158,6 +158,32 @@ def test_kmeans_never_worse_than_coremltools(shape: Any, dtype: Any, axis: int, 
     assert ours_sse <= theirs_sse * slack, (ours_sse, theirs_sse)
 
 
+def _minilm_weight(name: str) -> np.ndarray:
+    import models
+
+    safetensors = pytest.importorskip("safetensors.numpy")
+    return safetensors.load_file(str(models.minilm_safetensors_path()))[name].astype(np.float16)
+
+
+@pytest.mark.parametrize(
+    "weight",
+    [
+        # Few levels: at most 144 distinct 2-vectors, where one k-means++ start gets trapped.
+        *(lambda s=s: rand((64, 1536), np.float16, seed=s, distinct=12) for s in range(3)),
+        lambda: (np.random.default_rng(5).standard_t(3, (64, 1536)) * 0.01).astype(np.float16),
+        lambda: _minilm_weight("encoder.layer.0.attention.self.query.weight"),
+    ],
+    ids=["levels-0", "levels-1", "levels-2", "heavy-tailed", "minilm"],
+)
+def test_vector_kmeans_never_worse(weight: Any) -> None:
+    w = weight()
+    theirs = ct_pal.grouped_channelwise_compress(w, "KMEANS", 4, 0, 0, None, 2)
+    ours = kernels.palettize(w, nbits=4, channel_axis=0, cluster_dim=2)
+    ours_sse = sse(w, kernels.lut_to_dense(ours))
+    theirs_sse = sse(w, ct_pal.decompress(theirs))
+    assert ours_sse <= theirs_sse * (1 + 1e-9), (ours_sse, theirs_sse)
+
+
 def _coremltools_per_channel_scale(w: np.ndarray, mode: str, nbits: Any, axis: int, group: int) -> tuple[Any, np.ndarray]:
     """What palettize_weights.transform_op does with enable_per_channel_scale=True."""
     w = w.copy()

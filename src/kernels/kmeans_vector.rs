@@ -95,9 +95,9 @@ fn nearest(p: &[f32], centroids: &[f64], dim: usize) -> (u32, f64) {
     best
 }
 
-/// Sum of `f` over fixed chunks, combined in chunk order.
-fn ordered_sum(values: &[f64], f: impl Fn(usize, f64) -> f64 + Sync) -> f64 {
-    let parts: Vec<f64> = values
+/// Sum of `f(i, values[i])` over each fixed chunk of `values`, in chunk order.
+fn chunk_sums(values: &[f64], f: impl Fn(usize, f64) -> f64 + Sync) -> Vec<f64> {
+    values
         .par_chunks(CHUNK)
         .enumerate()
         .map(|(ci, ch)| {
@@ -106,15 +106,32 @@ fn ordered_sum(values: &[f64], f: impl Fn(usize, f64) -> f64 + Sync) -> f64 {
                 .map(|(i, &v)| f(ci * CHUNK + i, v))
                 .sum()
         })
-        .collect();
-    parts.iter().sum()
+        .collect()
 }
 
-/// Greedy k-means++ seeding on `pts` (row-major, `dim` wide). Stops early when every point
-/// already coincides with a centre.
-fn kmeanspp(pts: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f64> {
+/// Sum of `f` over fixed chunks, combined in chunk order.
+fn ordered_sum(values: &[f64], f: impl Fn(usize, f64) -> f64 + Sync) -> f64 {
+    chunk_sums(values, f).iter().sum()
+}
+
+/// Weight of point `i`: its count when `weights` is given, else 1.
+#[inline]
+fn weight_of(weights: Option<&[f64]>, i: usize) -> f64 {
+    weights.map_or(1.0, |w| w[i])
+}
+
+/// Greedy k-means++ seeding on `pts` (row-major, `dim` wide; each point counted `weights[i]`
+/// times when given). Stops early when every point already coincides with a centre.
+fn kmeanspp(
+    pts: &[f32],
+    weights: Option<&[f64]>,
+    dim: usize,
+    k: usize,
+    rng: &mut SplitMix,
+) -> Vec<f64> {
     let m = pts.len() / dim;
     let row = |i: usize| &pts[i * dim..(i + 1) * dim];
+    let wt = |i: usize| weight_of(weights, i);
     let first = rng.below(m);
     let mut centres: Vec<f64> = row(first).iter().map(|&v| v as f64).collect();
     let mut closest: Vec<f64> = vec![0.0; m];
@@ -126,20 +143,21 @@ fn kmeanspp(pts: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f64> {
                 *d = dist2(row(ci * CHUNK + i), &centres);
             }
         });
-    let mut pot = ordered_sum(&closest, |_, v| v);
+    let mut pot = ordered_sum(&closest, |i, v| wt(i) * v);
     let trials = 2 + (k as f64).ln() as usize;
     while centres.len() / dim < k && pot > 0.0 {
-        // Candidates drawn with probability proportional to the current distance.
-        let chunk_sums: Vec<f64> = closest.chunks(CHUNK).map(|c| c.iter().sum()).collect();
-        let total: f64 = chunk_sums.iter().sum();
+        // Candidates drawn with probability proportional to the current distance (times count).
+        let sums = chunk_sums(&closest, |i, d| wt(i) * d);
+        let total: f64 = sums.iter().sum();
         let mut cands = Vec::with_capacity(trials);
         for _ in 0..trials {
             let mut r = rng.next_f64() * total;
             let mut pick = None;
-            for (ci, &cs) in chunk_sums.iter().enumerate() {
+            for (ci, &cs) in sums.iter().enumerate() {
                 if r < cs {
                     let base = ci * CHUNK;
                     for (i, &d) in closest[base..(base + CHUNK).min(m)].iter().enumerate() {
+                        let d = wt(base + i) * d;
                         if r < d {
                             pick = Some(base + i);
                             break;
@@ -163,7 +181,7 @@ fn kmeanspp(pts: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f64> {
         let mut best: Option<(usize, f64)> = None;
         for &c in &cands {
             let cc: Vec<f64> = row(c).iter().map(|&v| v as f64).collect();
-            let p = ordered_sum(&closest, |i, d| d.min(dist2(row(i), &cc)));
+            let p = ordered_sum(&closest, |i, d| wt(i) * d.min(dist2(row(i), &cc)));
             if best.map_or(true, |(_, bp)| p < bp) {
                 best = Some((c, p));
             }
@@ -187,7 +205,8 @@ fn kmeanspp(pts: &[f32], dim: usize, k: usize, rng: &mut SplitMix) -> Vec<f64> {
 /// Per-chunk partial result of one assignment pass.
 struct Partial {
     sums: Vec<f64>,
-    counts: Vec<u64>,
+    /// Total weight (point count) per cluster.
+    counts: Vec<f64>,
     inertia: f64,
     changed: usize,
 }
@@ -195,6 +214,7 @@ struct Partial {
 /// Assigns every point to its nearest centroid, updating `labels`; returns the ordered totals.
 fn assign(
     points: &[f32],
+    weights: Option<&[f64]>,
     dim: usize,
     centroids: &[f64],
     labels: &mut [u32],
@@ -204,29 +224,31 @@ fn assign(
     let parts: Vec<Partial> = points
         .par_chunks(CHUNK * dim)
         .zip(labels.par_chunks_mut(CHUNK))
-        .map(|(pc, lc)| {
+        .enumerate()
+        .map(|(ci, (pc, lc))| {
             let mut part = Partial {
                 sums: if accumulate {
                     vec![0.0; k * dim]
                 } else {
                     Vec::new()
                 },
-                counts: if accumulate { vec![0; k] } else { Vec::new() },
+                counts: if accumulate { vec![0.0; k] } else { Vec::new() },
                 inertia: 0.0,
                 changed: 0,
             };
-            for (p, l) in pc.chunks_exact(dim).zip(lc.iter_mut()) {
+            for (i, (p, l)) in pc.chunks_exact(dim).zip(lc.iter_mut()).enumerate() {
+                let w = weight_of(weights, ci * CHUNK + i);
                 let (j, d) = nearest(p, centroids, dim);
                 if *l != j {
                     part.changed += 1;
                     *l = j;
                 }
-                part.inertia += d;
+                part.inertia += w * d;
                 if accumulate {
                     let j = j as usize;
-                    part.counts[j] += 1;
+                    part.counts[j] += w;
                     for (s, &v) in part.sums[j * dim..(j + 1) * dim].iter_mut().zip(p) {
-                        *s += v as f64;
+                        *s += w * v as f64;
                     }
                 }
             }
@@ -235,7 +257,7 @@ fn assign(
         .collect();
     let mut total = Partial {
         sums: vec![0.0; if accumulate { k * dim } else { 0 }],
-        counts: vec![0; if accumulate { k } else { 0 }],
+        counts: vec![0.0; if accumulate { k } else { 0 }],
         inertia: 0.0,
         changed: 0,
     };
@@ -252,8 +274,45 @@ fn assign(
     total
 }
 
+/// Inputs with at most this many distinct vectors are clustered as distinct vectors weighted by
+/// their counts, from [`SEEDS`] starts.
+const FEW_DISTINCT: usize = 1 << 14;
+/// k-means++ starts tried on few distinct vectors (the best is kept). Discrete, clustered data
+/// (weights drawn from a few levels) traps a single start in a local optimum: 3 % worse than
+/// scikit-learn on 64×1536 values of 12 levels, cluster_dim 2, 4 bits, before this.
+const SEEDS: u64 = 8;
+
+/// The distinct vectors of `points` in order of first appearance, their counts and each point's
+/// distinct vector; `None` when there are more than `max`.
+fn distinct_vectors(
+    points: &[f32],
+    dim: usize,
+    max: usize,
+) -> Option<(Vec<f32>, Vec<f64>, Vec<u32>)> {
+    let mut ids: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
+    let bits: &[u32] = bytemuck::cast_slice(points);
+    let (mut distinct, mut counts) = (Vec::new(), Vec::new());
+    let mut which = Vec::with_capacity(points.len() / dim);
+    for (p, key) in points.chunks_exact(dim).zip(bits.chunks_exact(dim)) {
+        let next = counts.len() as u32;
+        let id = *ids.entry(key).or_insert(next);
+        if id == next {
+            if counts.len() == max {
+                return None;
+            }
+            distinct.extend_from_slice(p);
+            counts.push(0.0);
+        }
+        counts[id as usize] += 1.0;
+        which.push(id);
+    }
+    Some((distinct, counts, which))
+}
+
 /// k-means of `points` (row-major `[m, dim]`) into at most `k` clusters.
 ///
+/// With few distinct vectors: the best of [`SEEDS`] runs on the distinct vectors weighted by
+/// their counts (the same objective, much cheaper). Otherwise one run on all points.
 /// Deterministic for given inputs and options, whatever the rayon thread count.
 pub fn kmeans_vectors(
     points: &[f32],
@@ -265,6 +324,36 @@ pub fn kmeans_vectors(
         dim > 0 && points.len() % dim == 0,
         "points must be [m, dim]"
     );
+    let Some((distinct, counts, which)) = distinct_vectors(points, dim, FEW_DISTINCT) else {
+        return lloyd(points, None, dim, k, opts);
+    };
+    let mut best: Option<VectorClusters> = None;
+    for s in 0..SEEDS {
+        let run_opts = VectorKmeansOptions {
+            seed: opts.seed.wrapping_add(s),
+            ..opts.clone()
+        };
+        let run = lloyd(&distinct, Some(&counts), dim, k, &run_opts);
+        if best.as_ref().map_or(true, |b| run.inertia < b.inertia) {
+            best = Some(run);
+        }
+    }
+    let best = best.expect("SEEDS > 0");
+    VectorClusters {
+        labels: which.iter().map(|&d| best.labels[d as usize]).collect(),
+        centroids: best.centroids,
+        inertia: best.inertia,
+    }
+}
+
+/// k-means++ then Lloyd on `points`, each counted `weights[i]` times when given.
+fn lloyd(
+    points: &[f32],
+    weights: Option<&[f64]>,
+    dim: usize,
+    k: usize,
+    opts: &VectorKmeansOptions,
+) -> VectorClusters {
     let m = points.len() / dim;
     let k = k.min(m);
     if m == 0 || k == 0 {
@@ -278,7 +367,7 @@ pub fn kmeans_vectors(
 
     // Seeding, on a stratified random sample when there are many points.
     let cap = opts.init_sample.max(256 * k).max(1);
-    let mut centroids = if m > cap {
+    let mut centroids = if m > cap && weights.is_none() {
         let mut sample = Vec::with_capacity(cap * dim);
         for s in 0..cap {
             let lo = s * m / cap;
@@ -286,9 +375,9 @@ pub fn kmeans_vectors(
             let i = lo + rng.below(hi - lo);
             sample.extend_from_slice(&points[i * dim..(i + 1) * dim]);
         }
-        kmeanspp(&sample, dim, k, &mut rng)
+        kmeanspp(&sample, None, dim, k, &mut rng)
     } else {
-        kmeanspp(points, dim, k, &mut rng)
+        kmeanspp(points, weights, dim, k, &mut rng)
     };
     let k = centroids.len() / dim;
 
@@ -296,13 +385,15 @@ pub fn kmeans_vectors(
     let tol_abs = {
         let parts: Vec<(Vec<f64>, Vec<f64>)> = points
             .par_chunks(CHUNK * dim)
-            .map(|pc| {
+            .enumerate()
+            .map(|(ci, pc)| {
                 let (mut s, mut s2) = (vec![0.0; dim], vec![0.0; dim]);
-                for p in pc.chunks_exact(dim) {
+                for (i, p) in pc.chunks_exact(dim).enumerate() {
+                    let w = weight_of(weights, ci * CHUNK + i);
                     for d in 0..dim {
                         let v = p[d] as f64;
-                        s[d] += v;
-                        s2[d] += v * v;
+                        s[d] += w * v;
+                        s2[d] += w * v * v;
                     }
                 }
                 (s, s2)
@@ -315,8 +406,9 @@ pub fn kmeans_vectors(
                 s2[d] += b[d];
             }
         }
+        let total = weights.map_or(m as f64, |w| w.iter().sum());
         let var: f64 = (0..dim)
-            .map(|d| (s2[d] / m as f64 - (s[d] / m as f64).powi(2)).max(0.0))
+            .map(|d| (s2[d] / total - (s[d] / total).powi(2)).max(0.0))
             .sum::<f64>()
             / dim as f64;
         var * opts.tol
@@ -326,7 +418,7 @@ pub fn kmeans_vectors(
     let mut inertia;
     let mut iter = 0;
     loop {
-        let tot = assign(points, dim, &centroids, &mut labels, true);
+        let tot = assign(points, weights, dim, &centroids, &mut labels, true);
         inertia = tot.inertia;
         if tot.changed == 0 || iter >= opts.max_iter {
             break; // labels are the nearest centroids of `centroids`
@@ -334,10 +426,10 @@ pub fn kmeans_vectors(
         iter += 1;
         let mut shift = 0.0;
         for j in 0..k {
-            if tot.counts[j] == 0 {
+            if tot.counts[j] == 0.0 {
                 continue; // an empty cluster keeps its centroid
             }
-            let n = tot.counts[j] as f64;
+            let n = tot.counts[j];
             for d in 0..dim {
                 let new = tot.sums[j * dim + d] / n;
                 let old = &mut centroids[j * dim + d];
@@ -346,7 +438,7 @@ pub fn kmeans_vectors(
             }
         }
         if shift <= tol_abs {
-            inertia = assign(points, dim, &centroids, &mut labels, false).inertia;
+            inertia = assign(points, weights, dim, &centroids, &mut labels, false).inertia;
             break;
         }
     }

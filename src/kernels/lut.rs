@@ -8,8 +8,9 @@
 //!
 //! Per-group math ([`palettize_group`]), exactly as coremltools' `_get_lut_and_indices`:
 //! - `Kmeans`, scalar: optimal 1-D k-means. For f16 it is coremltools' own result bit for bit
-//!   (histogram of bit patterns → [`optimal_kmeans_1d`] on the distinct values weighted by their
-//!   counts → centroids rounded to f16, indices not recomputed after rounding). coremltools uses
+//!   except in near-ties (histogram of bit patterns → [`optimal_kmeans_1d`] on the distinct
+//!   values weighted by their counts → centroids rounded to f16, indices not recomputed after
+//!   rounding). coremltools uses
 //!   scikit-learn for f32 and for f16 groups under 10,000 elements; we use the same optimal DP
 //!   there too (never a worse SSE than a local optimum), and for f32 tensors with more than
 //!   65,536 distinct values the bucketed DP + Lloyd of [`kmeans_1d_large`].
