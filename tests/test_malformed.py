@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -795,3 +796,25 @@ def test_chain_shapes_that_disagree_are_refused_by_every_door(int4_pkg: Path, tm
             output_path=tmp_path / "p.mlpackage",
         )
     assert not (tmp_path / "p.mlpackage").exists()
+
+
+def test_chain_output_declared_with_another_shape(valid_package: Path, tmp_path: Path) -> None:
+    # The package fuzzer (seed 1, mutant 3255): a LUT op's output declared [96, 128, 1] while its
+    # value is [96, 128]; joint pruning rewrote the chain from the declaration and wrote a
+    # constexpr_lut_to_sparse whose LUT rank did not match its indices.
+    src = tmp_path / "in" / "lut.mlpackage"
+    optimize.palettize_weights(
+        str(valid_package),
+        cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=4)),
+        output_path=src,
+    )
+    spec = load_spec(src)
+    (op,) = [op for op in _block_ops(spec) if op.outputs[0].name == "lin2_weight_to_fp16_palettized"]
+    _set_dims(op.outputs[0].type, [96, 128, 1])
+    (src / MODEL_REL).write_bytes(spec.SerializeToString())
+    fragment = "is declared with shape [96, 128, 1] but its value has shape [96, 128]"
+    check_failure(src, tmp_path, MalformedPackageError, fragment)
+    prune = cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5))
+    with pytest.raises(MalformedPackageError, match=re.escape(fragment)):
+        optimize.prune_weights(str(src), prune, joint_compression=True, output_path=tmp_path / "j.mlpackage")
+    assert not (tmp_path / "j.mlpackage").exists()
