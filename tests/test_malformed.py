@@ -778,6 +778,7 @@ def test_inline_const_shorter_than_its_declared_shape(model_dir: Path, tmp_path:
         and len(op.attributes["val"].type.tensorType.dimensions) == 1
     )
     op.attributes["val"].type.tensorType.dimensions[0].constant.size = 64
+    op.outputs[0].type.tensorType.dimensions[0].constant.size = 64
     (src / MODEL_REL).write_bytes(spec.SerializeToString())
     check_failure(src, tmp_path, MalformedPackageError, "parameter val", "256 bytes expected")
 
@@ -818,3 +819,13 @@ def test_chain_output_declared_with_another_shape(valid_package: Path, tmp_path:
     with pytest.raises(MalformedPackageError, match=re.escape(fragment)):
         optimize.prune_weights(str(src), prune, joint_compression=True, output_path=tmp_path / "j.mlpackage")
     assert not (tmp_path / "j.mlpackage").exists()
+
+
+def test_const_output_declared_with_another_shape(pkg: Path, tmp_path: Path) -> None:
+    # The package fuzzer (seeds 2 and 16): a const's output declared [96, 1] while its value is
+    # [96] was copied through by every pass, and inspect then refused the output.
+    spec = load_spec(pkg)
+    (op,) = [op for op in _block_ops(spec) if op.outputs[0].name == "shared_a_bias_0_to_fp16"]
+    _set_dims(op.outputs[0].type, [96, 1])
+    (pkg / MODEL_REL).write_bytes(spec.SerializeToString())
+    check_failure(pkg, tmp_path, MalformedPackageError, "is declared with shape [96, 1] but its value has shape [96]")

@@ -62,9 +62,28 @@ pub fn check_chains(package: &Package) -> Result<()> {
             // Inline const tensors hold the bytes their declared type needs (weight-file ones
             // were checked when the package was opened): a pass copies them as they are.
             for op in &graph.ops {
-                let Some(v) = const_value(op).filter(|v| !is_blob(v)) else {
+                let Some(v) = const_value(op) else {
                     continue;
                 };
+                // A const's output is declared as its value: consumers and passes read the one,
+                // the bytes hold the other.
+                let value_shape = tensor_info(v.r#type.as_ref()).map(|i| i.shape);
+                for out in &op.outputs {
+                    let declared = tensor_info(out.r#type.as_ref()).map(|i| i.shape);
+                    if let (Some(declared), Some(value)) = (&declared, &value_shape) {
+                        if declared != value {
+                            return Err(format_err!(
+                                "op {} (const): output {} is declared with shape {declared:?} \
+                                 but its value has shape {value:?}",
+                                op_name(op),
+                                out.name
+                            ));
+                        }
+                    }
+                }
+                if is_blob(v) {
+                    continue;
+                }
                 if tensor_info(v.r#type.as_ref()).is_some_and(|info| info.dtype != DType::Str) {
                     read_tensor(v, package, &format!("op {} parameter val", op_name(op)))?;
                 }
