@@ -16,7 +16,7 @@ use crate::kernels::fp16::WeightElement;
 use crate::kernels::{lut, pack, quantize};
 use crate::mil::ops::{op_name, param, Param};
 use crate::mil::program::Graph;
-use crate::mil::tensor::{read_tensor, tensor_info, TensorInfo};
+use crate::mil::tensor::{check_declared_shape, read_tensor, TensorInfo};
 
 /// Element storage of a dense tensor. Sub-byte unsigned types (indices, masks) live in `U8`,
 /// int4 in `I8`; the logical dtype is in the tensor's [`TensorInfo`].
@@ -238,20 +238,8 @@ impl<'a> Materializer<'a> {
     pub fn op(&self, op: &Operation) -> Result<Vec<Dense>> {
         let what = || format!("op {} ({})", op_name(op), op.r#type);
         let outputs = self.outputs(op).map_err(|e| e.within(&what()))?;
-        // The declared output types are what consumers and passes read: a value of another
-        // shape is a malformed chain, not one to rewrite from its declaration.
         for (out, dense) in op.outputs.iter().zip(&outputs) {
-            if let Some(declared) = tensor_info(out.r#type.as_ref()) {
-                if declared.shape != dense.info.shape {
-                    return Err(format_err!(
-                        "{}: output {} is declared with shape {:?} but its value has shape {:?}",
-                        what(),
-                        out.name,
-                        declared.shape,
-                        dense.info.shape
-                    ));
-                }
-            }
+            check_declared_shape(&what(), out, &dense.info.shape)?;
         }
         Ok(outputs)
     }

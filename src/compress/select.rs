@@ -15,7 +15,9 @@ use crate::format_err;
 use crate::kernels::pack;
 use crate::mil::ops::{input_vars, op_name, output_name, param, Param};
 use crate::mil::program::{Graph, Use};
-use crate::mil::tensor::{as_string, is_blob, read_tensor, tensor_info, TensorInfo};
+use crate::mil::tensor::{
+    as_string, check_declared_shape, is_blob, read_tensor, tensor_info, TensorInfo,
+};
 
 /// Refuses, before `inspect` or a pass reads or copies anything, the inconsistent programs a
 /// pass would otherwise pass on: a variable defined twice or read but never defined, a chain op
@@ -59,26 +61,17 @@ pub fn check_chains(package: &Package) -> Result<()> {
                     return Err(format_err!("variable {var} is not produced by any op"));
                 }
             }
-            // Inline const tensors hold the bytes their declared type needs (weight-file ones
-            // were checked when the package was opened): a pass copies them as they are.
+            // A const's outputs are declared as its value, and inline const tensors hold the
+            // bytes their declared type needs (weight-file ones were checked when the package was
+            // opened): a pass copies them as they are.
             for op in &graph.ops {
                 let Some(v) = const_value(op) else {
                     continue;
                 };
-                // A const's output is declared as its value: consumers and passes read the one,
-                // the bytes hold the other.
-                let value_shape = tensor_info(v.r#type.as_ref()).map(|i| i.shape);
-                for out in &op.outputs {
-                    let declared = tensor_info(out.r#type.as_ref()).map(|i| i.shape);
-                    if let (Some(declared), Some(value)) = (&declared, &value_shape) {
-                        if declared != value {
-                            return Err(format_err!(
-                                "op {} (const): output {} is declared with shape {declared:?} \
-                                 but its value has shape {value:?}",
-                                op_name(op),
-                                out.name
-                            ));
-                        }
+                if let Some(value) = tensor_info(v.r#type.as_ref()) {
+                    let what = format!("op {} (const)", op_name(op));
+                    for out in &op.outputs {
+                        check_declared_shape(&what, out, &value.shape)?;
                     }
                 }
                 if is_blob(v) {

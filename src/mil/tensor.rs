@@ -8,8 +8,8 @@ use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::format::package::Package;
 use crate::format::spec::proto::mil_spec::{
-    dimension, tensor_value, value, value::ImmediateValue, value_type, Dimension, TensorType,
-    TensorValue, Value, ValueType,
+    dimension, tensor_value, value, value::ImmediateValue, value_type, Dimension, NamedValueType,
+    TensorType, TensorValue, Value, ValueType,
 };
 use crate::format_err;
 
@@ -75,6 +75,19 @@ pub fn tensor_info(value_type: Option<&ValueType>) -> Option<TensorInfo> {
 pub struct TensorData<'a> {
     pub info: TensorInfo,
     pub bytes: Cow<'a, [u8]>,
+}
+
+/// Refuses an output of `op` (e.g. "op w (const)") whose declared tensor shape is not `shape`,
+/// the shape of the value it holds: consumers and passes read the declaration.
+pub fn check_declared_shape(op: &str, output: &NamedValueType, shape: &[usize]) -> Result<()> {
+    match tensor_info(output.r#type.as_ref()) {
+        Some(declared) if declared.shape != shape => Err(format_err!(
+            "{op}: output {} is declared with shape {:?} but its value has shape {shape:?}",
+            output.name,
+            declared.shape
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// True when the value is stored in a weight file.
