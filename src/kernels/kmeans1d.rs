@@ -281,51 +281,88 @@ fn layered_dp(pre: &Prefix, k: usize) -> BackPtr {
 ///
 /// The candidates "the last cluster starts at j" are kept in a queue, each with the first row
 /// from which it is the best: a later start, once better, stays better (the cost matrix is
-/// Monge), so a new candidate drops the queue's tail while it beats it there, then finds by
-/// bisection the row from which it beats the new tail. O(n log n) cost evaluations; a tie keeps
-/// the earlier start.
+/// Monge), so a new candidate drops the queue's tail while it beats it there, then finds the
+/// row from which it beats the new tail by bisection. O(n log n) cost
+/// evaluations; a tie keeps the earlier start.
 #[derive(Default)]
 struct Penalized {
     cost: Vec<f64>,
     start: Vec<u32>,
     count: Vec<u32>,
+    /// `offset[j]`: what a last cluster starting at `j` adds besides its scatter,
+    /// `cost[j − 1] + lambda − q[j]` (the row's own `q[i + 1]` is the same for every start).
+    offset: Vec<f64>,
     /// (candidate start, first row where it is the best), from `head` on.
     queue: Vec<(u32, u32)>,
 }
 
 impl Penalized {
+    /// Row `i`'s cell for a last cluster starting at `j`, less `q[i + 1]`.
+    #[inline(always)]
+    fn cell(pre: &Prefix, offset: &[f64], j: usize, i: usize) -> f64 {
+        offset[j] - scatter_drop(pre.s[i + 1] - pre.s[j], pre.w[i + 1] - pre.w[j])
+    }
+
+    /// Whether at row `r` the start `new` beats the start `old` (`old < new <= r`): `cell(new)
+    /// < cell(old)`, multiplied through by both clusters' weights. Divisions are what a cell
+    /// costs (the search is bound by their throughput, not by its chain of comparisons, measured
+    /// in docs/DECISIONS.md); the products compare the same quantities. A weightless cluster
+    /// takes the cells' own form.
+    #[inline(always)]
+    fn beats(pre: &Prefix, offset: &[f64], new: usize, old: usize, r: usize) -> bool {
+        let (wn, wo) = (pre.w[r + 1] - pre.w[new], pre.w[r + 1] - pre.w[old]);
+        if wn > 0.0 && wo > 0.0 {
+            let (sn, so) = (pre.s[r + 1] - pre.s[new], pre.s[r + 1] - pre.s[old]);
+            (offset[new] - offset[old]) * wn * wo < sn * sn * wo - so * so * wn
+        } else {
+            Self::cell(pre, offset, new, r) < Self::cell(pre, offset, old, r)
+        }
+    }
+
     fn solve(&mut self, pre: &Prefix, lambda: f64) {
         let n = pre.w.len() - 1;
         let Penalized {
             cost,
             start,
             count,
+            offset,
             queue,
         } = self;
         cost.resize(n, 0.0);
         start.resize(n, 0);
         count.resize(n, 0);
+        offset.resize(n, 0.0);
         queue.clear();
         let mut head = 0usize;
-        let cell = |cost: &[f64], j: usize, i: usize| {
-            let before = if j == 0 { 0.0 } else { cost[j - 1] };
-            before + lambda + pre.cost(j, i)
-        };
         for i in 0..n {
+            offset[i] = if i == 0 { 0.0 } else { cost[i - 1] } + lambda - pre.q[i];
             loop {
                 let Some(&(tail, from)) = queue[head..].last() else {
                     queue.push((i as u32, i as u32));
                     break;
                 };
                 let (tail, from) = (tail as usize, (from as usize).max(i));
-                if cell(cost, i, from) < cell(cost, tail, from) {
+                if Self::beats(pre, offset, i, tail, from) {
                     queue.pop();
                     continue;
                 }
-                let (mut lo, mut hi) = (from + 1, n);
+                // The first row from which `i` beats the tail: usually within a few rows of
+                // `from` (measured), so steps of 1, 2, 4, … bracket it, then a bisection.
+                let (mut lo, mut step) = (from + 1, 1);
+                let mut hi = loop {
+                    let r = from + step;
+                    if r >= n {
+                        break n;
+                    }
+                    if Self::beats(pre, offset, i, tail, r) {
+                        break r;
+                    }
+                    lo = r + 1;
+                    step *= 2;
+                };
                 while lo < hi {
                     let mid = (lo + hi) / 2;
-                    if cell(cost, i, mid) < cell(cost, tail, mid) {
+                    if Self::beats(pre, offset, i, tail, mid) {
                         hi = mid;
                     } else {
                         lo = mid + 1;
@@ -340,7 +377,7 @@ impl Penalized {
                 head += 1;
             }
             let best = queue[head].0 as usize;
-            cost[i] = cell(cost, best, i);
+            cost[i] = Self::cell(pre, offset, best, i) + pre.q[i + 1];
             start[i] = best as u32;
             count[i] = if best == 0 { 1 } else { count[best - 1] + 1 };
         }
@@ -422,7 +459,7 @@ fn initial_penalty(values: &[f64], weights: &[f64], pre: &Prefix, k: usize) -> f
         let mass: f64 = (0..n)
             .map(|i| {
                 let gap = (values[(i + 1).min(n - 1)] - values[i.saturating_sub(1)]) / 2.0;
-                weights[i].cbrt() * gap.powf(2.0 / 3.0)
+                approx_cbrt(weights[i] * gap * gap)
             })
             .sum();
         let lambda = 2.0 * mass.powi(3) / (12.0 * kf * kf) / kf;
@@ -431,6 +468,22 @@ fn initial_penalty(values: &[f64], weights: &[f64], pre: &Prefix, k: usize) -> f
         }
     }
     2.0 * pre.cost(0, n - 1) / kf.powi(3)
+}
+
+/// The cube root of a non-negative finite `x` to a few ulps, from +, ×, ÷ alone: the
+/// same bits on every machine (the platform's `cbrt` may differ by an ulp, and the start decides
+/// near ties), branch-free so that it vectorizes (a correctly rounded `libm::cbrt` per value was
+/// a tenth of the grouped k-means time). The start halves the exponent's bits by three (Kahan's
+/// constant, a few percent off), then four Newton steps (each squares the relative error).
+fn approx_cbrt(x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    let mut y = f64::from_bits(x.to_bits() / 3 + 0x2A9F_7893_782D_A1CE);
+    for _ in 0..4 {
+        y = (2.0 * y + x / (y * y)) / 3.0;
+    }
+    y
 }
 
 /// k lies inside an edge of the lower hull of (clusters, SSE), whose slope is `lambda`, and
@@ -452,7 +505,12 @@ fn on_hull_edge(
     let mut bwd = Penalized::default();
     bwd.solve(&Prefix::new(&mirrored, &reversed), lambda);
     let best = fwd.cost[n - 1];
-    let tolerance = 1e-9 * best.abs();
+    // Each cell of a chain is rounded at the magnitude of the prefix sums of squares (its start's
+    // offset, then the row's own term) and a chain has one cell per cluster: ends within that
+    // bound of the optimum, or within 1e-9 of it, are kept (extra ends cost time only).
+    let cells = fwd.count[n - 1].max(bwd.count[n - 1]).max(k as u32) as f64;
+    let rounding = 4.0 * cells * f64::EPSILON * (pre.q[n] + best.abs());
+    let tolerance = 1e-9 * best.abs() + rounding;
     let mut ends: Vec<usize> = (0..n - 1)
         .filter(|&i| fwd.cost[i] + bwd.cost[n - 2 - i] <= best + tolerance)
         .collect();
@@ -1555,6 +1613,13 @@ mod tests {
         /// Three identical far-apart clumps of `m` values: the least SSE is linear in k between 3
         /// and 3m (every extra cluster splits a clump the same way), so those k lie on one edge of
         /// the hull and only the search along the edge finds them.
+        #[test]
+        fn approx_cbrt_is_close(mantissa in 1.0f64..2.0, exp in -300i32..300) {
+            let x = mantissa * 2f64.powi(exp);
+            let y = approx_cbrt(x);
+            prop_assert!(((y * y * y - x) / x).abs() < 1e-14, "{x}: {y}");
+        }
+
         #[test]
         fn hull_edges_are_solved(m in 2usize..6, extra in 1usize..12, spacing in prop_oneof![Just(1.0f64), Just(0.125)]) {
             let mut x = Vec::new();

@@ -366,7 +366,9 @@ pub fn palettize<T: WeightElement>(
             let nbits = params.nbits.expect("checked above");
             (0..groups.num_groups)
                 .into_par_iter()
-                .map(|g| palettize_group(groups.group(g), rest, mode, nbits, cd))
+                .map_init(GroupScratch::default, |scratch, g| {
+                    palettize_group(groups.group(g), rest, mode, nbits, cd, scratch)
+                })
                 .collect::<Result<_>>()?
         }
     };
@@ -629,6 +631,7 @@ pub fn palettize_group<T: WeightElement>(
     mode: PaletteMode,
     nbits: u8,
     cluster_dim: usize,
+    scratch: &mut GroupScratch,
 ) -> Result<GroupLut<T>> {
     check_nbits(nbits)?;
     let cd = cluster_dim.max(1);
@@ -639,7 +642,7 @@ pub fn palettize_group<T: WeightElement>(
         ));
     }
     match mode {
-        PaletteMode::Kmeans if cd == 1 => Ok(kmeans_scalar(group, nbits)),
+        PaletteMode::Kmeans if cd == 1 => Ok(kmeans_scalar(group, nbits, scratch)),
         PaletteMode::Kmeans => Ok(kmeans_vector_group(group, rest, cd, nbits)),
         PaletteMode::Uniform if cd == 1 => Ok(uniform(group, nbits)),
         PaletteMode::Uniform => Err(config_err!(
@@ -1040,55 +1043,105 @@ fn lut_from_centroids<T: WeightElement>(c: &Clusters1d, nbits: u8) -> Vec<T> {
     )
 }
 
-fn kmeans_scalar<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
-    kmeans_scalar_by(g, nbits, T::IS_HALF && g.len() >= HISTOGRAM_MIN_LEN)
+fn kmeans_scalar<T: WeightElement>(g: &[T], nbits: u8, scratch: &mut GroupScratch) -> GroupLut<T> {
+    kmeans_scalar_by(
+        g,
+        nbits,
+        T::IS_HALF && g.len() >= HISTOGRAM_MIN_LEN,
+        scratch,
+    )
 }
 
-fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> GroupLut<T> {
+/// Tables one worker reuses from group to group, so that a group of 65,536 values does not
+/// allocate and clear 65,536-entry tables of its own: the counts of each f16 bit pattern
+/// (emptied again as they are read) and each pattern's cluster.
+pub struct GroupScratch {
+    counts: Box<[u32; 1 << 16]>,
+    label_of: Box<[u8; 1 << 16]>,
+}
+
+impl Default for GroupScratch {
+    fn default() -> Self {
+        GroupScratch {
+            counts: Box::new([0; 1 << 16]),
+            label_of: Box::new([0; 1 << 16]),
+        }
+    }
+}
+
+/// Groups at least this long count their bit patterns on the thread pool ([`bit_histogram`]);
+/// shorter ones, which run inside the parallel loop over groups, count into the worker's table.
+const PARALLEL_HISTOGRAM_LEN: usize = 1 << 20;
+
+/// The f16 bit patterns of `g` with their counts, in ascending order of value: the negative
+/// patterns from the largest magnitude down, then the positive ones up.
+fn pattern_counts<T: WeightElement>(g: &[T], counts: &mut [u32; 1 << 16]) -> Vec<(u16, u64)> {
+    fn in_value_order(mut count_of: impl FnMut(usize) -> u64) -> Vec<(u16, u64)> {
+        let mut out = Vec::new();
+        let mut visit = |p: usize| {
+            let c = count_of(p);
+            if c != 0 {
+                out.push((p as u16, c));
+            }
+        };
+        (0x8000..=0xFFFF).rev().for_each(&mut visit);
+        (0..0x8000).for_each(visit);
+        out
+    }
+    if g.len() >= PARALLEL_HISTOGRAM_LEN {
+        let hist = bit_histogram(g);
+        in_value_order(|p| hist[p])
+    } else {
+        for v in g {
+            counts[v.to_bits_u32() as u16 as usize] += 1;
+        }
+        in_value_order(|p| std::mem::take(&mut counts[p]) as u64)
+    }
+}
+
+fn kmeans_scalar_by<T: WeightElement>(
+    g: &[T],
+    nbits: u8,
+    histogram: bool,
+    scratch: &mut GroupScratch,
+) -> GroupLut<T> {
     let k = 1usize << nbits;
     if histogram {
-        // Distinct values in ascending order straight from the bit-pattern histogram: the
-        // negative patterns from the largest magnitude down, then the positive ones up (that is
-        // the order of their keys), ±0 merged.
-        let hist = bit_histogram(g);
-        let mut pats: Vec<(u16, u32)> = Vec::new();
-        let mut values: Vec<f64> = Vec::new();
-        let mut weights: Vec<f64> = Vec::new();
-        let mut last_key = None;
-        for p in (0x8000..=0xFFFFu32).rev().chain(0..0x8000) {
-            if hist[p as usize] == 0 {
-                continue;
-            }
-            let key = f32_order_key(half::f16::from_bits(p as u16).to_f32());
-            if last_key != Some(key) {
-                values.push(f32_from_order_key(key) as f64);
+        // Distinct values in ascending order, ±0 merged (as +0).
+        let pats = pattern_counts(g, &mut scratch.counts);
+        let mut slots: Vec<u32> = Vec::with_capacity(pats.len());
+        let mut values: Vec<f64> = Vec::with_capacity(pats.len());
+        let mut weights: Vec<f64> = Vec::with_capacity(pats.len());
+        for &(p, count) in &pats {
+            let x = half::f16::from_bits(p).to_f64() + 0.0;
+            if values.last() != Some(&x) {
+                values.push(x);
                 weights.push(0.0);
-                last_key = Some(key);
             }
-            *weights.last_mut().expect("pushed") += hist[p as usize] as f64;
-            pats.push((p as u16, (values.len() - 1) as u32));
+            *weights.last_mut().expect("pushed") += count as f64;
+            slots.push((values.len() - 1) as u32);
         }
         let cl = optimal_kmeans_1d(&values, &weights, k);
-        // A fixed-size table: indexing it with a 16-bit pattern needs no bounds check.
-        let mut table = Box::new([0u8; 1 << 16]);
-        for &(p, slot) in &pats {
-            table[p as usize] = cl.labels[slot as usize] as u8;
+        // Patterns absent from the group keep stale labels: they are never looked up.
+        let label_of = &mut scratch.label_of;
+        for (&(p, _), &slot) in pats.iter().zip(&slots) {
+            label_of[p as usize] = cl.labels[slot as usize] as u8;
         }
+        let label_of = &**label_of;
         let mut indices = vec![0u8; g.len()];
         indices
             .par_chunks_mut(PAR_CHUNK)
             .zip(g.par_chunks(PAR_CHUNK))
             .for_each(|(out, src)| {
                 for (o, v) in out.iter_mut().zip(src) {
-                    *o = table[v.to_bits_u32() as u16 as usize];
+                    *o = label_of[v.to_bits_u32() as u16 as usize];
                 }
             });
         let lut: Vec<T> = lut_from_centroids(&cl, nbits);
         // Each distinct pattern restores to its cluster's LUT entry: the energy in O(patterns).
         let (mut signal, mut noise) = (0.0, 0.0);
-        for &(p, slot) in &pats {
-            let count = hist[p as usize] as f64;
-            let x = half::f16::from_bits(p).to_f64();
+        for (&(p, count), &slot) in pats.iter().zip(&slots) {
+            let (count, x) = (count as f64, half::f16::from_bits(p).to_f64());
             let d = x - lut[cl.labels[slot as usize] as usize].to_f64();
             signal += count * x * x;
             noise += count * d * d;
@@ -2552,8 +2605,9 @@ mod tests {
     fn histogram_and_sort_paths_agree() {
         for (seed, e, nbits) in [(301u64, 16, 4u8), (302, 10, 8), (303, 20, 2)] {
             let w: Vec<f16> = gen(seed, &[20_000], e, 0.0);
-            let a = kmeans_scalar_by(&w, nbits, true);
-            let b = kmeans_scalar_by(&w, nbits, false);
+            let scratch = &mut GroupScratch::default();
+            let a = kmeans_scalar_by(&w, nbits, true, scratch);
+            let b = kmeans_scalar_by(&w, nbits, false, scratch);
             assert_eq!((&a.lut, &a.indices), (&b.lut, &b.indices));
             // Only the histogram path measures the energy as it goes.
             let (signal, noise) = a.energy.expect("histogram path");
