@@ -12,20 +12,20 @@ then fits the same package to each budget, without and with importance from
 decompressed weights go back into the torch model, and the table shows the mean cosine
 similarity of its sentence embeddings to the fp32 model's on the fixed test sentences.
 
-``fit`` rows need ``coreml_compress.optimize.fit``; without it the global rows are measured and
-the script says so.
+It prints the machine (with the load average at the start and at the end) and the table, as
+``benchmarks/RESULTS.md`` records them; each fit row also gives the wall time of its ``fit``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,9 @@ logging.disable(logging.WARNING)
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+sys.path.insert(0, str(BENCH_DIR))
 
+import harness
 import minilm_torch
 from coreml_compress import inspect, optimize
 from coreml_compress.torch import collect_importance
@@ -84,10 +86,6 @@ def cosine_of(package: Path, reference: Any, scratch: Path) -> float:
     return minilm_torch.mean_cosine(reference, minilm_torch.sentence_embeddings(encoder))
 
 
-def _fit_function() -> Callable[..., Any] | None:
-    return getattr(optimize, "fit", None)
-
-
 def run(out_dir: Path) -> list[dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="fitq_", dir=out_dir))
@@ -102,19 +100,13 @@ def run(out_dir: Path) -> list[dict[str, Any]]:
             "mix": form_mix(package),
             "bytes": weight_file_bytes(package),
             "cosine": cosine_of(package, reference, scratch),
+            "seconds": None,
         }
     ]
     importance_path = out_dir / "minilm_importance.safetensors"
     collect_importance(
         minilm_torch.load_encoder(), minilm_torch.calibration_items(), path=importance_path
     )
-    fit = _fit_function()
-    if fit is None:
-        print(
-            "coreml_compress.optimize.fit is not available in this build: only the global "
-            "configurations are measured.",
-            file=sys.stderr,
-        )
     for label, op_config in GLOBAL_CONFIGS.items():
         config = optimize.OptimizationConfig(global_config=op_config)
         slug = label.replace(" ", "_")
@@ -129,13 +121,14 @@ def run(out_dir: Path) -> list[dict[str, Any]]:
                 "mix": form_mix(global_pkg),
                 "bytes": budget,
                 "cosine": cosine_of(global_pkg, reference, scratch),
+                "seconds": None,
             }
         )
-        if fit is None:
-            continue
         for importance in (None, importance_path):
             fitted = out_dir / f"fit_{slug}{'_imp' if importance else ''}.mlpackage"
-            fit(package, max_size=budget, output_path=fitted, importance=importance)
+            t = time.perf_counter()
+            optimize.fit(package, max_size=budget, output_path=fitted, importance=importance)
+            seconds = time.perf_counter() - t
             rows.append(
                 {
                     "budget": budget,
@@ -143,6 +136,7 @@ def run(out_dir: Path) -> list[dict[str, Any]]:
                     "mix": form_mix(fitted),
                     "bytes": weight_file_bytes(fitted),
                     "cosine": cosine_of(fitted, reference, scratch),
+                    "seconds": seconds,
                 }
             )
     return rows
@@ -150,12 +144,14 @@ def run(out_dir: Path) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| budget (bytes) | method | form mix | weight files (bytes) | mean cosine |",
-        "|---:|---|---|---:|---:|",
+        "| budget (bytes) | method | form mix | weight files (bytes) | mean cosine | fit wall |",
+        "|---:|---|---|---:|---:|---:|",
     ]
     for r in rows:
+        wall = "" if r["seconds"] is None else f"{r['seconds']:.0f} s"
         lines.append(
-            f"| {r['budget']} | {r['method']} | {r['mix']} | {r['bytes']} | {r['cosine']:.5f} |"
+            f"| {r['budget']} | {r['method']} | {r['mix']} | {r['bytes']} | {r['cosine']:.5f} "
+            f"| {wall} |"
         )
     return "\n".join(lines)
 
@@ -164,7 +160,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=CACHE_DIR / "runs", help="output directory")
     args = parser.parse_args()
-    print(markdown(run(args.out)))
+    machine = harness.machine_markdown(harness.machine_info())
+    rows = run(args.out)
+    end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{machine}- load average (1/5/15 min) at the end: {end}\n\n{markdown(rows)}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_importance_weights_the_error(linear: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     importance = {
         "lin1": rng.random(64).astype(np.float32),  # lin1_weight_to_fp16 [128, 64]
-        "lin2": np.ones(128, np.float32),
+        "lin2": np.full(128, 7.0, np.float32),  # a constant: the same as no weighting
         "nowhere.module": np.ones(4, np.float32),
     }
     _, dense = _dense_sizes(linear)
@@ -192,11 +192,13 @@ def test_importance_weights_the_error(linear: Path, tmp_path: Path) -> None:
     by_name = {w.name: w for w in result.weights}
     assert by_name["lin1_weight_to_fp16"].importance == "lin1"
     assert by_name["lin2_weight_to_fp16"].importance == "lin2"
-    # With ones the weighted error is the plain one.
+    # With a constant the weighted error is the plain one.
     assert by_name["lin2_weight_to_fp16"].error == pytest.approx(by_name["lin2_weight_to_fp16"].sse)
     before, after = models.dense_weights(linear), models.dense_weights(tmp_path / "a.mlpackage")
     diff = before["lin1_weight_to_fp16"].astype(np.float64) - after["lin1_weight_to_fp16"].astype(np.float64)
-    expected = float(((diff**2).sum(axis=0) * importance["lin1"].astype(np.float64)).sum())
+    # The module's importance counts relative to its mean (the weight's units stay SSE's).
+    relative = importance["lin1"].astype(np.float64) / importance["lin1"].astype(np.float64).mean()
+    expected = float(((diff**2).sum(axis=0) * relative).sum())
     assert by_name["lin1_weight_to_fp16"].error == pytest.approx(expected, rel=1e-9)
     assert result.unmatched_modules == ["nowhere.module"]
     assert "shared_weight_to_fp16" in result.unmatched_weights
@@ -262,6 +264,20 @@ def test_knapsack_matches_brute_force() -> None:
         assert choice.error == pytest.approx(best, rel=1e-9, abs=1e-12)
 
 
+def test_knapsack_combined_keeps_every_best_sum() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        items = [[(rng.randint(1, 20), float(rng.randint(0, 9))) for _ in range(rng.randint(1, 4))] for _ in range(3)]
+        sums, picks = knapsack.combined(items)
+        for (size, error), p in zip(sums, picks):
+            assert (size, error) == (sum(items[i][k][0] for i, k in enumerate(p)), sum(items[i][k][1] for i, k in enumerate(p)))
+        # Every combination is matched or beaten by a kept sum.
+        for combo in itertools.product(*(range(len(o)) for o in items)):
+            size = sum(items[i][k][0] for i, k in enumerate(combo))
+            error = sum(items[i][k][1] for i, k in enumerate(combo))
+            assert any(s <= size and e <= error for s, e in sums)
+
+
 def test_knapsack_hull() -> None:
     # (10, 5) lies above the chord from (0, 10) to (20, 0); (30, 0) is dominated.
     assert knapsack.lower_hull([(0, 10.0), (10, 5.0), (20, 0.0), (30, 0.0)]) == [0, 2]
@@ -288,3 +304,54 @@ def test_cli(linear: Path, tmp_path: Path) -> None:
     assert over.returncode == 1 and "smallest reachable size" in over.stderr
     bad = models.run_cli("fit", str(linear), str(tmp_path / "y.mlpackage"), "--max-size", "2 parsecs")
     assert bad.returncode == 2 and "--max-size" in bad.stderr
+
+
+
+@pytest.fixture(scope="module")
+def two_consts_one_blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two linears whose weight consts (``a_weight``, ``b_weight``, [64, 64]) read one blob, as a
+    deduplicating writer leaves them: b's const points at a's blob (b's own blob stays in the
+    file, read by nothing)."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((64, 64)).astype(np.float32) * 0.1 for _ in range(2))
+
+    @mb.program(input_specs=[mb.TensorSpec((4, 64))], opset_version=ct.target.iOS18)
+    def prog(x: object) -> object:
+        h = mb.linear(x=x, weight=mb.const(val=a, name="a_weight"), name="la")
+        return mb.linear(x=h, weight=mb.const(val=b, name="b_weight"), name="lb")
+
+    path = tmp_path_factory.mktemp("shared_blob") / "shared.mlpackage"
+    ct.convert(prog, minimum_deployment_target=ct.target.iOS18, skip_model_load=True).save(str(path))
+    spec = ct.utils.load_spec(str(path))
+    ops = {
+        op.outputs[0].name: op
+        for block in spec.mlProgram.functions["main"].block_specializations.values()
+        for op in block.operations
+    }
+    offset = ops["a_weight_to_fp16"].attributes["val"].blobFileValue.offset
+    ops["b_weight_to_fp16"].attributes["val"].blobFileValue.offset = offset
+    (path / MODEL).write_bytes(spec.SerializeToString())
+    return path
+
+
+def test_a_blob_two_weights_share_is_counted_once(two_consts_one_blob: Path, tmp_path: Path) -> None:
+    """Kept by both weights the shared blob is one blob of the written file, and the budget
+    counts it once; whatever each weight becomes, the written weight file is the predicted one
+    and within the budget."""
+    src, ladder = two_consts_one_blob, SMALL_LADDER[:2]
+    kept = optimize.fit(src, 10**9, output_path=tmp_path / "kept.mlpackage", candidates=ladder)
+    assert [(w.name, w.form) for w in kept.weights] == [("a_weight_to_fp16", "as is"), ("b_weight_to_fp16", "as is")]
+    # The file header, the weights' one blob of 64·64 fp16 values and the two biases' blobs of
+    # 64 fp16 values, each after its 64-byte record header (b's unread blob is not copied).
+    assert kept.predicted_bytes == kept.weight_file_bytes == 64 + (64 + 64 * 64 * 2) + 2 * (64 + 128)
+    # Exactly that size is enough to keep both: the blob is not counted per weight.
+    again = optimize.fit(src, kept.predicted_bytes, output_path=tmp_path / "again.mlpackage", candidates=ladder)
+    assert {w.form for w in again.weights} == {"as is"}
+    smallest, _ = _dense_sizes(src, ladder)
+    for budget in range(smallest, kept.predicted_bytes, 256):
+        out = tmp_path / f"b{budget}.mlpackage"
+        result = optimize.fit(src, budget, output_path=out, candidates=ladder)
+        assert (out / WEIGHTS).stat().st_size == result.predicted_bytes <= budget, budget

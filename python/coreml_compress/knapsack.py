@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Choice", "lower_hull", "solve"]
+__all__ = ["Choice", "combined", "lower_hull", "solve"]
 
 Option = tuple[int, float]
 
@@ -45,6 +45,18 @@ def _pareto(options: Sequence[Option]) -> list[int]:
                 continue
             kept.append(k)
     return kept
+
+
+def combined(items: Sequence[Sequence[Option]]) -> tuple[list[Option], list[tuple[int, ...]]]:
+    """Several items taken as one (an option of each): the sums of their options that no other
+    sum beats, by increasing bytes, each with the option index of every item."""
+    sums: list[Option] = [(0, 0.0)]
+    picks: list[tuple[int, ...]] = [()]
+    for options in items:
+        pairs = [((b + ob, e + oe), p + (k,)) for (b, e), p in zip(sums, picks) for k, (ob, oe) in enumerate(options)]
+        kept = _pareto([s for s, _ in pairs])
+        sums, picks = [pairs[k][0] for k in kept], [pairs[k][1] for k in kept]
+    return sums, picks
 
 
 def lower_hull(options: Sequence[Option]) -> list[int]:
