@@ -296,6 +296,22 @@ def test_dkm_checkpoint_loads_in_a_fresh_process(patched, convnet, tmp_path):
     assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+def test_old_lut_layout_checkpoint_is_refused_by_name():
+    """Checkpoints from before the LUT became [groups, K, cluster_dim] hold [groups, K]."""
+    from coreml_compress.errors import CheckpointError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64))
+    palettizer = engine.TrainingPalettizer(model, {"global_config": {"n_bits": 2}})
+    prepared = palettizer.prepare()
+    state = prepared.state_dict()
+    key = "0.parametrizations.weight.0.lut"
+    assert state[key].shape == (1, 4, 1)
+    state[key] = state[key].squeeze(-1)
+    with pytest.raises(CheckpointError, match=rf"{key} has shape \[1, 4\].*expected \[1, 4, 1\]"):
+        prepared.load_state_dict(state)
+
+
 def test_recluster_resets_the_lut_optimizer_state():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64))
@@ -634,3 +650,48 @@ def test_dkm_lut_dtype_and_cluster_dim(patched, tmp_path, lut_dtype):
         final, torch.randn(1, 32), tmp_path / "dkm8.mlpackage",
         {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
     )
+
+
+def test_skm_sensitivity_workers_and_fsdp_policy_as_coremltools(patched, monkeypatch, caplog):
+    """compress() takes coremltools' fsdp_auto_wrap_policy: without CUDA, more than one
+    sensitivity worker is coremltools' logged fallback to one process (the policy unused, the
+    result unchanged); with CUDA the sharded computation is coremltools' own, with a warning."""
+    from coremltools.optimize.torch._utils.fsdp_utils import ModuleWrapPolicy
+    from coremltools.optimize.torch.palettization import SKMPalettizer, SKMPalettizerConfig
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    config = SKMPalettizerConfig.from_dict(
+        {"global_config": {"n_bits": 2}, "calibration_nsamples": 4}
+    )
+    data = [torch.randn(2, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+
+    def loss_fn(m, x):
+        return m(x).square().mean()
+
+    policy = ModuleWrapPolicy(module_classes=[nn.Linear])
+    skm = SKMPalettizer(model, config)
+    assert isinstance(skm, engine.SKMPalettizer)
+    one = skm.compress(data, loss_fn)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        two = skm.compress(
+            data, loss_fn, num_sensitivity_workers=2, fsdp_auto_wrap_policy=policy
+        )
+    assert "only supported on GPUs with CUDA" in caplog.text
+    for a, b in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+    calls = []
+    original = patched[(ct_pal, "SKMPalettizer")]
+
+    def sharded(self, dataloader, loss_fn, **kwargs):
+        calls.append(kwargs)
+        return {f"{n}.weight": torch.ones_like(m.weight) for n, m in model.named_children()
+                if isinstance(m, nn.Linear)}
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(original, "compute_sensitivity", sharded)
+    with pytest.warns(RuntimeWarning, match="num_sensitivity_workers=2 .*fsdp_auto_wrap_policy"):
+        skm.compress(data, loss_fn, num_sensitivity_workers=2, fsdp_auto_wrap_policy=policy)
+    assert calls == [{"num_sensitivity_workers": 2, "fsdp_auto_wrap_policy": policy}]

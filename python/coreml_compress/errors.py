@@ -91,6 +91,12 @@ class OutputPathError(CoreMLCompressError, ValueError):
     or something that is not a package is already there."""
 
 
+class CheckpointError(CoreMLCompressError, RuntimeError):
+    """A checkpoint (``state_dict``) that does not fit the model it is loaded into, such as one
+    written by an earlier version with another layout (a RuntimeError, as torch's own
+    ``load_state_dict`` mismatches)."""
+
+
 class MissingDependencyError(CoreMLCompressError, ImportError):
     """An optional dependency that the asked feature needs is not installed (the message says
     which extra to install)."""
@@ -101,6 +107,7 @@ class InternalError(CoreMLCompressError):
 
 
 __all__ = [
+    "CheckpointError",
     "CompressionConfigError",
     "ConfigError",
     "ConfigFileError",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -317,8 +318,28 @@ class SKMPalettizer(_Palettizer):
     _config_cls = SKMPalettizerConfig
 
     def compute_sensitivity(
-        self, dataloader: Iterable, loss_fn: Callable[[nn.Module, Any], torch.Tensor]
+        self,
+        dataloader: Iterable,
+        loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+        num_sensitivity_workers: int = 1,
+        fsdp_auto_wrap_policy: Any = None,
     ) -> dict[str, torch.Tensor]:
+        """The normalised Fisher information of every weight the config palettizes, in this
+        process. ``num_sensitivity_workers`` and ``fsdp_auto_wrap_policy`` follow coremltools:
+        more than one worker needs CUDA (without it coremltools logs a warning and uses one
+        process, where the wrap policy is unused, and so does this); with CUDA, coremltools
+        shards the model over GPU workers with FSDP, which the engine does not do: a warning
+        says so and coremltools' ``SKMPalettizer`` computes the sensitivities (the same sum of
+        squared gradients, spread over the workers); the k-means stays the engine's."""
+        if num_sensitivity_workers > 1 and not torch.cuda.is_available():
+            _log.warning(
+                "num_sensitivity_workers > 1 is only supported on GPUs with CUDA; using one "
+                "process (fsdp_auto_wrap_policy is unused there)"
+            )
+        elif num_sensitivity_workers > 1:
+            return self._coremltools_sensitivity(
+                dataloader, loss_fn, num_sensitivity_workers, fsdp_auto_wrap_policy
+            )
         needed = {
             f"{name}.weight" if name else "weight"
             for name, module in self._model.named_modules()
@@ -329,6 +350,34 @@ class SKMPalettizer(_Palettizer):
         )
         return {n: normalized_sensitivity(v) for n, v in fisher.items()}
 
+    def _coremltools_sensitivity(
+        self,
+        dataloader: Iterable,
+        loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+        num_sensitivity_workers: int,
+        fsdp_auto_wrap_policy: Any,
+    ) -> dict[str, torch.Tensor]:
+        from coremltools.optimize.torch.palettization import SKMPalettizerConfig as CtConfig
+
+        from .patch import coremltools_original
+
+        warnings.warn(
+            f"coreml_compress: SKMPalettizer sensitivities with num_sensitivity_workers="
+            f"{num_sensitivity_workers} (FSDP over CUDA workers, fsdp_auto_wrap_policy="
+            f"{fsdp_auto_wrap_policy!r}) are computed by coremltools' own code; the engine "
+            "computes them in one process only",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        ct_config = CtConfig(calibration_nsamples=self._config.calibration_nsamples)
+        original = coremltools_original("palettization", "SKMPalettizer")
+        return original(self._model, ct_config).compute_sensitivity(
+            dataloader,
+            loss_fn,
+            num_sensitivity_workers=num_sensitivity_workers,
+            fsdp_auto_wrap_policy=fsdp_auto_wrap_policy,
+        )
+
     def compress(
         self,
         dataloader: Iterable | None = None,
@@ -337,13 +386,16 @@ class SKMPalettizer(_Palettizer):
         num_kmeans_workers: int = 1,
         num_sensitivity_workers: int = 1,
         inplace: bool = False,
+        fsdp_auto_wrap_policy: Any = None,
         sensitivity: dict[str, torch.Tensor] | None = None,
     ) -> nn.Module:
         if sensitivity is None:
             if sensitivity_path is not None:  # coremltools: a given path is read, not written
                 sensitivity = torch.load(sensitivity_path)
             elif dataloader is not None and loss_fn is not None:
-                sensitivity = self.compute_sensitivity(dataloader, loss_fn)
+                sensitivity = self.compute_sensitivity(
+                    dataloader, loss_fn, num_sensitivity_workers, fsdp_auto_wrap_policy
+                )
             else:
                 raise ValueError("SKMPalettizer needs dataloader and loss_fn, or sensitivity_path")
         model = self._model if inplace else copy.deepcopy(self._model)

@@ -177,6 +177,15 @@ def _stand_in(package: str, name: str, config_name: str, target: str, original: 
     )
 
 
+def coremltools_original(package: str, name: str) -> type:
+    """coremltools' own class ``coremltools.optimize.torch.<package>.<name>``, patched or not."""
+    public = importlib.import_module(f"coremltools.optimize.torch.{package}")
+    return next(
+        (orig for module, attr, orig in _rebound if module is public and attr == name),
+        getattr(public, name),
+    )
+
+
 def patch() -> None:
     """Rebinds the routed classes in every loaded ``coremltools.optimize.torch`` module
     (idempotent)."""

@@ -2,7 +2,7 @@
 
 ``prepare()`` reparametrizes each selected weight (``torch.nn.utils.parametrize``) as a lookup
 ``W = LUT[g, indices]`` (times an optional fixed per-output-channel scale): ``LUT`` is a
-trainable ``nn.Parameter`` of shape ``[groups, 2^n_bits]`` that receives the gradients of every
+trainable ``nn.Parameter`` of shape ``[groups, 2^n_bits, cluster_dim]`` that receives the gradients of every
 weight assigned to each centroid; ``indices`` is a buffer. The dense weight stays a parameter too
 (``parametrizations.weight.original``) and, with ``straight_through=True`` (default), receives
 the gradient of ``W`` unchanged (straight-through estimator), so weights can move between
@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import kernels as _kernels
+from ..errors import CheckpointError
 from . import kernels
 from ._config import _check_in, _ModuleConfig, _OptimizationConfig, _plain
 from ._parametrize import finalize_weights
@@ -155,6 +156,16 @@ class LutParametrization(nn.Module):
                                 device=weight.device)
         )
         self.register_buffer("enabled", torch.tensor(False))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        found = state_dict.get(f"{prefix}lut")
+        if found is not None and tuple(found.shape) == tuple(self.lut.shape[:2]):
+            raise CheckpointError(
+                f"{prefix}lut has shape {list(found.shape)}, the [groups, K] layout of "
+                f"checkpoints before the LUT became [groups, K, cluster_dim]; expected "
+                f"{list(self.lut.shape)} (add the last axis: lut.unsqueeze(-1))"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # views -------------------------------------------------------------------------------
 
