@@ -32,6 +32,8 @@ Usage::
     python3 benchmarks/make_llm.py --scale small   # 1 layer, full widths
     python3 benchmarks/make_llm.py --scale 0.25    # round(22 * 0.25) layers
     python3 benchmarks/make_llm.py --scale tiny --out /tmp/tiny.mlpackage --force
+    python3 benchmarks/make_llm.py --scale 7b      # 6.74 B parameters, 13.5 GB (~17 GB free
+                                                   # disk for it and a compressed copy)
 
 From another benchmark script::
 
@@ -121,6 +123,8 @@ SCALES: dict[str, LLMShape] = {
     "medium": LLMShape(layers=4),  # 0.31 B parameters
     "small": LLMShape(layers=1),  # 0.18 B parameters, every weight shape of the full model
     "tiny": LLMShape(layers=2, hidden=256, kv_dim=32, intermediate=704, vocab=4000),  # 3.4 M
+    # Llama-2-7B's shapes (multi-head attention: kv = hidden): 6.74 B parameters, 13.5 GB.
+    "7b": LLMShape(layers=32, hidden=4096, kv_dim=4096, intermediate=11008, vocab=32000),
 }
 
 
