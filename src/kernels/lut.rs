@@ -20,14 +20,13 @@
 //!
 //! Groups are independent and run in parallel; every result is the same for any thread count.
 
-use std::array::from_fn;
 use std::borrow::Cow;
 
 use rayon::prelude::*;
 
 use super::fp16::{
     bit_histogram, dispatch, f32_from_order_key, f32_order_key, load8, trunc_to_i32_x86, HalfLanes,
-    LaneKernel, WeightElement,
+    LaneKernel, WeightElement, TILE,
 };
 use super::kmeans1d::{kmeans_1d_large, optimal_kmeans_1d, Clusters1d};
 use super::kmeans_vector::{kmeans_vectors, VectorKmeansOptions};
@@ -707,23 +706,27 @@ impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<H: HalfLanes>(self, h: H) {
-        for (i, out) in (0..self.values.len())
-            .step_by(8)
-            .zip(self.indices.chunks_mut(8))
-        {
-            let x = load8(h, self.values, i);
-            // `from_fn`, not `map`: `map` is not inlined into the AVX2 code.
-            let a = T::round8(h, from_fn(|l| x[l] - self.lo));
-            let b = T::round8(h, from_fn(|l| a[l] / self.range));
-            let c = T::round8(h, from_fn(|l| b[l] * self.levels));
+        let mut tile = [0f32; TILE];
+        for (v, out) in self.values.chunks(TILE).zip(self.indices.chunks_mut(TILE)) {
+            let c = &mut tile[..v.len()];
+            T::widen_slice(h, v, c);
+            c.iter_mut().for_each(|x| *x -= self.lo);
+            T::round_slice(h, c);
+            c.iter_mut().for_each(|x| *x /= self.range);
+            T::round_slice(h, c);
+            c.iter_mut().for_each(|x| *x *= self.levels);
+            T::round_slice(h, c);
             // Quotients are in [0, levels] (or NaN): rounded by adding 2^23, whose low mantissa
             // bits are then the integer, a form that vectorizes; anything else as numpy casts it.
-            let idx: [u8; 8] = if c.iter().all(|v| (0.0..=255.0).contains(v)) {
-                from_fn(|l| (c[l] + 8_388_608.0).to_bits() as u8)
+            if c.iter().all(|v| (0.0..=255.0).contains(v)) {
+                for (o, c) in out.iter_mut().zip(c.iter()) {
+                    *o = (c + 8_388_608.0).to_bits() as u8;
+                }
             } else {
-                from_fn(|l| trunc_to_i32_x86(c[l].round_ties_even()) as u8)
-            };
-            out.copy_from_slice(&idx[..out.len()]);
+                for (o, c) in out.iter_mut().zip(c.iter()) {
+                    *o = trunc_to_i32_x86(c.round_ties_even()) as u8;
+                }
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::{config_err, format_err};
 use std::array::from_fn;
 
 use crate::kernels::fp16::{
-    dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement,
+    dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement, TILE,
 };
 use crate::kernels::numel;
 use crate::kernels::pack::{self, PackElem};
@@ -540,53 +540,36 @@ fn params_into<T: WeightElement, H: HalfLanes>(
     }
 }
 
-/// `np.rint` (round half to even) of eight values. Written as a magic-number addition rather
-/// than `f32::round_ties_even`: between f16 conversions LLVM turns the latter into per-lane f16
-/// rounding calls. Adding 2^23 to |x| < 2^23 rounds to an integer (ties to even, as 2^23 is
-/// even) exactly; larger values, infinities and NaN pass through unchanged, as in `rint`.
+/// `np.rint` (round half to even). Written as a magic-number addition rather than
+/// `f32::round_ties_even`, which LLVM turns into per-element library or f16 rounding calls where
+/// the target has no rounding instruction. Adding 2^23 to |x| < 2^23 rounds to an integer (ties
+/// to even, as 2^23 is even) exactly; larger values, infinities and NaN pass through unchanged,
+/// as in `rint`.
 #[inline(always)]
-fn rint8(x: [f32; 8]) -> [f32; 8] {
+fn rint(x: f32) -> f32 {
     const TWO23: f32 = 8_388_608.0;
-    let mut r = [0f32; 8];
-    for l in 0..8 {
-        let a = x[l].abs();
-        r[l] = if a < TWO23 {
-            ((a + TWO23) - TWO23).copysign(x[l])
-        } else {
-            x[l]
-        };
+    let a = x.abs();
+    if a < TWO23 {
+        ((a + TWO23) - TWO23).copysign(x)
+    } else {
+        x
     }
-    r
 }
 
-/// `clip(rint(x / scale) + zp, qmin, qmax)` cast to an integer (NaN to 0), for eight elements.
+/// [`rint`] of eight values.
 #[inline(always)]
-fn codes8<T: WeightElement, H: HalfLanes>(
-    h: H,
-    k: &QConsts,
-    x: [f32; 8],
-    scale: [f32; 8],
-    zp: [f32; 8],
-) -> [i32; 8] {
-    let mut q = [0f32; 8];
-    for l in 0..8 {
-        q[l] = x[l] / scale[l];
-    }
-    let q = rint8(T::round8(h, q));
-    let mut z = [0f32; 8];
-    for l in 0..8 {
-        z[l] = q[l] + zp[l];
-    }
-    let q = T::round8(h, z);
-    let mut c = [0i32; 8];
-    for l in 0..8 {
-        let v = clip(q[l], k.qlo, k.qhi);
-        let v = if v.is_nan() { 0.0 } else { v };
-        // An integer in [-2^22, 2^22) plus 1.5·2^23 is exact and its low mantissa bits are the
-        // integer: a cast that vectorizes (`as i32` saturates lane by lane).
-        c[l] = (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
-    }
-    c
+fn rint8(x: [f32; 8]) -> [f32; 8] {
+    from_fn(|l| rint(x[l]))
+}
+
+/// `clip(q, qmin, qmax)` cast to an integer (NaN to 0), for `q` already rounded to an integer.
+#[inline(always)]
+fn code_of(k: &QConsts, q: f32) -> i32 {
+    let v = clip(q, k.qlo, k.qhi);
+    let v = if v.is_nan() { 0.0 } else { v };
+    // An integer in [-2^22, 2^22) plus 1.5·2^23 is exact and its low mantissa bits are the
+    // integer: a cast that vectorizes (`as i32` saturates element by element).
+    (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
 }
 
 /// Fills `s` and `z` with the per-element scale and zero point of a row of blocks of `bl`
@@ -622,44 +605,13 @@ impl RowBufs {
     }
 }
 
-/// Codes of eight lanes at `i` (stored to `out`, which may end within them); returns their
-/// squared errors against the codes dequantized as `constexpr_blockwise_shift_scale` restores
-/// them.
-#[inline(always)]
-fn codes_lanes<T: WeightElement, C: Code, H: HalfLanes>(
-    h: H,
-    k: &QConsts,
-    (x, s, z): ([f32; 8], [f32; 8], [f32; 8]),
-    out: &mut [C],
-    i: usize,
-) -> [f32; 8] {
-    let c = codes8::<T, H>(h, k, x, s, z);
-    match out.get_mut(i..i + 8) {
-        Some(o) => {
-            for l in 0..8 {
-                o[l] = C::from_i32(c[l]);
-            }
-        }
-        // The last, partial lane group of a row.
-        None => {
-            for (o, c) in out[i..].iter_mut().zip(c) {
-                *o = C::from_i32(c);
-            }
-        }
-    }
-    // The stored offset: the zero point, 0 where it is NaN (see `quantize`).
-    let o: [f32; 8] = from_fn(|l| if z[l].is_nan() { 0.0 } else { z[l] });
-    // `constexpr_blockwise_shift_scale` rounds c, c − o and s·(c − o) to T; codes and offsets
-    // are integers below 2^8, so the first two are exact and one rounding (the affine form)
-    // gives the same value.
-    let r = dequant8::<T, H, true>(h, from_fn(|l| c[l] as f32), s, o);
-    from_fn(|l| (x[l] - r[l]) * (x[l] - r[l]))
-}
-
 /// The codes of one widened row (`b.x`) with its blocks' parameters; adds the row's signal and
-/// noise energy against the dequantized codes to `energy` (summed in f32 lanes within the row,
-/// plenty for a signal-to-noise report, then in f64). Padding lanes are 0 with scale 1: they add
-/// nothing.
+/// noise energy against the codes dequantized as `constexpr_blockwise_shift_scale` restores them
+/// to `energy` (summed in f32 lanes within the row, plenty for a signal-to-noise report, then in
+/// f64).
+///
+/// Tile by tile, each numpy op is one loop over the tile followed by one rounding of the tile to
+/// `T`: `rint(x / scale)`, `+ zp`, then the clipped codes and their dequantized values.
 #[inline(always)]
 fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
     h: H,
@@ -670,29 +622,48 @@ fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
     out: &mut [C],
     energy: &mut ([f64; 8], [f64; 8]),
 ) {
-    // The noise is summed where the restored lanes are in registers, the signal in a loop of its
-    // own (together, the two sums would be vectorized across each other instead of the lanes).
+    let n = out.len();
+    expand_params(params, bl, &mut b.s, &mut b.z);
     let mut noise = [0f32; 8];
-    if bl % 8 == 0 {
-        for (j, p) in params.iter().enumerate() {
-            for i in (j * bl..(j + 1) * bl).step_by(8) {
-                let lane = (lanes(&b.x, i), [p.scale; 8], [p.zp; 8]);
-                let e = codes_lanes::<T, C, H>(h, k, lane, out, i);
-                for l in 0..8 {
-                    noise[l] += e[l];
-                }
+    let mut tile = [0f32; TILE];
+    for (((x, s), z), out) in b.x[..n]
+        .chunks(TILE)
+        .zip(b.s.chunks(TILE))
+        .zip(b.z.chunks(TILE))
+        .zip(out.chunks_mut(TILE))
+    {
+        let q = &mut tile[..x.len()];
+        for (q, (x, s)) in q.iter_mut().zip(x.iter().zip(s)) {
+            *q = x / s;
+        }
+        T::round_slice(h, q);
+        for (q, z) in q.iter_mut().zip(z) {
+            *q = rint(*q) + z;
+        }
+        T::round_slice(h, q);
+        for (q, ((o, s), z)) in q.iter_mut().zip(out.iter_mut().zip(s).zip(z)) {
+            let c = code_of(k, *q);
+            *o = C::from_i32(c);
+            // `constexpr_blockwise_shift_scale` rounds c, c − offset and scale·(c − offset) to
+            // T, with the stored offset (the zero point, 0 where it is NaN, see `quantize`);
+            // codes and offsets are integers below 2^8, so the first two are exact and one
+            // rounding of the f32 expression gives the same value.
+            let offset = if z.is_nan() { 0.0 } else { *z };
+            *q = (c as f32 - offset) * s;
+        }
+        T::round_slice(h, q);
+        let (mut xs, mut rs) = (x.chunks_exact(8), q.chunks_exact(8));
+        for (x, r) in (&mut xs).zip(&mut rs) {
+            for l in 0..8 {
+                noise[l] += (x[l] - r[l]) * (x[l] - r[l]);
             }
         }
-    } else {
-        expand_params(params, bl, &mut b.s, &mut b.z);
-        for i in (0..b.x.len()).step_by(8) {
-            let lane = (lanes(&b.x, i), lanes(&b.s, i), lanes(&b.z, i));
-            let e = codes_lanes::<T, C, H>(h, k, lane, out, i);
-            for l in 0..8 {
-                noise[l] += e[l];
-            }
+        for (l, (x, r)) in xs.remainder().iter().zip(rs.remainder()).enumerate() {
+            noise[l] += (x - r) * (x - r);
         }
     }
+    // The signal in a loop of its own (in one loop with the noise, the two sums would be
+    // vectorized across each other instead of the lanes); padding lanes are 0.
     let mut signal = [0f32; 8];
     for x in b.x.chunks_exact(8) {
         for l in 0..8 {
