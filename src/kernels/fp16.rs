@@ -247,34 +247,46 @@ pub trait HalfLanes: Copy {
     /// `src` widened into `dst` (same lengths).
     #[inline(always)]
     fn widen_slice(self, src: &[f16], dst: &mut [f32]) {
-        for (d, s) in dst.chunks_mut(8).zip(src.chunks(8)) {
-            let mut x = [0u16; 8];
-            for (b, v) in x.iter_mut().zip(s) {
-                *b = v.to_bits();
-            }
-            d.copy_from_slice(&self.widen(x)[..d.len()]);
-        }
+        map_lanes(bytemuck::cast_slice(src), dst, |x| self.widen(x));
     }
     /// `src` rounded into `dst` (same lengths).
     #[inline(always)]
     fn narrow_slice(self, src: &[f32], dst: &mut [f16]) {
-        for (d, s) in dst.chunks_mut(8).zip(src.chunks(8)) {
-            let mut x = [0f32; 8];
-            x[..s.len()].copy_from_slice(s);
-            for (o, b) in d.iter_mut().zip(self.narrow(x)) {
-                *o = f16::from_bits(b);
-            }
-        }
+        map_lanes(src, bytemuck::cast_slice_mut(dst), |x| self.narrow(x));
     }
     /// Every value of `x` rounded to f16 and widened back, in place.
     #[inline(always)]
     fn round_slice(self, x: &mut [f32]) {
-        for c in x.chunks_mut(8) {
-            let mut v = [0f32; 8];
-            v[..c.len()].copy_from_slice(c);
-            c.copy_from_slice(&self.widen(self.narrow(v))[..c.len()]);
+        let mut chunks = x.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let v: [f32; 8] = (*c).try_into().expect("eight");
+            c.copy_from_slice(&self.widen(self.narrow(v)));
         }
+        let rest = chunks.into_remainder();
+        let mut v = [0f32; 8];
+        v[..rest.len()].copy_from_slice(rest);
+        rest.copy_from_slice(&self.widen(self.narrow(v))[..rest.len()]);
     }
+}
+
+/// `dst = f(src)` eight elements at a time (same lengths; a partial last group is padded with
+/// defaults). Fixed-size groups, so that the copies compile to vector moves.
+#[inline(always)]
+fn map_lanes<A: Copy + Default, B: Copy + Default>(
+    src: &[A],
+    dst: &mut [B],
+    f: impl Fn([A; 8]) -> [B; 8],
+) {
+    assert_eq!(src.len(), dst.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(&f(s.try_into().expect("eight")));
+    }
+    let (d, s) = (d.into_remainder(), s.remainder());
+    let mut x = [A::default(); 8];
+    x[..s.len()].copy_from_slice(s);
+    d.copy_from_slice(&f(x)[..d.len()]);
 }
 
 /// The `half` crate's slice conversions: its own runtime dispatch to the CPU's conversion

@@ -611,7 +611,7 @@ impl RowBufs {
 /// f64).
 ///
 /// Tile by tile, each numpy op is one loop over the tile followed by one rounding of the tile to
-/// `T`: `rint(x / scale)`, `+ zp`, then the clipped codes and their dequantized values.
+/// `T`: `x / scale`, then the clipped codes of `rint(·) + zp` and their dequantized values.
 #[inline(always)]
 fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
     h: H,
@@ -637,10 +637,13 @@ fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
             *q = x / s;
         }
         T::round_slice(h, q);
+        // numpy rounds `rint(q) + zp` to T before clipping; both are integers (or NaN, inf), so
+        // the f32 sum is exact and that rounding changes nothing the clip keeps: sums within
+        // ±2048 are exact in f16, and f16 rounds larger ones to values still beyond every code
+        // range (at most 8 bits), which clip to the same end.
         for (q, z) in q.iter_mut().zip(z) {
             *q = rint(*q) + z;
         }
-        T::round_slice(h, q);
         for (q, ((o, s), z)) in q.iter_mut().zip(out.iter_mut().zip(s).zip(z)) {
             let c = code_of(k, *q);
             *o = C::from_i32(c);
