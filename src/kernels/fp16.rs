@@ -102,10 +102,6 @@ pub trait WeightElement:
 
     /// Eight elements widened to f32.
     fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8];
-    /// Eight f32 values rounded to this dtype (one numpy op's rounding), returned widened.
-    fn round8<H: HalfLanes>(h: H, x: [f32; 8]) -> [f32; 8];
-    /// Eight f32 values rounded to this dtype.
-    fn narrow8<H: HalfLanes>(h: H, x: [f32; 8]) -> [Self; 8];
     /// `src` widened to f32 into `dst` (same lengths).
     fn widen_slice<H: HalfLanes>(h: H, src: &[Self], dst: &mut [f32]);
     /// `src` (f32 values) rounded to this dtype into `dst` (same lengths).
@@ -151,14 +147,6 @@ impl WeightElement for f16 {
         h.widen(x.map(f16::to_bits))
     }
     #[inline(always)]
-    fn round8<H: HalfLanes>(h: H, x: [f32; 8]) -> [f32; 8] {
-        h.widen(h.narrow(x))
-    }
-    #[inline(always)]
-    fn narrow8<H: HalfLanes>(h: H, x: [f32; 8]) -> [Self; 8] {
-        h.narrow(x).map(f16::from_bits)
-    }
-    #[inline(always)]
     fn widen_slice<H: HalfLanes>(h: H, src: &[Self], dst: &mut [f32]) {
         h.widen_slice(src, dst);
     }
@@ -202,14 +190,6 @@ impl WeightElement for f32 {
     #[inline(always)]
     fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
         *x
-    }
-    #[inline(always)]
-    fn round8<H: HalfLanes>(_: H, x: [f32; 8]) -> [f32; 8] {
-        x
-    }
-    #[inline(always)]
-    fn narrow8<H: HalfLanes>(_: H, x: [f32; 8]) -> [Self; 8] {
-        x
     }
     #[inline(always)]
     fn widen_slice<H: HalfLanes>(_: H, src: &[Self], dst: &mut [f32]) {
