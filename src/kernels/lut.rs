@@ -672,17 +672,16 @@ impl<T: WeightElement> LaneKernel for ExtremesTask<'_, T> {
     fn run<H: HalfLanes>(self, h: H) -> (f32, f32) {
         let first = self.values[0].to_f32();
         let (mut lo, mut hi) = ([first; 8], [first; 8]);
-        for i in (0..self.values.len()).step_by(8) {
+        let mut tile = [first; TILE];
+        for v in self.values.chunks(TILE) {
+            T::widen_slice(h, v, &mut tile[..v.len()]);
             // Lanes past the end repeat the first value.
-            let x: [f32; 8] = match self.values.get(i..i + 8) {
-                Some(s) => T::widen8(h, s.try_into().expect("eight")),
-                None => std::array::from_fn(|l| {
-                    self.values.get(i + l).unwrap_or(&self.values[0]).to_f32()
-                }),
-            };
-            for l in 0..8 {
-                lo[l] = if x[l] < lo[l] { x[l] } else { lo[l] };
-                hi[l] = if x[l] > hi[l] { x[l] } else { hi[l] };
+            let n = v.len().div_ceil(8) * 8;
+            tile[v.len()..n].fill(first);
+            for x in tile[..n].chunks_exact(8) {
+                let x: &[f32; 8] = x.try_into().expect("eight");
+                lo = std::array::from_fn(|l| if x[l] < lo[l] { x[l] } else { lo[l] });
+                hi = std::array::from_fn(|l| if x[l] > hi[l] { x[l] } else { hi[l] });
             }
         }
         (
@@ -718,7 +717,8 @@ impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
             T::round_slice(h, c);
             // Quotients are in [0, levels] (or NaN): rounded by adding 2^23, whose low mantissa
             // bits are then the integer, a form that vectorizes; anything else as numpy casts it.
-            if c.iter().all(|v| (0.0..=255.0).contains(v)) {
+            // (A fold without early exit, so that the check vectorizes.)
+            if c.iter().fold(true, |ok, v| ok & (0.0..=255.0).contains(v)) {
                 for (o, c) in out.iter_mut().zip(c.iter()) {
                     *o = (c + 8_388_608.0).to_bits() as u8;
                 }
