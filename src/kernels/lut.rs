@@ -758,19 +758,7 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
         return uniform_wide(g, lo.to_f64(), hi.to_f64(), nbits);
     }
     let scale = range.div(levels);
-    let mut indices = vec![0u8; g.len()];
-    indices
-        .par_chunks_mut(PAR_CHUNK)
-        .zip(g.par_chunks(PAR_CHUNK))
-        .for_each(|(indices, values)| {
-            dispatch(UniformTask {
-                values,
-                lo: lo.to_f32(),
-                range: range.to_f32(),
-                levels: levels.to_f32(),
-                indices,
-            })
-        });
+    let indices = uniform_indices(g, lo.to_f32(), range.to_f32(), levels.to_f32());
     // numpy: int64 array times a numpy scalar computes in float64, then casts once.
     let lut = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
@@ -780,6 +768,52 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
         indices,
         energy: None,
     }
+}
+
+/// fp16 groups of at least this many elements take their uniform indices from a table of all
+/// 65,536 bit patterns (a few tiles of work) rather than computing each element's.
+const UNIFORM_TABLE_MIN: usize = 1 << 18;
+
+/// [`UniformTask`]'s indices of `g`. An index depends only on the element's value, so for large
+/// fp16 groups it is looked up in a table of every bit pattern's index, computed by the same task.
+fn uniform_indices<T: WeightElement>(g: &[T], lo: f32, range: f32, levels: f32) -> Vec<u8> {
+    let direct = |g: &[T]| {
+        let mut indices = vec![0u8; g.len()];
+        indices
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(g.par_chunks(PAR_CHUNK))
+            .for_each(|(indices, values)| {
+                dispatch(UniformTask {
+                    values,
+                    lo,
+                    range,
+                    levels,
+                    indices,
+                })
+            });
+        indices
+    };
+    if !T::IS_HALF || g.len() < UNIFORM_TABLE_MIN {
+        return direct(g);
+    }
+    let all: Vec<T> = (0..=u16::MAX as u32).map(T::from_bits_u32).collect();
+    let table: Box<[u8; 1 << 16]> = direct(&all).try_into().expect("65,536 indices");
+    indices_by_table(g, &table)
+}
+
+/// The indices of fp16 values `g` looked up by bit pattern. A fixed-size table: indexing it with
+/// a 16-bit pattern needs no bounds check.
+fn indices_by_table<T: WeightElement>(g: &[T], table: &[u8; 1 << 16]) -> Vec<u8> {
+    let mut indices = vec![0u8; g.len()];
+    indices
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(g.par_chunks(PAR_CHUNK))
+        .for_each(|(out, src)| {
+            for (o, v) in out.iter_mut().zip(src) {
+                *o = table[v.to_bits_u32() as u16 as usize];
+            }
+        });
+    indices
 }
 
 /// [`uniform`] for a group whose range overflows the weight dtype (fp16 values near ±65504,
@@ -1072,20 +1106,11 @@ fn kmeans_scalar_by<T: WeightElement>(g: &[T], nbits: u8, histogram: bool) -> Gr
             pats.push((p as u16, (values.len() - 1) as u32));
         }
         let cl = optimal_kmeans_1d(&values, &weights, k);
-        // A fixed-size table: indexing it with a 16-bit pattern needs no bounds check.
         let mut table = Box::new([0u8; 1 << 16]);
         for &(p, slot) in &pats {
             table[p as usize] = cl.labels[slot as usize] as u8;
         }
-        let mut indices = vec![0u8; g.len()];
-        indices
-            .par_chunks_mut(PAR_CHUNK)
-            .zip(g.par_chunks(PAR_CHUNK))
-            .for_each(|(out, src)| {
-                for (o, v) in out.iter_mut().zip(src) {
-                    *o = table[v.to_bits_u32() as u16 as usize];
-                }
-            });
+        let indices = indices_by_table(g, &table);
         let lut: Vec<T> = lut_from_centroids(&cl, nbits);
         // Each distinct pattern restores to its cluster's LUT entry: the energy in O(patterns).
         let (mut signal, mut noise) = (0.0, 0.0);
@@ -2768,6 +2793,32 @@ mod tests {
             (-65504.0, 65504.0)
         );
         assert_eq!(x.indices, vec![255, 0, 128, 129, 127]);
+    }
+
+    #[test]
+    fn uniform_table_equals_the_elementwise_reference() {
+        // Groups large enough for the table of all bit patterns: every finite pattern within a
+        // bound (so that the range stays finite), in a scrambled order.
+        for (mask, bound) in [(0xFFFF, 1000.0), (0x83FF, 1.0), (0xC3FF, 70.0)] {
+            let g: Vec<f16> = (0..UNIFORM_TABLE_MIN as u32 + 13)
+                .map(|i| f16::from_bits((i.wrapping_mul(40_503) % 65_536) as u16 & mask))
+                .map(|v| {
+                    if v.is_finite() && v.to_f32().abs() <= bound {
+                        v
+                    } else {
+                        f16::ONE
+                    }
+                })
+                .collect();
+            for nbits in [1, 4, 8] {
+                let got = uniform(&g, nbits);
+                assert_eq!(
+                    got.indices,
+                    uniform_reference(&g, nbits).1,
+                    "{mask:x} {nbits}"
+                );
+            }
+        }
     }
 
     proptest! {
