@@ -102,6 +102,16 @@ def test_uniform_bit_identical(dtype: Any, shape: Any, axis: int, group: int, cd
     assert ours.scale is None
 
 
+@pytest.mark.parametrize("nbits", [2, 4, 8])
+@pytest.mark.parametrize("spread", [0.02, 300.0])
+def test_uniform_large_fp16_group_bit_identical(nbits: int, spread: float) -> None:
+    # Groups of 2**18 fp16 values and more take their indices from a table of all bit patterns.
+    w = (rand((512, 1024), np.float32, seed=nbits) * spread).astype(np.float16)
+    w[0, :4] = [0.0, -0.0, 6e-8, -6e-8]
+    theirs = ct_pal.grouped_channelwise_compress(w, "UNIFORM", nbits, 0, 0)
+    assert_same_lut(kernels.palettize(w, nbits=nbits, mode="uniform"), theirs)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "group", "cd"), LAYOUTS)
 @pytest.mark.parametrize("distinct", [2, 5, 13, 200])

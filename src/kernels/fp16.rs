@@ -102,10 +102,12 @@ pub trait WeightElement:
 
     /// Eight elements widened to f32.
     fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8];
-    /// Eight f32 values rounded to this dtype (one numpy op's rounding), returned widened.
-    fn round8<H: HalfLanes>(h: H, x: [f32; 8]) -> [f32; 8];
-    /// Eight f32 values rounded to this dtype.
-    fn narrow8<H: HalfLanes>(h: H, x: [f32; 8]) -> [Self; 8];
+    /// `src` widened to f32 into `dst` (same lengths).
+    fn widen_slice<H: HalfLanes>(h: H, src: &[Self], dst: &mut [f32]);
+    /// `src` (f32 values) rounded to this dtype into `dst` (same lengths).
+    fn narrow_slice<H: HalfLanes>(h: H, src: &[f32], dst: &mut [Self]);
+    /// Every value of `x` rounded to this dtype in place (one numpy op's rounding).
+    fn round_slice<H: HalfLanes>(h: H, x: &mut [f32]);
 }
 
 /// Every f16 bit pattern widened to f32: a 256 KB table that keeps the widening inlinable (the
@@ -145,12 +147,16 @@ impl WeightElement for f16 {
         h.widen(x.map(f16::to_bits))
     }
     #[inline(always)]
-    fn round8<H: HalfLanes>(h: H, x: [f32; 8]) -> [f32; 8] {
-        h.widen(h.narrow(x))
+    fn widen_slice<H: HalfLanes>(h: H, src: &[Self], dst: &mut [f32]) {
+        h.widen_slice(src, dst);
     }
     #[inline(always)]
-    fn narrow8<H: HalfLanes>(h: H, x: [f32; 8]) -> [Self; 8] {
-        h.narrow(x).map(f16::from_bits)
+    fn narrow_slice<H: HalfLanes>(h: H, src: &[f32], dst: &mut [Self]) {
+        h.narrow_slice(src, dst);
+    }
+    #[inline(always)]
+    fn round_slice<H: HalfLanes>(h: H, x: &mut [f32]) {
+        h.round_slice(x);
     }
 }
 
@@ -186,13 +192,15 @@ impl WeightElement for f32 {
         *x
     }
     #[inline(always)]
-    fn round8<H: HalfLanes>(_: H, x: [f32; 8]) -> [f32; 8] {
-        x
+    fn widen_slice<H: HalfLanes>(_: H, src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
     #[inline(always)]
-    fn narrow8<H: HalfLanes>(_: H, x: [f32; 8]) -> [Self; 8] {
-        x
+    fn narrow_slice<H: HalfLanes>(_: H, src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
     }
+    #[inline(always)]
+    fn round_slice<H: HalfLanes>(_: H, _: &mut [f32]) {}
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -210,10 +218,55 @@ impl WeightElement for f32 {
 // `COREML_COMPRESS_HALF_LANES=f16c|half|software` (read once) picks a variant for measurement;
 // unset, or naming one this build or CPU lacks, the default above applies.
 
-/// Conversion of eight f16 bit patterns to and from f32.
+/// Conversion of f16 values to and from f32: eight lanes at a time, and whole slices (which
+/// kernels use for row-wide stages; the defaults go eight lanes at a time).
 pub trait HalfLanes: Copy {
     fn widen(self, x: [u16; 8]) -> [f32; 8];
     fn narrow(self, x: [f32; 8]) -> [u16; 8];
+
+    /// `src` widened into `dst` (same lengths).
+    #[inline(always)]
+    fn widen_slice(self, src: &[f16], dst: &mut [f32]) {
+        map_lanes(bytemuck::cast_slice(src), dst, |x| self.widen(x));
+    }
+    /// `src` rounded into `dst` (same lengths).
+    #[inline(always)]
+    fn narrow_slice(self, src: &[f32], dst: &mut [f16]) {
+        map_lanes(src, bytemuck::cast_slice_mut(dst), |x| self.narrow(x));
+    }
+    /// Every value of `x` rounded to f16 and widened back, in place.
+    #[inline(always)]
+    fn round_slice(self, x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let v: [f32; 8] = (*c).try_into().expect("eight");
+            c.copy_from_slice(&self.widen(self.narrow(v)));
+        }
+        let rest = chunks.into_remainder();
+        let mut v = [0f32; 8];
+        v[..rest.len()].copy_from_slice(rest);
+        rest.copy_from_slice(&self.widen(self.narrow(v))[..rest.len()]);
+    }
+}
+
+/// `dst = f(src)` eight elements at a time (same lengths; a partial last group is padded with
+/// defaults). Fixed-size groups, so that the copies compile to vector moves.
+#[inline(always)]
+fn map_lanes<A: Copy + Default, B: Copy + Default>(
+    src: &[A],
+    dst: &mut [B],
+    f: impl Fn([A; 8]) -> [B; 8],
+) {
+    assert_eq!(src.len(), dst.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(&f(s.try_into().expect("eight")));
+    }
+    let (d, s) = (d.into_remainder(), s.remainder());
+    let mut x = [A::default(); 8];
+    x[..s.len()].copy_from_slice(s);
+    d.copy_from_slice(&f(x)[..d.len()]);
 }
 
 /// The `half` crate's slice conversions: its own runtime dispatch to the CPU's conversion
@@ -221,22 +274,49 @@ pub trait HalfLanes: Copy {
 #[derive(Clone, Copy, Debug)]
 pub struct HalfSlices;
 
+// Each conversion call pays the crate's feature check and an out-of-line call: the slice methods
+// convert a whole slice per call, so that kernels written in row-wide stages pay it per slice
+// rather than per eight elements.
 impl HalfLanes for HalfSlices {
     #[inline(always)]
     fn widen(self, x: [u16; 8]) -> [f32; 8] {
-        use half::slice::HalfFloatSliceExt;
         let mut out = [0.0f32; 8];
-        x.map(f16::from_bits).convert_to_f32_slice(&mut out);
+        self.widen_slice(&x.map(f16::from_bits), &mut out);
         out
     }
     #[inline(always)]
     fn narrow(self, x: [f32; 8]) -> [u16; 8] {
-        use half::slice::HalfFloatSliceExt;
         let mut out = [f16::ZERO; 8];
-        out.convert_from_f32_slice(&x);
+        self.narrow_slice(&x, &mut out);
         out.map(f16::to_bits)
     }
+    #[inline(always)]
+    fn widen_slice(self, src: &[f16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+    #[inline(always)]
+    fn narrow_slice(self, src: &[f32], dst: &mut [f16]) {
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src);
+    }
+    #[inline(always)]
+    fn round_slice(self, x: &mut [f32]) {
+        // Tiles of [`TILE`]: a tile-wide stage rounds with one pair of calls.
+        let mut h = [f16::ZERO; TILE];
+        for c in x.chunks_mut(TILE) {
+            let h = &mut h[..c.len()];
+            self.narrow_slice(c, h);
+            self.widen_slice(h, c);
+        }
+    }
 }
+
+/// Elements per stage of kernels written in tile-wide stages (each numpy op one loop over a tile,
+/// then one rounding of the tile): the tile stays in L1, and [`HalfSlices`] pays its per-call
+/// cost (the crate's feature check and an out-of-line conversion) once per stage rather than per
+/// eight elements. A multiple of 8, so that lane sums can go by element index mod 8.
+pub const TILE: usize = 256;
 
 /// Software conversion (the `half` crate's const functions): what platforms without a dispatched
 /// conversion would run; the reference the others are tested against.
@@ -373,17 +453,8 @@ pub fn dispatch<K: LaneKernel>(k: K) -> K::Output {
 /// after `src.len()` is set to 0.
 #[inline(always)]
 pub fn widen_into<T: WeightElement, H: HalfLanes>(h: H, src: &[T], dst: &mut [f32]) {
-    let full = src.len() / 8 * 8;
-    for (d, s) in dst[..full]
-        .chunks_exact_mut(8)
-        .zip(src[..full].chunks_exact(8))
-    {
-        d.copy_from_slice(&T::widen8(h, s.try_into().unwrap()));
-    }
-    let padded = src.len().div_ceil(8) * 8;
-    for (i, d) in dst[full..padded].iter_mut().enumerate() {
-        *d = src.get(full + i).map_or(0.0, |v| v.to_f32());
-    }
+    T::widen_slice(h, src, &mut dst[..src.len()]);
+    dst[src.len()..src.len().div_ceil(8) * 8].fill(0.0);
 }
 
 /// Elements `i..i + 8` of `src` widened to f32 (zeros past the end).
@@ -398,13 +469,7 @@ pub fn load8<T: WeightElement, H: HalfLanes>(h: H, src: &[T], i: usize) -> [f32;
 /// `src` (f32 values of `T`, at least `dst.len()`) narrowed into `dst`.
 #[inline(always)]
 pub fn narrow_into<T: WeightElement, H: HalfLanes>(h: H, src: &[f32], dst: &mut [T]) {
-    let full = dst.len() / 8 * 8;
-    for (d, s) in dst[..full].chunks_exact_mut(8).zip(src.chunks_exact(8)) {
-        d.copy_from_slice(&T::narrow8(h, s.try_into().unwrap()));
-    }
-    for (d, &s) in dst[full..].iter_mut().zip(&src[full..]) {
-        *d = T::from_f32(s);
-    }
+    T::narrow_slice(h, &src[..dst.len()], dst);
 }
 
 /// Adds `x²` and `(x − y)²`, in f64, lane-wise to `acc` (signal and noise energy).
@@ -646,6 +711,28 @@ mod tests {
                 }
             });
             assert_eq!(h.narrow(x), SoftHalf.narrow(x), "{x:?}");
+        }
+        // The slice conversions, across tiles and with partial lane groups: every f16 pattern,
+        // and f32 values around every f16 midpoint.
+        let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        let near_mid: Vec<f32> = (0..1u32 << 17)
+            .map(|i| f32::from_bits(((i >> 1) << 13) + 0x1000 + (i & 1)))
+            .chain((0..1000).map(|_| f32::from_bits(r.next_u64() as u32)))
+            .collect();
+        let f32_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for len in [0, 5, 8, 13, TILE + 3, all.len() - 7] {
+            let (mut a, mut b) = (vec![0f32; len], vec![0f32; len]);
+            h.widen_slice(&all[..len], &mut a);
+            SoftHalf.widen_slice(&all[..len], &mut b);
+            assert_eq!(f32_bits(&a), f32_bits(&b));
+            let (mut c, mut d) = (vec![f16::ZERO; len], vec![f16::ZERO; len]);
+            h.narrow_slice(&near_mid[..len], &mut c);
+            SoftHalf.narrow_slice(&near_mid[..len], &mut d);
+            assert!(c.iter().zip(&d).all(|(c, d)| c.to_bits() == d.to_bits()));
+            let (mut e, mut f) = (near_mid[..len].to_vec(), near_mid[..len].to_vec());
+            h.round_slice(&mut e);
+            SoftHalf.round_slice(&mut f);
+            assert_eq!(f32_bits(&e), f32_bits(&f));
         }
     }
 

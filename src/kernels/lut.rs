@@ -20,14 +20,13 @@
 //!
 //! Groups are independent and run in parallel; every result is the same for any thread count.
 
-use std::array::from_fn;
 use std::borrow::Cow;
 
 use rayon::prelude::*;
 
 use super::fp16::{
     bit_histogram, dispatch, f32_from_order_key, f32_order_key, load8, trunc_to_i32_x86, HalfLanes,
-    LaneKernel, WeightElement,
+    LaneKernel, WeightElement, TILE,
 };
 use super::kmeans1d::{kmeans_1d_large, optimal_kmeans_1d, Clusters1d};
 use super::kmeans_vector::{kmeans_vectors, VectorKmeansOptions};
@@ -676,17 +675,16 @@ impl<T: WeightElement> LaneKernel for ExtremesTask<'_, T> {
     fn run<H: HalfLanes>(self, h: H) -> (f32, f32) {
         let first = self.values[0].to_f32();
         let (mut lo, mut hi) = ([first; 8], [first; 8]);
-        for i in (0..self.values.len()).step_by(8) {
+        let mut tile = [first; TILE];
+        for v in self.values.chunks(TILE) {
+            T::widen_slice(h, v, &mut tile[..v.len()]);
             // Lanes past the end repeat the first value.
-            let x: [f32; 8] = match self.values.get(i..i + 8) {
-                Some(s) => T::widen8(h, s.try_into().expect("eight")),
-                None => std::array::from_fn(|l| {
-                    self.values.get(i + l).unwrap_or(&self.values[0]).to_f32()
-                }),
-            };
-            for l in 0..8 {
-                lo[l] = if x[l] < lo[l] { x[l] } else { lo[l] };
-                hi[l] = if x[l] > hi[l] { x[l] } else { hi[l] };
+            let n = v.len().div_ceil(8) * 8;
+            tile[v.len()..n].fill(first);
+            for x in tile[..n].chunks_exact(8) {
+                let x: &[f32; 8] = x.try_into().expect("eight");
+                lo = std::array::from_fn(|l| if x[l] < lo[l] { x[l] } else { lo[l] });
+                hi = std::array::from_fn(|l| if x[l] > hi[l] { x[l] } else { hi[l] });
             }
         }
         (
@@ -710,23 +708,28 @@ impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<H: HalfLanes>(self, h: H) {
-        for (i, out) in (0..self.values.len())
-            .step_by(8)
-            .zip(self.indices.chunks_mut(8))
-        {
-            let x = load8(h, self.values, i);
-            // `from_fn`, not `map`: `map` is not inlined into the AVX2 code.
-            let a = T::round8(h, from_fn(|l| x[l] - self.lo));
-            let b = T::round8(h, from_fn(|l| a[l] / self.range));
-            let c = T::round8(h, from_fn(|l| b[l] * self.levels));
+        let mut tile = [0f32; TILE];
+        for (v, out) in self.values.chunks(TILE).zip(self.indices.chunks_mut(TILE)) {
+            let c = &mut tile[..v.len()];
+            T::widen_slice(h, v, c);
+            c.iter_mut().for_each(|x| *x -= self.lo);
+            T::round_slice(h, c);
+            c.iter_mut().for_each(|x| *x /= self.range);
+            T::round_slice(h, c);
+            c.iter_mut().for_each(|x| *x *= self.levels);
+            T::round_slice(h, c);
             // Quotients are in [0, levels] (or NaN): rounded by adding 2^23, whose low mantissa
             // bits are then the integer, a form that vectorizes; anything else as numpy casts it.
-            let idx: [u8; 8] = if c.iter().all(|v| (0.0..=255.0).contains(v)) {
-                from_fn(|l| (c[l] + 8_388_608.0).to_bits() as u8)
+            // (A fold without early exit, so that the check vectorizes.)
+            if c.iter().fold(true, |ok, v| ok & (0.0..=255.0).contains(v)) {
+                for (o, c) in out.iter_mut().zip(c.iter()) {
+                    *o = (c + 8_388_608.0).to_bits() as u8;
+                }
             } else {
-                from_fn(|l| trunc_to_i32_x86(c[l].round_ties_even()) as u8)
-            };
-            out.copy_from_slice(&idx[..out.len()]);
+                for (o, c) in out.iter_mut().zip(c.iter()) {
+                    *o = trunc_to_i32_x86(c.round_ties_even()) as u8;
+                }
+            }
         }
     }
 }
@@ -758,19 +761,7 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
         return uniform_wide(g, lo.to_f64(), hi.to_f64(), nbits);
     }
     let scale = range.div(levels);
-    let mut indices = vec![0u8; g.len()];
-    indices
-        .par_chunks_mut(PAR_CHUNK)
-        .zip(g.par_chunks(PAR_CHUNK))
-        .for_each(|(indices, values)| {
-            dispatch(UniformTask {
-                values,
-                lo: lo.to_f32(),
-                range: range.to_f32(),
-                levels: levels.to_f32(),
-                indices,
-            })
-        });
+    let indices = uniform_indices(g, lo.to_f32(), range.to_f32(), levels.to_f32());
     // numpy: int64 array times a numpy scalar computes in float64, then casts once.
     let lut = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
@@ -780,6 +771,52 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
         indices,
         energy: None,
     }
+}
+
+/// fp16 groups of at least this many elements take their uniform indices from a table of all
+/// 65,536 bit patterns (a few tiles of work) rather than computing each element's.
+const UNIFORM_TABLE_MIN: usize = 1 << 18;
+
+/// [`UniformTask`]'s indices of `g`. An index depends only on the element's value, so for large
+/// fp16 groups it is looked up in a table of every bit pattern's index, computed by the same task.
+fn uniform_indices<T: WeightElement>(g: &[T], lo: f32, range: f32, levels: f32) -> Vec<u8> {
+    let direct = |g: &[T]| {
+        let mut indices = vec![0u8; g.len()];
+        indices
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(g.par_chunks(PAR_CHUNK))
+            .for_each(|(indices, values)| {
+                dispatch(UniformTask {
+                    values,
+                    lo,
+                    range,
+                    levels,
+                    indices,
+                })
+            });
+        indices
+    };
+    if !T::IS_HALF || g.len() < UNIFORM_TABLE_MIN {
+        return direct(g);
+    }
+    let all: Vec<T> = (0..=u16::MAX as u32).map(T::from_bits_u32).collect();
+    let table: Box<[u8; 1 << 16]> = direct(&all).try_into().expect("65,536 indices");
+    indices_by_table(g, &table)
+}
+
+/// The indices of fp16 values `g` looked up by bit pattern. A fixed-size table: indexing it with
+/// a 16-bit pattern needs no bounds check.
+fn indices_by_table<T: WeightElement>(g: &[T], table: &[u8; 1 << 16]) -> Vec<u8> {
+    let mut indices = vec![0u8; g.len()];
+    indices
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(g.par_chunks(PAR_CHUNK))
+        .for_each(|(out, src)| {
+            for (o, v) in out.iter_mut().zip(src) {
+                *o = table[v.to_bits_u32() as u16 as usize];
+            }
+        });
+    indices
 }
 
 /// [`uniform`] for a group whose range overflows the weight dtype (fp16 values near ±65504,
@@ -1127,16 +1164,7 @@ fn kmeans_scalar_by<T: WeightElement>(
         for (&(p, _), &slot) in pats.iter().zip(&slots) {
             label_of[p as usize] = cl.labels[slot as usize] as u8;
         }
-        let label_of = &**label_of;
-        let mut indices = vec![0u8; g.len()];
-        indices
-            .par_chunks_mut(PAR_CHUNK)
-            .zip(g.par_chunks(PAR_CHUNK))
-            .for_each(|(out, src)| {
-                for (o, v) in out.iter_mut().zip(src) {
-                    *o = label_of[v.to_bits_u32() as u16 as usize];
-                }
-            });
+        let indices = indices_by_table(g, label_of);
         let lut: Vec<T> = lut_from_centroids(&cl, nbits);
         // Each distinct pattern restores to its cluster's LUT entry: the energy in O(patterns).
         let (mut signal, mut noise) = (0.0, 0.0);
@@ -2819,6 +2847,32 @@ mod tests {
             (-65504.0, 65504.0)
         );
         assert_eq!(x.indices, vec![255, 0, 128, 129, 127]);
+    }
+
+    #[test]
+    fn uniform_table_equals_the_elementwise_reference() {
+        // Groups large enough for the table of all bit patterns: every finite pattern within a
+        // bound (so that the range stays finite), in a scrambled order.
+        for (mask, bound) in [(0xFFFF, 1000.0), (0x83FF, 1.0), (0xC3FF, 70.0)] {
+            let g: Vec<f16> = (0..UNIFORM_TABLE_MIN as u32 + 13)
+                .map(|i| f16::from_bits((i.wrapping_mul(40_503) % 65_536) as u16 & mask))
+                .map(|v| {
+                    if v.is_finite() && v.to_f32().abs() <= bound {
+                        v
+                    } else {
+                        f16::ONE
+                    }
+                })
+                .collect();
+            for nbits in [1, 4, 8] {
+                let got = uniform(&g, nbits);
+                assert_eq!(
+                    got.indices,
+                    uniform_reference(&g, nbits).1,
+                    "{mask:x} {nbits}"
+                );
+            }
+        }
     }
 
     proptest! {

@@ -34,7 +34,7 @@ use crate::{config_err, format_err};
 use std::array::from_fn;
 
 use crate::kernels::fp16::{
-    dispatch, lanes, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement,
+    dispatch, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement, TILE,
 };
 use crate::kernels::numel;
 use crate::kernels::pack::{self, PackElem};
@@ -456,51 +456,6 @@ fn clip(x: f32, lo: f32, hi: f32) -> f32 {
     }
 }
 
-/// coremltools' `compute_qparams_by_dtype` for eight blocks.
-#[inline(always)]
-fn params8<T: WeightElement, H: HalfLanes>(h: H, k: &QConsts, s: &[Stat; 8]) -> [Param; 8] {
-    let r = |x: [f32; 8]| T::round8(h, x);
-    let or_nan = |v: [f32; 8]| from_fn(|l| if s[l].nan { f32::NAN } else { v[l] });
-    let (lo, hi) = if k.linear {
-        // minimum(0.0, vmin), maximum(0.0, vmax); zeros canonicalized to +0.0.
-        (
-            r(or_nan(s.map(|st| lt_min(st.mn, 0.0) + 0.0))),
-            r(or_nan(s.map(|st| gt_max(st.mx, 0.0) + 0.0))),
-        )
-    } else {
-        let m = or_nan(s.map(|st| gt_max(st.mn.abs(), st.mx.abs())));
-        (r(m.map(|v| -v)), r(m))
-    };
-    let range = r(from_fn(|l| hi[l] - lo[l]));
-    let scale = r(from_fn(|l| range[l] / k.qrange));
-    // The zero point before rounding and clipping (0 for symmetric modes).
-    let unclipped = if k.linear {
-        let a = r(from_fn(|l| k.qlo * hi[l]));
-        let b = r(from_fn(|l| k.qhi * lo[l]));
-        let d = r(from_fn(|l| a[l] - b[l]));
-        r(from_fn(|l| d[l] / range[l]))
-    } else {
-        [0.0; 8]
-    };
-    let zp = if k.linear {
-        r(rint8(unclipped)).map(|v| clip(v, k.qlo, k.qhi))
-    } else {
-        [k.sym_zp; 8]
-    };
-    from_fn(|l| {
-        let p = Param {
-            scale: scale[l],
-            zp: zp[l],
-        };
-        let overflowed = !(p.scale.is_finite() && unclipped[l].is_finite());
-        if overflowed && lo[l].is_finite() && hi[l].is_finite() && hi[l] > lo[l] {
-            wide_param::<T>(k, lo[l], hi[l])
-        } else {
-            p
-        }
-    })
-}
-
 /// A block's parameters where the weight dtype's arithmetic overflows (fp16 extremes near
 /// ±65504: `hi − lo` or `qmax · lo` leave fp16's range, and coremltools gets an infinite scale or
 /// a NaN zero point): the same formulas in f64, each result rounded once to the weight dtype.
@@ -520,7 +475,19 @@ fn wide_param<T: WeightElement>(k: &QConsts, lo: f32, hi: f32) -> Param {
     }
 }
 
-/// [`params8`] over any number of blocks.
+/// One tile-wide stage: `f` of each of the first `n` elements, rounded to `T` (the rest 0).
+#[inline(always)]
+fn stage<T: WeightElement, H: HalfLanes>(h: H, n: usize, f: impl Fn(usize) -> f32) -> [f32; TILE] {
+    let mut v = [0f32; TILE];
+    for (i, v) in v[..n].iter_mut().enumerate() {
+        *v = f(i);
+    }
+    T::round_slice(h, &mut v[..n]);
+    v
+}
+
+/// coremltools' `compute_qparams_by_dtype` for any number of blocks, in tile-wide stages (each
+/// numpy op one loop over up to [`TILE`] blocks, then one rounding to `T`).
 #[inline(always)]
 fn params_into<T: WeightElement, H: HalfLanes>(
     h: H,
@@ -528,65 +495,94 @@ fn params_into<T: WeightElement, H: HalfLanes>(
     stats: &[Stat],
     out: &mut [Param],
 ) {
-    for (s, o) in stats.chunks(8).zip(out.chunks_mut(8)) {
-        let mut s8 = [Stat {
-            mn: 0.0,
-            mx: 0.0,
-            nan: false,
-        }; 8];
-        s8[..s.len()].copy_from_slice(s);
-        let p = params8::<T, H>(h, k, &s8);
-        o.copy_from_slice(&p[..o.len()]);
-    }
-}
-
-/// `np.rint` (round half to even) of eight values. Written as a magic-number addition rather
-/// than `f32::round_ties_even`: between f16 conversions LLVM turns the latter into per-lane f16
-/// rounding calls. Adding 2^23 to |x| < 2^23 rounds to an integer (ties to even, as 2^23 is
-/// even) exactly; larger values, infinities and NaN pass through unchanged, as in `rint`.
-#[inline(always)]
-fn rint8(x: [f32; 8]) -> [f32; 8] {
-    const TWO23: f32 = 8_388_608.0;
-    let mut r = [0f32; 8];
-    for l in 0..8 {
-        let a = x[l].abs();
-        r[l] = if a < TWO23 {
-            ((a + TWO23) - TWO23).copysign(x[l])
+    for (s, out) in stats.chunks(TILE).zip(out.chunks_mut(TILE)) {
+        let n = s.len();
+        let or_nan = |l: usize, v: f32| if s[l].nan { f32::NAN } else { v };
+        // The extremes are values of `T` (or NaN), as are their negations and ±0: no rounding.
+        let (lo, hi): ([f32; TILE], [f32; TILE]) = if k.linear {
+            // minimum(0.0, vmin), maximum(0.0, vmax); zeros canonicalized to +0.0.
+            (
+                from_fn(|l| {
+                    if l < n {
+                        or_nan(l, lt_min(s[l].mn, 0.0) + 0.0)
+                    } else {
+                        0.0
+                    }
+                }),
+                from_fn(|l| {
+                    if l < n {
+                        or_nan(l, gt_max(s[l].mx, 0.0) + 0.0)
+                    } else {
+                        0.0
+                    }
+                }),
+            )
         } else {
-            x[l]
+            let m: [f32; TILE] = from_fn(|l| {
+                if l < n {
+                    or_nan(l, gt_max(s[l].mn.abs(), s[l].mx.abs()))
+                } else {
+                    0.0
+                }
+            });
+            (m.map(|v| -v), m)
         };
+        let range = stage::<T, H>(h, n, |l| hi[l] - lo[l]);
+        let scale = stage::<T, H>(h, n, |l| range[l] / k.qrange);
+        // The zero point before rounding and clipping (0 for symmetric modes).
+        let unclipped = if k.linear {
+            let a = stage::<T, H>(h, n, |l| k.qlo * hi[l]);
+            let b = stage::<T, H>(h, n, |l| k.qhi * lo[l]);
+            let d = stage::<T, H>(h, n, |l| a[l] - b[l]);
+            stage::<T, H>(h, n, |l| d[l] / range[l])
+        } else {
+            [0.0; TILE]
+        };
+        for (l, o) in out.iter_mut().enumerate() {
+            // `rint` of a value of `T` is one too (below 2048 in magnitude an integer that f16
+            // holds exactly, above it the value itself): no rounding.
+            let zp = if k.linear {
+                clip(rint(unclipped[l]), k.qlo, k.qhi)
+            } else {
+                k.sym_zp
+            };
+            let overflowed = !(scale[l].is_finite() && unclipped[l].is_finite());
+            *o = if overflowed && lo[l].is_finite() && hi[l].is_finite() && hi[l] > lo[l] {
+                wide_param::<T>(k, lo[l], hi[l])
+            } else {
+                Param {
+                    scale: scale[l],
+                    zp,
+                }
+            };
+        }
     }
-    r
 }
 
-/// `clip(rint(x / scale) + zp, qmin, qmax)` cast to an integer (NaN to 0), for eight elements.
+/// `np.rint` (round half to even). Written as a magic-number addition rather than
+/// `f32::round_ties_even`, which LLVM turns into per-element library or f16 rounding calls where
+/// the target has no rounding instruction. Adding 2^23 to |x| < 2^23 rounds to an integer (ties
+/// to even, as 2^23 is even) exactly; larger values, infinities and NaN pass through unchanged,
+/// as in `rint`.
 #[inline(always)]
-fn codes8<T: WeightElement, H: HalfLanes>(
-    h: H,
-    k: &QConsts,
-    x: [f32; 8],
-    scale: [f32; 8],
-    zp: [f32; 8],
-) -> [i32; 8] {
-    let mut q = [0f32; 8];
-    for l in 0..8 {
-        q[l] = x[l] / scale[l];
+fn rint(x: f32) -> f32 {
+    const TWO23: f32 = 8_388_608.0;
+    let a = x.abs();
+    if a < TWO23 {
+        ((a + TWO23) - TWO23).copysign(x)
+    } else {
+        x
     }
-    let q = rint8(T::round8(h, q));
-    let mut z = [0f32; 8];
-    for l in 0..8 {
-        z[l] = q[l] + zp[l];
-    }
-    let q = T::round8(h, z);
-    let mut c = [0i32; 8];
-    for l in 0..8 {
-        let v = clip(q[l], k.qlo, k.qhi);
-        let v = if v.is_nan() { 0.0 } else { v };
-        // An integer in [-2^22, 2^22) plus 1.5·2^23 is exact and its low mantissa bits are the
-        // integer: a cast that vectorizes (`as i32` saturates lane by lane).
-        c[l] = (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
-    }
-    c
+}
+
+/// `clip(q, qmin, qmax)` cast to an integer (NaN to 0), for `q` already rounded to an integer.
+#[inline(always)]
+fn code_of(k: &QConsts, q: f32) -> i32 {
+    let v = clip(q, k.qlo, k.qhi);
+    let v = if v.is_nan() { 0.0 } else { v };
+    // An integer in [-2^22, 2^22) plus 1.5·2^23 is exact and its low mantissa bits are the
+    // integer: a cast that vectorizes (`as i32` saturates element by element).
+    (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
 }
 
 /// Fills `s` and `z` with the per-element scale and zero point of a row of blocks of `bl`
@@ -622,44 +618,13 @@ impl RowBufs {
     }
 }
 
-/// Codes of eight lanes at `i` (stored to `out`, which may end within them); returns their
-/// squared errors against the codes dequantized as `constexpr_blockwise_shift_scale` restores
-/// them.
-#[inline(always)]
-fn codes_lanes<T: WeightElement, C: Code, H: HalfLanes>(
-    h: H,
-    k: &QConsts,
-    (x, s, z): ([f32; 8], [f32; 8], [f32; 8]),
-    out: &mut [C],
-    i: usize,
-) -> [f32; 8] {
-    let c = codes8::<T, H>(h, k, x, s, z);
-    match out.get_mut(i..i + 8) {
-        Some(o) => {
-            for l in 0..8 {
-                o[l] = C::from_i32(c[l]);
-            }
-        }
-        // The last, partial lane group of a row.
-        None => {
-            for (o, c) in out[i..].iter_mut().zip(c) {
-                *o = C::from_i32(c);
-            }
-        }
-    }
-    // The stored offset: the zero point, 0 where it is NaN (see `quantize`).
-    let o: [f32; 8] = from_fn(|l| if z[l].is_nan() { 0.0 } else { z[l] });
-    // `constexpr_blockwise_shift_scale` rounds c, c − o and s·(c − o) to T; codes and offsets
-    // are integers below 2^8, so the first two are exact and one rounding (the affine form)
-    // gives the same value.
-    let r = dequant8::<T, H, true>(h, from_fn(|l| c[l] as f32), s, o);
-    from_fn(|l| (x[l] - r[l]) * (x[l] - r[l]))
-}
-
 /// The codes of one widened row (`b.x`) with its blocks' parameters; adds the row's signal and
-/// noise energy against the dequantized codes to `energy` (summed in f32 lanes within the row,
-/// plenty for a signal-to-noise report, then in f64). Padding lanes are 0 with scale 1: they add
-/// nothing.
+/// noise energy against the codes dequantized as `constexpr_blockwise_shift_scale` restores them
+/// to `energy` (summed in f32 lanes within the row, plenty for a signal-to-noise report, then in
+/// f64).
+///
+/// Tile by tile, each numpy op is one loop over the tile followed by one rounding of the tile to
+/// `T`: `x / scale`, then the clipped codes of `rint(·) + zp` and their dequantized values.
 #[inline(always)]
 fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
     h: H,
@@ -670,29 +635,51 @@ fn codes_row<T: WeightElement, C: Code, H: HalfLanes>(
     out: &mut [C],
     energy: &mut ([f64; 8], [f64; 8]),
 ) {
-    // The noise is summed where the restored lanes are in registers, the signal in a loop of its
-    // own (together, the two sums would be vectorized across each other instead of the lanes).
+    let n = out.len();
+    expand_params(params, bl, &mut b.s, &mut b.z);
     let mut noise = [0f32; 8];
-    if bl % 8 == 0 {
-        for (j, p) in params.iter().enumerate() {
-            for i in (j * bl..(j + 1) * bl).step_by(8) {
-                let lane = (lanes(&b.x, i), [p.scale; 8], [p.zp; 8]);
-                let e = codes_lanes::<T, C, H>(h, k, lane, out, i);
-                for l in 0..8 {
-                    noise[l] += e[l];
-                }
+    let mut tile = [0f32; TILE];
+    for (((x, s), z), out) in b.x[..n]
+        .chunks(TILE)
+        .zip(b.s.chunks(TILE))
+        .zip(b.z.chunks(TILE))
+        .zip(out.chunks_mut(TILE))
+    {
+        let q = &mut tile[..x.len()];
+        for (q, (x, s)) in q.iter_mut().zip(x.iter().zip(s)) {
+            *q = x / s;
+        }
+        T::round_slice(h, q);
+        // numpy rounds `rint(q) + zp` to T before clipping; both are integers (or NaN, inf), so
+        // the f32 sum is exact and that rounding changes nothing the clip keeps: sums within
+        // ±2048 are exact in f16, and f16 rounds larger ones to values still beyond every code
+        // range (at most 8 bits), which clip to the same end.
+        for (q, z) in q.iter_mut().zip(z) {
+            *q = rint(*q) + z;
+        }
+        for (q, ((o, s), z)) in q.iter_mut().zip(out.iter_mut().zip(s).zip(z)) {
+            let c = code_of(k, *q);
+            *o = C::from_i32(c);
+            // `constexpr_blockwise_shift_scale` rounds c, c − offset and scale·(c − offset) to
+            // T, with the stored offset (the zero point, 0 where it is NaN, see `quantize`);
+            // codes and offsets are integers below 2^8, so the first two are exact and one
+            // rounding of the f32 expression gives the same value.
+            let offset = if z.is_nan() { 0.0 } else { *z };
+            *q = (c as f32 - offset) * s;
+        }
+        T::round_slice(h, q);
+        let (mut xs, mut rs) = (x.chunks_exact(8), q.chunks_exact(8));
+        for (x, r) in (&mut xs).zip(&mut rs) {
+            for l in 0..8 {
+                noise[l] += (x[l] - r[l]) * (x[l] - r[l]);
             }
         }
-    } else {
-        expand_params(params, bl, &mut b.s, &mut b.z);
-        for i in (0..b.x.len()).step_by(8) {
-            let lane = (lanes(&b.x, i), lanes(&b.s, i), lanes(&b.z, i));
-            let e = codes_lanes::<T, C, H>(h, k, lane, out, i);
-            for l in 0..8 {
-                noise[l] += e[l];
-            }
+        for (l, (x, r)) in xs.remainder().iter().zip(rs.remainder()).enumerate() {
+            noise[l] += (x - r) * (x - r);
         }
     }
+    // The signal in a loop of its own (in one loop with the noise, the two sums would be
+    // vectorized across each other instead of the lanes); padding lanes are 0.
     let mut signal = [0f32; 8];
     for x in b.x.chunks_exact(8) {
         for l in 0..8 {
@@ -1057,27 +1044,24 @@ pub fn quantize<T: WeightElement>(
 /// A value that a dequantization op reads: integer codes or float data.
 pub trait DequantSource: Copy + Send + Sync {
     fn to_f32(self) -> f32;
-    /// Eight values widened to f32.
-    fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8];
+    /// `src` widened into `dst` (same lengths).
+    #[inline(always)]
+    fn widen_slice<H: HalfLanes>(_: H, src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
 }
 impl DequantSource for i8 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
     }
-    #[inline(always)]
-    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
-        x.map(|v| v as f32)
-    }
 }
 impl DequantSource for u8 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
-    }
-    #[inline(always)]
-    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
-        x.map(|v| v as f32)
     }
 }
 impl DequantSource for f16 {
@@ -1086,8 +1070,8 @@ impl DequantSource for f16 {
         f16::to_f32(self)
     }
     #[inline(always)]
-    fn widen8<H: HalfLanes>(h: H, x: &[Self; 8]) -> [f32; 8] {
-        <f16 as WeightElement>::widen8(h, x)
+    fn widen_slice<H: HalfLanes>(h: H, src: &[Self], dst: &mut [f32]) {
+        <f16 as WeightElement>::widen_slice(h, src, dst);
     }
 }
 impl DequantSource for f32 {
@@ -1096,8 +1080,8 @@ impl DequantSource for f32 {
         self
     }
     #[inline(always)]
-    fn widen8<H: HalfLanes>(_: H, x: &[Self; 8]) -> [f32; 8] {
-        *x
+    fn widen_slice<H: HalfLanes>(_: H, src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -1132,24 +1116,32 @@ impl<T: WeightElement> Offset<'_, T> {
     }
 }
 
-/// One dequantization op's value for eight elements; `x` is the data widened to f32, `s` the
+/// One dequantization op's values for a tile, in place: `x` is the data widened to f32, `s` the
 /// scale, `o` the offset (0 when there is none, which changes nothing).
 #[inline(always)]
-fn dequant8<T: WeightElement, H: HalfLanes, const AFFINE: bool>(
+fn dequant_tile<T: WeightElement, H: HalfLanes, const AFFINE: bool>(
     h: H,
-    x: [f32; 8],
-    s: [f32; 8],
-    o: [f32; 8],
-) -> [f32; 8] {
+    x: &mut [f32],
+    s: &[f32],
+    o: &[f32],
+) {
     if AFFINE {
         // `dequantize_by_scale_and_zp`: f32 arithmetic, one rounding.
-        T::round8(h, from_fn(|l| (x[l] - o[l]) * s[l]))
+        for (x, (s, o)) in x.iter_mut().zip(s.iter().zip(o)) {
+            *x = (*x - o) * s;
+        }
     } else {
         // `data.astype(T)`, `data - offset`, `scale * data`, each rounded to T.
-        let x = T::round8(h, x);
-        let d = T::round8(h, from_fn(|l| x[l] - o[l]));
-        T::round8(h, from_fn(|l| s[l] * d[l]))
+        T::round_slice(h, x);
+        for (x, o) in x.iter_mut().zip(o) {
+            *x -= o;
+        }
+        T::round_slice(h, x);
+        for (x, s) in x.iter_mut().zip(s) {
+            *x *= s;
+        }
     }
+    T::round_slice(h, x);
 }
 
 /// Dequantizes rows `first_row..first_row + rows` of `data` into `out`.
@@ -1171,35 +1163,20 @@ impl<T: WeightElement, D: DequantSource, const AFFINE: bool> LaneKernel
     fn run<H: HalfLanes>(self, h: H) {
         let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
         let mut b = RowBufs::new(row_len);
-        let mut v = b.x.clone();
         for (i, out) in self.out.chunks_exact_mut(row_len).enumerate() {
             let row = self.first_row + i;
-            let src = &self.data[row * row_len..][..row_len];
-            let full = row_len / 8 * 8;
-            for (x, s) in b.x.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
-                x.copy_from_slice(&D::widen8(h, s.try_into().unwrap()));
-            }
-            for (j, x) in b.x[full..].iter_mut().enumerate() {
-                *x = src.get(full + j).map_or(0.0, |d| d.to_f32());
-            }
+            let x = &mut b.x[..row_len];
+            D::widen_slice(h, &self.data[row * row_len..][..row_len], x);
             let p = &self.params[self.t.block_row_of(row) * nb..][..nb];
-            if bl % 8 == 0 {
-                for (j, p) in p.iter().enumerate() {
-                    for k in (j * bl..(j + 1) * bl).step_by(8) {
-                        let r =
-                            dequant8::<T, H, AFFINE>(h, lanes(&b.x, k), [p.scale; 8], [p.zp; 8]);
-                        v[k..k + 8].copy_from_slice(&r);
-                    }
-                }
-            } else {
-                expand_params(p, bl, &mut b.s, &mut b.z);
-                for k in (0..v.len()).step_by(8) {
-                    let r =
-                        dequant8::<T, H, AFFINE>(h, lanes(&b.x, k), lanes(&b.s, k), lanes(&b.z, k));
-                    v[k..k + 8].copy_from_slice(&r);
-                }
+            expand_params(p, bl, &mut b.s, &mut b.z);
+            for ((x, s), z) in x
+                .chunks_mut(TILE)
+                .zip(b.s.chunks(TILE))
+                .zip(b.z.chunks(TILE))
+            {
+                dequant_tile::<T, H, AFFINE>(h, x, s, z);
             }
-            narrow_into(h, &v, out);
+            narrow_into(h, x, out);
         }
     }
 }
