@@ -19,6 +19,7 @@ importable; an ``MLModel`` result (``return_mlmodel=True``) would cost the corem
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,6 @@ def ours_run(
 
 def _evict_from_page_cache(package: Path) -> None:
     """Drop ``package``'s files from the page cache (their pages are clean: nothing is lost)."""
-    import os
-
     for f in package.rglob("*"):
         if f.is_file():
             fd = os.open(f, os.O_RDONLY)

@@ -282,8 +282,8 @@ fn layered_dp(pre: &Prefix, k: usize) -> BackPtr {
 /// The candidates "the last cluster starts at j" are kept in a queue, each with the first row
 /// from which it is the best: a later start, once better, stays better (the cost matrix is
 /// Monge), so a new candidate drops the queue's tail while it beats it there, then finds the
-/// row from which it beats the new tail by bisection. O(n log n) cost
-/// evaluations; a tie keeps the earlier start.
+/// row from which it beats the new tail (galloping from the tail's first row, then bisection).
+/// O(n log n) cost evaluations; a tie keeps the earlier start.
 #[derive(Default)]
 struct Penalized {
     cost: Vec<f64>,
@@ -1610,9 +1610,6 @@ mod tests {
             }
         }
 
-        /// Three identical far-apart clumps of `m` values: the least SSE is linear in k between 3
-        /// and 3m (every extra cluster splits a clump the same way), so those k lie on one edge of
-        /// the hull and only the search along the edge finds them.
         #[test]
         fn approx_cbrt_is_close(mantissa in 1.0f64..2.0, exp in -300i32..300) {
             let x = mantissa * 2f64.powi(exp);
@@ -1620,6 +1617,9 @@ mod tests {
             prop_assert!(((y * y * y - x) / x).abs() < 1e-14, "{x}: {y}");
         }
 
+        /// Three identical far-apart clumps of `m` values: the least SSE is linear in k between 3
+        /// and 3m (every extra cluster splits a clump the same way), so those k lie on one edge of
+        /// the hull and only the search along the edge finds them.
         #[test]
         fn hull_edges_are_solved(m in 2usize..6, extra in 1usize..12, spacing in prop_oneof![Just(1.0f64), Just(0.125)]) {
             let mut x = Vec::new();
