@@ -8,10 +8,13 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::compress::materialize::{Elements, Materializer};
-use crate::compress::pass::{self, Opened, PassReport, Step, StepSelection, Target, Weights};
+use crate::compress::dense::Elements;
+use crate::compress::materialize::Materializer;
+use crate::compress::pass::{self, Opened, PassReport, Step, StepSelection};
 use crate::compress::rewrite::{Job, Replacement};
 use crate::compress::select::Candidate;
+use crate::compress::target::Target;
+use crate::compress::weights::{self, Weights};
 use crate::error::Result;
 use crate::format::package::Package;
 use crate::format::spec;
@@ -194,7 +197,7 @@ fn evaluate_weight(
         Some(value::Value::BlobFileValue(b)) => package.blob(b)?.data.len() as u64,
         _ => 0,
     };
-    let weights = match pass::read_weights(package, first)? {
+    let weights = match weights::read_weights(package, first)? {
         Ok(w) => w,
         Err(reason) => {
             let why = reason.to_string();
@@ -207,8 +210,8 @@ fn evaluate_weight(
         }
     };
     let signal = match &weights {
-        Weights::F16(w) => pass::error_energy(w, w).0,
-        Weights::F32(w) => pass::error_energy(w, w).0,
+        Weights::F16(w) => weights::error_energy(w, w).0,
+        Weights::F32(w) => weights::error_energy(w, w).0,
     };
     let channel_weights = importance.get(&first.name).and_then(|imp| {
         let axis = first.input_axis?;
@@ -268,7 +271,7 @@ fn squared_errors<T: WeightElement>(
     restored: &[T],
     channels: Option<Channels<'_>>,
 ) -> (f64, Option<f64>) {
-    let sse = pass::error_energy(w, restored).1;
+    let sse = weights::error_energy(w, restored).1;
     let weighted = channels.map(|c| {
         w.iter()
             .zip(restored)

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::compress::materialize::{Dense, Elements, Materializer};
+use crate::compress::dense::{Dense, Elements};
+use crate::compress::materialize::Materializer;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::format::package::Package;

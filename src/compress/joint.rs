@@ -7,21 +7,23 @@
 use half::f16;
 
 use crate::compress::config::{Granularity, OpConfig, PaletteConfig, QuantizeConfig};
-use crate::compress::materialize::{Dense, Elements, Materializer};
+use crate::compress::dense::{Dense, Elements};
+use crate::compress::materialize::Materializer;
 use crate::compress::palettize::{self, index_dtype, repeat_axis, LutFunction};
-use crate::compress::pass::{error_energy, Target, Weights};
 use crate::compress::prune::prune_weight;
 use crate::compress::quantize::{codes_dtype, quantize_weight, scale_offset_params};
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::{Candidate, Site};
 use crate::compress::skip::{Outcome, SkipReason};
+use crate::compress::target::Target;
+use crate::compress::weights::{error_energy, Weights};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::format::spec::proto::mil_spec::Operation;
 use crate::kernels::fp16::WeightElement;
 use crate::kernels::lut::{self, Palettized};
-use crate::kernels::pack;
+use crate::kernels::pack::{self, Packed};
 use crate::kernels::quantize::Codes;
 use crate::mil::ops::{build_op, op_name, param, NewParam, Param, ParamStyle};
 use crate::mil::tensor::TensorInfo;
@@ -125,7 +127,7 @@ enum PalettizedAny {
 }
 
 impl PalettizedAny {
-    fn indices(&self) -> (&[u8], &[usize], u8, Option<usize>) {
+    fn indices(&self) -> (&Packed, &[usize], u8, Option<usize>) {
         match self {
             PalettizedAny::F16(x) => (&x.indices, &x.indices_shape, x.nbits, x.vector_axis),
             PalettizedAny::F32(x) => (&x.indices, &x.indices_shape, x.nbits, x.vector_axis),
@@ -136,8 +138,13 @@ impl PalettizedAny {
     /// palettization restored at the kept positions only: the pruned zeros stay exact.
     fn kept_energy(&self, w: &Weights, mask: &[u8]) -> Result<(f64, f64)> {
         fn typed<T: WeightElement>(x: &Palettized<T>, w: &[T], mask: &[u8]) -> Result<(f64, f64)> {
-            let (mut restored, _) =
-                lut::lut_to_dense(&x.indices, &x.indices_shape, &x.lut, &x.lut_shape, None)?;
+            let (mut restored, _) = lut::lut_to_dense(
+                &x.indices.unpack::<u8>(),
+                &x.indices_shape,
+                &x.lut,
+                &x.lut_shape,
+                None,
+            )?;
             for ((r, &v), &m) in restored.iter_mut().zip(w).zip(mask) {
                 if m == 0 {
                     *r = v;
@@ -229,7 +236,7 @@ fn sparse_then_palettize(
     };
     r.error = Some(x.kept_energy(&w, &mask_bits)?);
     let (indices, _, nbits, _) = x.indices();
-    let kept = select(indices, &mask_bits);
+    let kept = select(&indices.unpack::<u8>(), &mask_bits);
     let name = format!("{}_palettized", c.name);
     let (mask_out, data_out) = (format!("{name}_0"), format!("{name}_1"));
     let float = c.info.dtype;
@@ -542,7 +549,7 @@ fn quantized_then_palettize(
     let lut = int_lut(&x.lut, data_type)?;
     let indices = r.value(NewTensor {
         info: TensorInfo::new(index_dtype(x.nbits)?, &x.indices_shape),
-        bytes: pack::pack(&x.indices, x.nbits as u32)?,
+        bytes: x.indices.into_bytes(),
     });
     let name = format!("{}_palettized", c.name);
     let dense_info = op

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod decompress;
+pub mod dense;
 pub mod example;
 pub mod fit;
 pub mod inspect;
@@ -16,3 +17,5 @@ pub mod rewrite;
 pub mod roundtrip;
 pub mod select;
 pub mod skip;
+pub mod target;
+pub mod weights;

@@ -6,16 +6,17 @@
 use half::f16;
 
 use crate::compress::config::{BlockSize, Granularity, PaletteConfig, PaletteMode as Mode};
-use crate::compress::pass::{block_sizes, error_energy, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
+use crate::compress::select::block_sizes;
 use crate::compress::select::Candidate;
 use crate::compress::skip::{Outcome, SkipReason};
+use crate::compress::target::Target;
+use crate::compress::weights::{error_energy, Weights};
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::kernels::fp16::WeightElement;
 use crate::kernels::lut::{self, GroupLut, PaletteMode, PaletteOutcome, PaletteParams, Palettized};
-use crate::kernels::pack;
 use crate::mil::ops::{build_op, NewParam, ParamStyle};
 use crate::mil::tensor::TensorInfo;
 
@@ -190,11 +191,11 @@ pub fn palettize_weight<T: AsGroupData>(
         let mut luts = Vec::with_capacity(groups.num_groups);
         for g in 0..groups.num_groups {
             let (values, indices) = f(id, T::group_data(groups.group(g)), &groups.group_shape)?;
-            luts.push(GroupLut {
-                lut: values.into_iter().map(T::from_f64).collect(),
-                indices,
-                energy: None,
-            });
+            let lut = values.into_iter().map(T::from_f64).collect();
+            luts.push(
+                GroupLut::from_labels(lut, &indices, cd)
+                    .map_err(|e| config_err!("lut_function, group {g}: {e}"))?,
+            );
         }
         lut::stack_groups(luts, &c.info.shape, axis, cd)?
     } else {
@@ -245,9 +246,9 @@ fn emit_typed<T: AsGroupData>(
     });
     let name = format!("{}_palettized", c.name);
     let op_output = if target.ios18() {
-        emit_ios18(c, &palettized, float, target, &name, r)?
+        emit_ios18(c, palettized, float, target, &name, r)?
     } else {
-        emit_ios16(c, &palettized, float, &name, r)?
+        emit_ios16(c, palettized, float, &name, r)?
     };
     r.renames.push((c.output.clone(), op_output));
     Ok(Ok(()))
@@ -261,7 +262,7 @@ pub fn reconstructed<T: WeightElement>(
 ) -> Result<Vec<T>> {
     let vector_axis = x.vector_axis.map(|a| a as i64);
     let (mut dense, _) = lut::lut_to_dense(
-        &x.indices,
+        &x.indices.unpack::<u8>(),
         &x.indices_shape,
         &x.lut,
         &x.lut_shape,
@@ -297,13 +298,13 @@ pub fn index_dtype(nbits: u8) -> Result<DType> {
 
 fn emit_ios16<T: WeightElement>(
     c: &Candidate,
-    x: &Palettized<T>,
+    x: Palettized<T>,
     float: DType,
     name: &str,
     r: &mut Replacement,
 ) -> Result<String> {
     let entries = 1usize << x.nbits;
-    let packed = pack::pack(&x.indices, x.nbits as u32)?;
+    let packed = x.indices.into_bytes();
     let indices = r.value(NewTensor {
         info: TensorInfo::new(DType::U8, &[packed.len()]),
         bytes: packed,
@@ -343,7 +344,7 @@ pub fn repeat_axis<T: Copy>(a: &[T], shape: &[usize], axis: usize, k: usize) -> 
 
 fn emit_ios18<T: WeightElement>(
     c: &Candidate,
-    x: &Palettized<T>,
+    x: Palettized<T>,
     float: DType,
     target: Target,
     name: &str,
@@ -352,7 +353,7 @@ fn emit_ios18<T: WeightElement>(
     let idx_type = index_dtype(x.nbits)?;
     let indices = r.value(NewTensor {
         info: TensorInfo::new(idx_type, &x.indices_shape),
-        bytes: pack::pack(&x.indices, x.nbits as u32)?,
+        bytes: x.indices.into_bytes(),
     });
     let vector_axis = |r: &mut Replacement| {
         x.vector_axis.map(|a| {

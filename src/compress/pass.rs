@@ -1,32 +1,28 @@
 //! The driver shared by the compression passes: open the package, check what coremltools checks,
 //! select candidate consts, run the pass's kernel on each (in parallel), write the package.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use half::f16;
-use rayon::prelude::*;
-
-use crate::compress::config::{Granularity, OpConfig, OptimizationConfig};
+use crate::compress::config::{OpConfig, OptimizationConfig};
 use crate::compress::joint;
 use crate::compress::materialize::Materializer;
 use crate::compress::palettize::{self, LutFunction};
 use crate::compress::rewrite::{self, Job, Replacement};
+use crate::compress::select::block_sizes;
 use crate::compress::select::{candidates, joint_candidates, joint_candidates_in, Candidate, Site};
-use crate::compress::skip::{Outcome, Skip, SkipReason};
+use crate::compress::skip::{Outcome, Skip};
+use crate::compress::target::Target;
+use crate::compress::weights::read_weights;
 use crate::compress::{prune, quantize};
 use crate::error::Result;
-use crate::format::dtype::DType;
 use crate::format::package::{Package, PackageWriter, Source};
 use crate::format::spec;
-use crate::kernels::fp16::WeightElement;
 use crate::mil::program::Graph;
-use crate::mil::tensor::read_tensor;
 use crate::{config_err, format_err};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::compress::inspect;
-use crate::format::spec::proto::mil_spec::{value, Block, Operation};
+use crate::format::spec::proto::mil_spec::{Block, Operation};
 use crate::mil::ops::{input_vars, op_name, output_name};
 use crate::mil::program::rename_uses;
 
@@ -67,146 +63,6 @@ impl PassKind {
                 )
         )
     }
-}
-
-/// What a pass needs to know about the model it writes: the specification version after
-/// coremltools' upgrade of iOS15 models, and whether iOS18 op forms apply.
-#[derive(Clone, Copy, Debug)]
-pub struct Target {
-    pub spec_version: i32,
-}
-
-impl Target {
-    pub fn ios18(self) -> bool {
-        self.spec_version >= 9
-    }
-
-    /// The target of one function of `model`: its own opset's specification version where that
-    /// is older than the package's (merged multifunction packages keep each function's opset),
-    /// so that a pass emits into a function only the op forms of its opset.
-    pub fn for_function(self, model: &spec::Model, function: &str) -> Target {
-        let own = spec::program(model)
-            .ok()
-            .and_then(|p| p.functions.get(function))
-            .and_then(|f| spec::opset_spec_version(&f.opset));
-        Target {
-            spec_version: own.map_or(self.spec_version, |v| v.max(7).min(self.spec_version)),
-        }
-    }
-}
-
-/// A weight's values in its own float type, for kernels generic over fp16/fp32: borrowed from
-/// the input's memory map where the bytes are aligned for the type (weight.bin data is), so a
-/// pass reads each weight without copying it first.
-pub enum Weights<'a> {
-    F16(Cow<'a, [f16]>),
-    F32(Cow<'a, [f32]>),
-}
-
-/// Reads a candidate's values; integer and bool weights are skipped (these passes compress
-/// float weights).
-pub fn read_weights<'a>(package: &'a Package, c: &'a Candidate) -> Result<Outcome<Weights<'a>>> {
-    let what = format!("function {}, const {}", c.function, c.name);
-    if let Some(value::Value::BlobFileValue(b)) = &c.value.value {
-        if let Ok((file, blob)) = package.blob_in_file(b) {
-            file.prefault(blob.data);
-        }
-    }
-    let t = read_tensor(&c.value, package, &what)?;
-    Ok(match t.info.dtype {
-        DType::F16 => Ok(Weights::F16(cast_values(t.bytes))),
-        DType::F32 => Ok(Weights::F32(cast_values(t.bytes))),
-        other => Err(SkipReason::Unsupported(format!(
-            "its dtype {} is not a float type",
-            other.name()
-        ))),
-    })
-}
-
-/// Little-endian bytes as values of `T`: borrowed when aligned, copied otherwise.
-fn cast_values<T: bytemuck::Pod>(bytes: Cow<'_, [u8]>) -> Cow<'_, [T]> {
-    match bytes {
-        Cow::Borrowed(b) => match bytemuck::try_cast_slice(b) {
-            Ok(values) => Cow::Borrowed(values),
-            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(b)),
-        },
-        Cow::Owned(b) => Cow::Owned(bytemuck::pod_collect_to_vec(&b)),
-    }
-}
-
-/// coremltools' `infer_block_sizes` (reference §1.8): block size per axis, 0 = whole axis.
-/// None when the consumers do not agree on the channel axes.
-pub fn block_sizes(
-    c: &Candidate,
-    granularity: Granularity,
-    group_size: usize,
-    channel_axis: Option<i64>,
-    block: &crate::compress::config::BlockSize,
-) -> Result<Option<Vec<usize>>> {
-    use crate::compress::config::BlockSize;
-    let rank = c.info.shape.len();
-    if let (Granularity::PerBlock, BlockSize::PerAxis(sizes)) = (granularity, block) {
-        if sizes.len() != rank {
-            return Err(config_err!(
-                "The block_size in config must has one element for each axis. However, for op {}, there are {} \
-                 elements in block_size, but there are {rank} axes in the weight.",
-                c.name,
-                sizes.len()
-            ));
-        }
-        return Ok(Some(sizes.clone()));
-    }
-    let (Some(mut out_axis), Some(in_axis)) = (c.output_axis, c.input_axis) else {
-        return Ok(None);
-    };
-    if granularity == Granularity::PerGroupedChannel {
-        if let Some(axis) = channel_axis {
-            let a = if axis < 0 { axis + rank as i64 } else { axis };
-            out_axis =
-                usize::try_from(a).map_err(|_| config_err!("invalid channel_axis {axis}"))?;
-        }
-    }
-    let (in_size, out_size) = match (granularity, block) {
-        (Granularity::PerTensor, _) => (0, 0),
-        (Granularity::PerChannel, _) => (0, 1),
-        (Granularity::PerGroupedChannel, _) => (0, group_size),
-        (Granularity::PerBlock, BlockSize::Uniform(b)) => (*b, 1),
-        (Granularity::PerBlock, BlockSize::PerAxis(_)) => unreachable!("handled above"),
-    };
-    let mut sizes = vec![0; rank];
-    if in_axis < rank {
-        sizes[in_axis] = in_size;
-    }
-    if out_axis < rank {
-        sizes[out_axis] = out_size;
-    }
-    Ok(Some(sizes))
-}
-
-/// Signal and noise energy of a reconstruction `approx` of `w`: (Σw², Σ(w−ŵ)²) in f64. Summed
-/// in parallel over fixed-size pieces, added in order, so the result does not depend on the
-/// thread count.
-pub fn error_energy<T: WeightElement>(w: &[T], approx: &[T]) -> (f64, f64) {
-    const PIECE: usize = 1 << 14;
-    let pieces: Vec<(f64, f64)> = w
-        .par_chunks(PIECE)
-        .zip(approx.par_chunks(PIECE))
-        .map(|(w, approx)| {
-            // Eight running sums per piece, so the additions do not wait on each other.
-            let (mut signal, mut noise) = ([0.0f64; 8], [0.0f64; 8]);
-            for (w, approx) in w.chunks(8).zip(approx.chunks(8)) {
-                for (lane, (&a, &b)) in w.iter().zip(approx).enumerate() {
-                    let (a, b) = (a.to_f64(), b.to_f64());
-                    signal[lane] += a * a;
-                    noise[lane] += (a - b) * (a - b);
-                }
-            }
-            (signal.iter().sum(), noise.iter().sum())
-        })
-        .collect();
-    pieces
-        .into_iter()
-        .fold((0.0, 0.0), |(s, n), (ps, pn)| (s + ps, n + pn))
 }
 
 /// What a pass did to one weight.

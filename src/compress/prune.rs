@@ -2,11 +2,12 @@
 //! (iOS16/17: packed uint8 mask and shape as attributes; iOS18+: uint1 mask as inputs).
 
 use crate::compress::config::OpConfig;
-use crate::compress::materialize::Dense;
-use crate::compress::pass::{Target, Weights};
+use crate::compress::dense::Dense;
 use crate::compress::rewrite::{NewTensor, Replacement};
 use crate::compress::select::Candidate;
 use crate::compress::skip::{Outcome, SkipReason};
+use crate::compress::target::Target;
+use crate::compress::weights::Weights;
 use crate::error::Result;
 use crate::format::dtype::DType;
 use crate::kernels::fp16::WeightElement;

@@ -3,10 +3,12 @@
 //! (iOS18+, inputs).
 
 use crate::compress::config::{Granularity, QuantizeConfig, QuantizeMode};
-use crate::compress::pass::{block_sizes, Target, Weights};
 use crate::compress::rewrite::{NewTensor, Replacement};
+use crate::compress::select::block_sizes;
 use crate::compress::select::Candidate;
 use crate::compress::skip::{Outcome, SkipReason};
+use crate::compress::target::Target;
+use crate::compress::weights::Weights;
 use crate::config_err;
 use crate::error::Result;
 use crate::format::dtype::DType;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
-use crate::compress::materialize::Dense;
+use crate::compress::dense::Dense;
 use crate::error::Result;
 use crate::format::blob::BlobWriter;
 use crate::format::package::{Package, PackageWriter, WEIGHT_FILE_NAME};

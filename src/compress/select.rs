@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::compress::config::{OpConfig, OptimizationConfig};
+use crate::compress::config::{BlockSize, Granularity, OpConfig, OptimizationConfig};
 use crate::compress::skip::{Skip, SkipReason};
 use crate::config_err;
 use crate::error::Result;
@@ -599,4 +599,64 @@ pub fn joint_candidates_in(
         }
     }
     Ok(out)
+}
+
+impl Skip {
+    /// Candidate `c` skipped, under its weight's name and dense shape.
+    pub fn of(c: &Candidate, reason: SkipReason) -> Self {
+        Skip {
+            function: c.function.clone(),
+            name: c.weight.clone(),
+            shape: c.weight_shape.clone(),
+            reason,
+        }
+    }
+}
+
+/// coremltools' `infer_block_sizes` (reference §1.8): block size per axis, 0 = whole axis.
+/// None when the consumers do not agree on the channel axes.
+pub fn block_sizes(
+    c: &Candidate,
+    granularity: Granularity,
+    group_size: usize,
+    channel_axis: Option<i64>,
+    block: &BlockSize,
+) -> Result<Option<Vec<usize>>> {
+    let rank = c.info.shape.len();
+    if let (Granularity::PerBlock, BlockSize::PerAxis(sizes)) = (granularity, block) {
+        if sizes.len() != rank {
+            return Err(config_err!(
+                "The block_size in config must has one element for each axis. However, for op {}, there are {} \
+                 elements in block_size, but there are {rank} axes in the weight.",
+                c.name,
+                sizes.len()
+            ));
+        }
+        return Ok(Some(sizes.clone()));
+    }
+    let (Some(mut out_axis), Some(in_axis)) = (c.output_axis, c.input_axis) else {
+        return Ok(None);
+    };
+    if granularity == Granularity::PerGroupedChannel {
+        if let Some(axis) = channel_axis {
+            let a = if axis < 0 { axis + rank as i64 } else { axis };
+            out_axis =
+                usize::try_from(a).map_err(|_| config_err!("invalid channel_axis {axis}"))?;
+        }
+    }
+    let (in_size, out_size) = match (granularity, block) {
+        (Granularity::PerTensor, _) => (0, 0),
+        (Granularity::PerChannel, _) => (0, 1),
+        (Granularity::PerGroupedChannel, _) => (0, group_size),
+        (Granularity::PerBlock, BlockSize::Uniform(b)) => (*b, 1),
+        (Granularity::PerBlock, BlockSize::PerAxis(_)) => unreachable!("handled above"),
+    };
+    let mut sizes = vec![0; rank];
+    if in_axis < rank {
+        sizes[in_axis] = in_size;
+    }
+    if out_axis < rank {
+        sizes[out_axis] = out_size;
+    }
+    Ok(Some(sizes))
 }

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::compress::select::Candidate;
-
 /// Why a weight was not compressed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SkipReason {
@@ -69,18 +67,6 @@ pub struct Skip {
     pub name: String,
     pub shape: Vec<usize>,
     pub reason: SkipReason,
-}
-
-impl Skip {
-    /// Candidate `c` skipped, under its weight's name and dense shape.
-    pub fn of(c: &Candidate, reason: SkipReason) -> Self {
-        Skip {
-            function: c.function.clone(),
-            name: c.weight.clone(),
-            shape: c.weight_shape.clone(),
-            reason,
-        }
-    }
 }
 
 impl fmt::Display for Skip {

@@ -31,6 +31,7 @@ use super::fp16::{
 use super::kmeans1d::{kmeans_1d_large, optimal_kmeans_1d, Clusters1d};
 use super::kmeans_vector::{kmeans_vectors, VectorKmeansOptions};
 use super::numel;
+use super::pack::{self, Packed};
 use crate::error::Result;
 use crate::{config_err, format_err};
 
@@ -99,8 +100,8 @@ pub struct Palettized<T> {
     pub lut: Vec<T>,
     /// `[1, …, C/G at the channel axis, …, 1, 2^nbits, cluster_dim]`.
     pub lut_shape: Vec<usize>,
-    /// One index per element (per vector when `cluster_dim > 1`), row-major, unpacked.
-    pub indices: Vec<u8>,
+    /// One index per element (per vector when `cluster_dim > 1`), row-major, packed at `nbits`.
+    pub indices: Packed,
     /// The weight shape with the channel axis divided by `cluster_dim`.
     pub indices_shape: Vec<usize>,
     /// Index width actually used (for `Unique`, the largest any group needs).
@@ -122,15 +123,50 @@ pub enum PaletteOutcome<T> {
 }
 
 /// One group's LUT (`2^nbits · cluster_dim` values) and its indices (one per element or vector,
-/// in the group's channel-first row-major order). The unit [`stack_groups`] assembles, so that a
-/// caller-supplied LUT function (coremltools' CUSTOM mode) can plug in.
+/// in the group's channel-first row-major order, packed at `nbits`). The unit [`stack_groups`]
+/// assembles, so that a caller-supplied LUT function (coremltools' CUSTOM mode) can plug in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupLut<L> {
     pub lut: Vec<L>,
-    pub indices: Vec<u8>,
+    pub indices: Packed,
     /// `(Σw², Σ(w−ŵ)²)` of the group, where working it out cost less than a pass over the values
     /// (from the histogram of an fp16 group).
     pub energy: Option<(f64, f64)>,
+}
+
+impl<L> GroupLut<L> {
+    /// A group from a LUT of `2^nbits` entries of `cluster_dim` values and one index per element
+    /// or vector (a caller's LUT function): an error when the LUT has another size or an index
+    /// does not address it.
+    pub fn from_labels(lut: Vec<L>, labels: &[u8], cluster_dim: usize) -> Result<Self> {
+        let cd = cluster_dim.max(1);
+        let nbits = lut_nbits(lut.len(), cd)?;
+        let palette = 1usize << nbits;
+        if let Some(bad) = first_out_of_range(labels, palette) {
+            return Err(config_err!(
+                "index {bad} is out of range for a LUT of {palette} entries"
+            ));
+        }
+        Ok(GroupLut {
+            lut,
+            indices: Packed::pack(labels, nbits as u32)?,
+            energy: None,
+        })
+    }
+}
+
+/// The index width of a LUT of `len` values in entries of `cd`: `len = 2^nbits · cd` with nbits
+/// one of [`SUPPORTED_NBITS`], or an error.
+fn lut_nbits(len: usize, cd: usize) -> Result<u8> {
+    let palette = len / cd;
+    let nbits = palette.trailing_zeros() as u8;
+    if palette * cd != len || !palette.is_power_of_two() || !SUPPORTED_NBITS.contains(&nbits) {
+        return Err(config_err!(
+            "a LUT must have 2^nbits entries of {cd} values with nbits in (1, 2, 3, 4, 6, 8), \
+             got {len} values"
+        ));
+    }
+    Ok(nbits)
 }
 
 /// The weight laid out channel-first and cut into groups, as coremltools hands them to the
@@ -397,7 +433,7 @@ pub fn palettize<T: WeightElement>(
 /// `(Σw², Σ(w − lut[i])²)` of a scalar group and its indices: summed in f32 lanes within fixed
 /// pieces and in f64 across them, in order (pieces run in parallel for large groups), so the
 /// result does not depend on the thread count.
-fn lut_energy<T: WeightElement>(values: &[T], indices: &[u8], lut: &[T]) -> (f64, f64) {
+fn lut_energy<T: WeightElement>(values: &[T], indices: &Packed, lut: &[T]) -> (f64, f64) {
     const PIECE: usize = 1 << 14;
     struct Piece<'a, T> {
         values: &'a [T],
@@ -432,21 +468,17 @@ fn lut_energy<T: WeightElement>(values: &[T], indices: &[u8], lut: &[T]) -> (f64
     for (t, v) in table.iter_mut().zip(lut) {
         *t = v.to_f32();
     }
-    let piece = |(values, indices): (&[T], &[u8])| {
+    let piece = |(p, values): (usize, &[T])| {
         dispatch(Piece {
             values,
-            indices,
+            indices: &indices.unpack_range(p * PIECE, values.len()),
             table: &table,
         })
     };
     let parts: Vec<(f64, f64)> = if values.len() > PIECE {
-        values
-            .par_chunks(PIECE)
-            .zip(indices.par_chunks(PIECE))
-            .map(piece)
-            .collect()
+        values.par_chunks(PIECE).enumerate().map(piece).collect()
     } else {
-        vec![piece((values, indices))]
+        vec![piece((0, values))]
     };
     parts
         .into_iter()
@@ -550,61 +582,55 @@ pub fn stack_groups<L: Copy + Send + Sync>(
             "{num} groups cannot split {c} channels into vectors of {cd}"
         ));
     }
-    let palette = groups[0].lut.len() / cd;
-    let nbits = palette.trailing_zeros() as u8;
-    if palette * cd != groups[0].lut.len()
-        || !palette.is_power_of_two()
-        || !SUPPORTED_NBITS.contains(&nbits)
-    {
-        return Err(config_err!(
-            "a LUT must have 2^nbits entries of {cd} values with nbits in (1, 2, 3, 4, 6, 8), \
-             got {} values",
-            groups[0].lut.len()
-        ));
-    }
+    let nbits = lut_nbits(groups[0].lut.len(), cd)?;
     let per_group = total / num / cd;
-    let check = |(g, gl): (usize, &GroupLut<L>)| {
-        if gl.lut.len() != palette * cd || gl.indices.len() != per_group {
-            return Some(config_err!(
-                "group {g}: expected {} LUT values and {per_group} indices, got {} and {}",
-                palette * cd,
+    for (g, gl) in groups.iter().enumerate() {
+        if gl.lut.len() != groups[0].lut.len()
+            || gl.indices.len() != per_group
+            || gl.indices.bits() != nbits as u32
+        {
+            return Err(config_err!(
+                "group {g}: expected {} LUT values and {per_group} indices of {nbits} bits, got \
+                 {} and {} of {} bits",
+                groups[0].lut.len(),
                 gl.lut.len(),
-                gl.indices.len()
+                gl.indices.len(),
+                gl.indices.bits()
             ));
         }
-        first_out_of_range(&gl.indices, palette).map(|bad| {
-            config_err!("group {g}: index {bad} is out of range for a LUT of {palette} entries")
-        })
-    };
-    if let Some(e) = groups.par_iter().enumerate().find_map_first(check) {
-        return Err(e);
     }
-    let mut lut = Vec::with_capacity(num * palette * cd);
+    let mut lut = Vec::with_capacity(num * groups[0].lut.len());
     for gl in &groups {
         lut.extend_from_slice(&gl.lut);
     }
-    let idx = if num == 1 {
+    let mut swapped = shape.to_vec();
+    swapped.swap(0, channel_axis);
+    swapped[0] /= cd;
+    let indices = if channel_axis == 0 && num == 1 {
         groups.into_iter().next().expect("one group").indices
+    } else if channel_axis == 0 && per_group % 8 == 0 {
+        // Each group's fields start on a byte: the streams are concatenated.
+        let mut bytes = vec![0u8; pack::packed_len(total / cd, nbits as u32)];
+        bytes
+            .par_chunks_mut(per_group / 8 * nbits as usize)
+            .zip(&groups)
+            .for_each(|(d, gl)| d.copy_from_slice(gl.indices.bytes()));
+        Packed::from_bytes(bytes, nbits as u32, total / cd)?
     } else {
         let mut idx = vec![0u8; total / cd];
         idx.par_chunks_mut(per_group.max(1))
             .zip(&groups)
-            .for_each(|(d, gl)| d.copy_from_slice(&gl.indices));
-        idx
-    };
-    let mut swapped = shape.to_vec();
-    swapped.swap(0, channel_axis);
-    swapped[0] /= cd;
-    let indices = if channel_axis == 0 {
-        idx
-    } else {
-        swap_axes_0(&idx, &swapped, channel_axis)
+            .for_each(|(d, gl)| d.copy_from_slice(&gl.indices.unpack::<u8>()));
+        if channel_axis != 0 {
+            idx = swap_axes_0(&idx, &swapped, channel_axis);
+        }
+        Packed::pack(&idx, nbits as u32)?
     };
     let mut indices_shape = shape.to_vec();
     indices_shape[channel_axis] /= cd;
     let mut lut_shape = vec![1usize; shape.len() + 2];
     lut_shape[channel_axis] = num;
-    lut_shape[shape.len()] = palette;
+    lut_shape[shape.len()] = 1 << nbits;
     lut_shape[shape.len() + 1] = cd;
     Ok(Palettized {
         lut,
@@ -641,9 +667,9 @@ pub fn palettize_group<T: WeightElement>(
         ));
     }
     match mode {
-        PaletteMode::Kmeans if cd == 1 => Ok(kmeans_scalar(group, nbits, scratch)),
-        PaletteMode::Kmeans => Ok(kmeans_vector_group(group, rest, cd, nbits)),
-        PaletteMode::Uniform if cd == 1 => Ok(uniform(group, nbits)),
+        PaletteMode::Kmeans if cd == 1 => kmeans_scalar(group, nbits, scratch),
+        PaletteMode::Kmeans => kmeans_vector_group(group, rest, cd, nbits),
+        PaletteMode::Uniform if cd == 1 => uniform(group, nbits),
         PaletteMode::Uniform => Err(config_err!(
             "Vector palettization (cluster_dim > 1) doesn't support UNIFORM mode."
         )),
@@ -734,7 +760,7 @@ impl<T: WeightElement> LaneKernel for UniformTask<'_, T> {
     }
 }
 
-fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
+fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> Result<GroupLut<T>> {
     let extremes = g
         .par_chunks(PAR_CHUNK)
         .map(|values| dispatch(ExtremesTask { values }))
@@ -761,82 +787,81 @@ fn uniform<T: WeightElement>(g: &[T], nbits: u8) -> GroupLut<T> {
         return uniform_wide(g, lo.to_f64(), hi.to_f64(), nbits);
     }
     let scale = range.div(levels);
-    let indices = uniform_indices(g, lo.to_f32(), range.to_f32(), levels.to_f32());
+    let indices = uniform_indices(g, lo.to_f32(), range.to_f32(), levels.to_f32(), nbits)?;
     // numpy: int64 array times a numpy scalar computes in float64, then casts once.
     let lut = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * scale.to_f64() + lo.to_f64()))
         .collect();
-    GroupLut {
+    Ok(GroupLut {
         lut,
         indices,
         energy: None,
-    }
+    })
 }
 
 /// fp16 groups of at least this many elements take their uniform indices from a table of all
 /// 65,536 bit patterns (a few tiles of work) rather than computing each element's.
 const UNIFORM_TABLE_MIN: usize = 1 << 18;
 
-/// [`UniformTask`]'s indices of `g`. An index depends only on the element's value, so for large
-/// fp16 groups it is looked up in a table of every bit pattern's index, computed by the same task.
-fn uniform_indices<T: WeightElement>(g: &[T], lo: f32, range: f32, levels: f32) -> Vec<u8> {
-    let direct = |g: &[T]| {
-        let mut indices = vec![0u8; g.len()];
-        indices
-            .par_chunks_mut(PAR_CHUNK)
-            .zip(g.par_chunks(PAR_CHUNK))
-            .for_each(|(indices, values)| {
-                dispatch(UniformTask {
-                    values,
-                    lo,
-                    range,
-                    levels,
-                    indices,
-                })
-            });
-        indices
+/// [`UniformTask`]'s indices of `g`, packed at `nbits`. An index depends only on the element's
+/// value, so for large fp16 groups it is looked up in a table of every bit pattern's index,
+/// computed by the same task.
+fn uniform_indices<T: WeightElement>(
+    g: &[T],
+    lo: f32,
+    range: f32,
+    levels: f32,
+    nbits: u8,
+) -> Result<Packed> {
+    let labels = |values: &[T], indices: &mut [u8]| {
+        dispatch(UniformTask {
+            values,
+            lo,
+            range,
+            levels,
+            indices,
+        })
     };
     if !T::IS_HALF || g.len() < UNIFORM_TABLE_MIN {
-        return direct(g);
+        return Packed::from_fn(g.len(), nbits as u32, |first, out| {
+            labels(&g[first..first + out.len()], out)
+        });
     }
     let all: Vec<T> = (0..=u16::MAX as u32).map(T::from_bits_u32).collect();
-    let table: Box<[u8; 1 << 16]> = direct(&all).try_into().expect("65,536 indices");
-    indices_by_table(g, &table)
+    let mut table = Box::new([0u8; 1 << 16]);
+    labels(&all, &mut table[..]);
+    indices_by_table(g, &table, nbits)
 }
 
-/// The indices of fp16 values `g` looked up by bit pattern. A fixed-size table: indexing it with
-/// a 16-bit pattern needs no bounds check.
-fn indices_by_table<T: WeightElement>(g: &[T], table: &[u8; 1 << 16]) -> Vec<u8> {
-    let mut indices = vec![0u8; g.len()];
-    indices
-        .par_chunks_mut(PAR_CHUNK)
-        .zip(g.par_chunks(PAR_CHUNK))
-        .for_each(|(out, src)| {
-            for (o, v) in out.iter_mut().zip(src) {
-                *o = table[v.to_bits_u32() as u16 as usize];
-            }
-        });
-    indices
+/// The indices of fp16 values `g` looked up by bit pattern, packed at `nbits` as they are looked
+/// up. A fixed-size table: indexing it with a 16-bit pattern needs no bounds check.
+fn indices_by_table<T: WeightElement>(g: &[T], table: &[u8; 1 << 16], nbits: u8) -> Result<Packed> {
+    Packed::from_fn(g.len(), nbits as u32, |first, out: &mut [u8]| {
+        for (o, v) in out.iter_mut().zip(&g[first..]) {
+            *o = table[v.to_bits_u32() as u16 as usize];
+        }
+    })
 }
 
 /// [`uniform`] for a group whose range overflows the weight dtype (fp16 values near ±65504,
 /// where coremltools' fp16 arithmetic gives an infinite scale and NaN indices): the same formula
 /// in f64, each LUT entry rounded once to `T`, so the LUT stays finite and spans `[lo, hi]`.
-fn uniform_wide<T: WeightElement>(g: &[T], lo: f64, hi: f64, nbits: u8) -> GroupLut<T> {
+fn uniform_wide<T: WeightElement>(g: &[T], lo: f64, hi: f64, nbits: u8) -> Result<GroupLut<T>> {
     let levels = ((1u32 << nbits) - 1) as f64;
     let range = hi - lo;
-    let indices = g
-        .par_iter()
-        .map(|v| ((v.to_f64() - lo) / range * levels).round_ties_even() as u8)
-        .collect();
+    let indices = Packed::from_fn(g.len(), nbits as u32, |first, out: &mut [u8]| {
+        for (o, v) in out.iter_mut().zip(&g[first..]) {
+            *o = ((v.to_f64() - lo) / range * levels).round_ties_even() as u8;
+        }
+    })?;
     let lut = (0..1u32 << nbits)
         .map(|i| T::from_f64(i as f64 * (range / levels) + lo))
         .collect();
-    GroupLut {
+    Ok(GroupLut {
         lut,
         indices,
         energy: None,
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -862,7 +887,7 @@ impl<T: WeightElement> UniqueSet<T> {
         }
         Ok(GroupLut {
             lut: pad_lut(self.reps, (1 << nbits) * cd),
-            indices: self.inverse,
+            indices: Packed::pack(&self.inverse, nbits as u32)?,
             energy: None,
         })
     }
@@ -1080,7 +1105,11 @@ fn lut_from_centroids<T: WeightElement>(c: &Clusters1d, nbits: u8) -> Vec<T> {
     )
 }
 
-fn kmeans_scalar<T: WeightElement>(g: &[T], nbits: u8, scratch: &mut GroupScratch) -> GroupLut<T> {
+fn kmeans_scalar<T: WeightElement>(
+    g: &[T],
+    nbits: u8,
+    scratch: &mut GroupScratch,
+) -> Result<GroupLut<T>> {
     kmeans_scalar_by(
         g,
         nbits,
@@ -1141,7 +1170,7 @@ fn kmeans_scalar_by<T: WeightElement>(
     nbits: u8,
     histogram: bool,
     scratch: &mut GroupScratch,
-) -> GroupLut<T> {
+) -> Result<GroupLut<T>> {
     let k = 1usize << nbits;
     if histogram {
         // Distinct values in ascending order, ±0 merged (as +0).
@@ -1164,7 +1193,7 @@ fn kmeans_scalar_by<T: WeightElement>(
         for (&(p, _), &slot) in pats.iter().zip(&slots) {
             label_of[p as usize] = cl.labels[slot as usize] as u8;
         }
-        let indices = indices_by_table(g, label_of);
+        let indices = indices_by_table(g, label_of, nbits)?;
         let lut: Vec<T> = lut_from_centroids(&cl, nbits);
         // Each distinct pattern restores to its cluster's LUT entry: the energy in O(patterns).
         let (mut signal, mut noise) = (0.0, 0.0);
@@ -1174,11 +1203,11 @@ fn kmeans_scalar_by<T: WeightElement>(
             signal += count * x * x;
             noise += count * d * d;
         }
-        return GroupLut {
+        return Ok(GroupLut {
             lut,
             indices,
             energy: Some((signal, noise)),
-        };
+        });
     }
 
     // Sort path: distinct values with counts.
@@ -1214,19 +1243,17 @@ fn kmeans_scalar_by<T: WeightElement>(
             run_labels.push(l as u8);
         }
     }
-    let indices = g
-        .par_iter()
-        .with_min_len(1 << 14)
-        .map(|v| {
+    let indices = Packed::from_fn(g.len(), nbits as u32, |first, out: &mut [u8]| {
+        for (o, v) in out.iter_mut().zip(&g[first..]) {
             let key = f32_order_key(v.to_f32());
-            run_labels[run_keys.partition_point(|&r| r <= key) - 1]
-        })
-        .collect();
-    GroupLut {
+            *o = run_labels[run_keys.partition_point(|&r| r <= key) - 1];
+        }
+    })?;
+    Ok(GroupLut {
         lut: lut_from_centroids(&cl, nbits),
         indices,
         energy: None,
-    }
+    })
 }
 
 /// Sorts u32 keys: small inputs directly, large ones by one counting pass on the top 16 bits
@@ -1288,7 +1315,7 @@ fn kmeans_vector_group<T: WeightElement>(
     rest: usize,
     cd: usize,
     nbits: u8,
-) -> GroupLut<T> {
+) -> Result<GroupLut<T>> {
     let m = g.len() / cd;
     let mut pts = vec![0f32; g.len()];
     pts.par_chunks_mut(cd)
@@ -1302,14 +1329,18 @@ fn kmeans_vector_group<T: WeightElement>(
         });
     debug_assert_eq!(pts.len() / cd, m);
     let res = kmeans_vectors(&pts, cd, 1 << nbits, &VectorKmeansOptions::default());
-    GroupLut {
+    Ok(GroupLut {
         lut: pad_lut(
             res.centroids.iter().map(|&x| T::from_f64(x)).collect(),
             (1 << nbits) * cd,
         ),
-        indices: res.labels.iter().map(|&l| l as u8).collect(),
+        indices: Packed::from_fn(m, nbits as u32, |first, out: &mut [u8]| {
+            for (o, &l) in out.iter_mut().zip(&res.labels[first..]) {
+                *o = l as u8;
+            }
+        })?,
         energy: None,
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1555,9 +1586,14 @@ mod tests {
         assert_eq!(bits, g.lut_bits, "{}: LUT", g.name);
         assert_eq!(out.nbits, g.nbits_out, "{}", g.name);
         assert_eq!(out.indices_shape, g.idx_shape, "{}", g.name);
-        assert_eq!(&out.indices[..16], g.idx_head, "{}: first indices", g.name);
         assert_eq!(
-            checksum(&out.indices),
+            &out.indices.unpack::<u8>()[..16],
+            g.idx_head,
+            "{}: first indices",
+            g.name
+        );
+        assert_eq!(
+            checksum(&out.indices.unpack::<u8>()),
             g.idx_checksum,
             "{}: indices",
             g.name
@@ -2501,17 +2537,21 @@ mod tests {
         }
     }
 
-    fn dense_sse<T: WeightElement>(w: &[T], p: &Palettized<T>) -> f64 {
-        let (dense, shape) = lut_to_dense(
-            &p.indices,
+    /// The dense weight `p` restores to, and its shape.
+    fn restored<T: WeightElement>(p: &Palettized<T>) -> (Vec<T>, Vec<usize>) {
+        lut_to_dense(
+            &p.indices.unpack::<u8>(),
             &p.indices_shape,
             &p.lut,
             &p.lut_shape,
             p.vector_axis.map(|a| a as i64),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn dense_sse<T: WeightElement>(w: &[T], p: &Palettized<T>) -> f64 {
+        let (dense, _) = restored(p);
         assert_eq!(dense.len(), w.len());
-        let _ = shape;
         w.iter()
             .zip(&dense)
             .map(|(a, b)| (a.to_f64() - b.to_f64()).powi(2))
@@ -2634,8 +2674,8 @@ mod tests {
         for (seed, e, nbits) in [(301u64, 16, 4u8), (302, 10, 8), (303, 20, 2)] {
             let w: Vec<f16> = gen(seed, &[20_000], e, 0.0);
             let scratch = &mut GroupScratch::default();
-            let a = kmeans_scalar_by(&w, nbits, true, scratch);
-            let b = kmeans_scalar_by(&w, nbits, false, scratch);
+            let a = kmeans_scalar_by(&w, nbits, true, scratch).unwrap();
+            let b = kmeans_scalar_by(&w, nbits, false, scratch).unwrap();
             assert_eq!((&a.lut, &a.indices), (&b.lut, &b.indices));
             // Only the histogram path measures the energy as it goes.
             let (signal, noise) = a.energy.expect("histogram path");
@@ -2677,7 +2717,7 @@ mod tests {
         assert!(sse < 0.5 * usse, "{sse} vs uniform {usse}");
         // Every element sits in the cell of its own centroid.
         let lut: Vec<f64> = p.lut.iter().map(|&v| v as f64).collect();
-        for (&x, &i) in w.iter().zip(&p.indices) {
+        for (&x, &i) in w.iter().zip(&p.indices.unpack::<u8>()) {
             let d = (x as f64 - lut[i as usize]).abs();
             assert!(lut.iter().all(|&c| (x as f64 - c).abs() >= d - 1e-6));
         }
@@ -2755,29 +2795,56 @@ mod tests {
     }
 
     #[test]
-    fn stack_groups_takes_caller_luts() {
-        // Two groups of a [4, 3] weight along axis 1? No: axis 0, groups of 2 channels.
-        let groups = vec![
-            GroupLut {
-                lut: vec![1.0f32, 2.0],
-                indices: vec![0, 1, 1, 0, 0, 0],
-                energy: None,
-            },
-            GroupLut {
-                lut: vec![3.0f32, 4.0],
-                indices: vec![1, 1, 0, 0, 1, 0],
-                energy: None,
-            },
+    fn stack_groups_assembles_packed_groups() {
+        // 3-bit indices: groups whose fields do and do not end on a byte, along either axis.
+        let cases = [
+            ([16usize, 5], 0usize, 2usize),
+            ([16, 3], 0, 4),
+            ([16, 4], 0, 4),
+            ([6, 8], 1, 2),
+            ([4, 7], 0, 1),
+            ([3, 8], 1, 1),
         ];
-        let p = stack_groups(groups, &[4, 3], 0, 1).unwrap();
-        assert_eq!(p.lut_shape, vec![2, 1, 2, 1]);
-        assert_eq!(p.nbits, 1);
-        let (d, _) =
-            lut_to_dense(&p.indices, &p.indices_shape, &p.lut, &p.lut_shape, None).unwrap();
-        assert_eq!(
-            d,
-            vec![1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 4.0, 4.0, 3.0, 3.0, 4.0, 3.0]
-        );
+        for (shape, axis, num) in cases {
+            let per_group = shape[0] * shape[1] / num;
+            let label = |g: usize, i: usize| ((g * 31 + i * 7) % 8) as u8;
+            let groups = (0..num)
+                .map(|g| {
+                    let lut = (0..8).map(|e| (g * 8 + e) as f32).collect();
+                    let labels: Vec<u8> = (0..per_group).map(|i| label(g, i)).collect();
+                    GroupLut::from_labels(lut, &labels, 1).unwrap()
+                })
+                .collect();
+            let p = stack_groups(groups, &shape, axis, 1).unwrap();
+            assert_eq!(p.indices.bits(), 3);
+            let mut lut_shape = vec![1, 1, 8, 1];
+            lut_shape[axis] = num;
+            assert_eq!(p.lut_shape, lut_shape);
+            let (d, _) = restored(&p);
+            // Group g holds its channels first: element (channel, other) is its index
+            // (channel % channels per group) * other-extent + other.
+            let (per, rest) = (shape[axis] / num, shape[1 - axis]);
+            for r in 0..shape[0] {
+                for c in 0..shape[1] {
+                    let (ch, other) = if axis == 0 { (r, c) } else { (c, r) };
+                    let (g, i) = (ch / per, (ch % per) * rest + other);
+                    let want = (g * 8 + label(g, i) as usize) as f32;
+                    assert_eq!(
+                        d[r * shape[1] + c],
+                        want,
+                        "{shape:?} axis {axis} ({r}, {c})"
+                    );
+                }
+            }
+        }
+        // A caller's index past its LUT, or a LUT of another size, is refused.
+        assert!(GroupLut::from_labels(vec![0f32; 4], &[4], 1).is_err());
+        assert!(GroupLut::from_labels(vec![0f32; 5], &[0], 1).is_err());
+        let mixed = vec![
+            GroupLut::from_labels(vec![0f32; 2], &[0, 1], 1).unwrap(),
+            GroupLut::from_labels(vec![0f32; 4], &[0, 3], 1).unwrap(),
+        ];
+        assert!(stack_groups(mixed, &[2, 2], 0, 1).is_err());
     }
 
     fn small_shapes() -> impl Strategy<Value = (Vec<usize>, usize, usize, usize)> {
@@ -2840,13 +2907,13 @@ mod tests {
             .iter()
             .map(|&v| f16::from_f32(v))
             .collect();
-        let x = uniform(&g, 8);
+        let x = uniform(&g, 8).unwrap();
         assert!(x.lut.iter().all(|v| v.is_finite()));
         assert_eq!(
             (x.lut[0].to_f32(), x.lut[255].to_f32()),
             (-65504.0, 65504.0)
         );
-        assert_eq!(x.indices, vec![255, 0, 128, 129, 127]);
+        assert_eq!(x.indices.unpack::<u8>(), vec![255, 0, 128, 129, 127]);
     }
 
     #[test]
@@ -2865,9 +2932,9 @@ mod tests {
                 })
                 .collect();
             for nbits in [1, 4, 8] {
-                let got = uniform(&g, nbits);
+                let got = uniform(&g, nbits).unwrap();
                 assert_eq!(
-                    got.indices,
+                    got.indices.unpack::<u8>(),
                     uniform_reference(&g, nbits).1,
                     "{mask:x} {nbits}"
                 );
@@ -2896,16 +2963,16 @@ mod tests {
                     if v.is_finite() { v } else { f16::from_bits(b & 0x83FF) }
                 })
                 .collect();
-            let got = uniform(&g, nbits);
+            let got = uniform(&g, nbits).unwrap();
             let (lut, indices) = uniform_reference(&g, nbits);
-            prop_assert_eq!(got.indices, indices);
+            prop_assert_eq!(got.indices.unpack::<u8>(), indices);
             prop_assert_eq!(
                 got.lut.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 lut.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             );
             let g32: Vec<f32> = g.iter().map(|v| v.to_f32() * 1e30).collect();
-            let got = uniform(&g32, nbits);
-            prop_assert_eq!(got.indices, uniform_reference(&g32, nbits).1);
+            let got = uniform(&g32, nbits).unwrap();
+            prop_assert_eq!(got.indices.unpack::<u8>(), uniform_reference(&g32, nbits).1);
         }
     }
 
@@ -2932,10 +2999,7 @@ mod tests {
             };
             // Kmeans with vectors: at most 4 distinct scalars give at most 16 distinct 2-vectors.
             let out = compressed(&w, &shape, &p);
-            let (d, s) = lut_to_dense(
-                &out.indices, &out.indices_shape, &out.lut, &out.lut_shape,
-                out.vector_axis.map(|a| a as i64),
-            ).unwrap();
+            let (d, s) = restored(&out);
             prop_assert_eq!(s, shape);
             prop_assert_eq!(d, w);
         }
@@ -2951,7 +3015,7 @@ mod tests {
             p.mode = PaletteMode::Uniform;
             let out = compressed(&w, &[4, n / 4], &p);
             prop_assert!(out.lut.windows(2).all(|x| x[0] <= x[1]));
-            prop_assert!(out.indices.iter().all(|&i| (i as usize) < 1 << nbits));
+            prop_assert!(out.indices.unpack::<u8>().iter().all(|&i| (i as usize) < 1 << nbits));
         }
     }
 
@@ -2989,8 +3053,9 @@ mod tests {
             compressed(&w16, &shape, &u);
         });
         let p = compressed(&w16, &shape, &kp(4, 0, 16, 1));
+        let indices = p.indices.unpack::<u8>();
         time("f16 lut_to_dense grouped", &|| {
-            lut_to_dense(&p.indices, &p.indices_shape, &p.lut, &p.lut_shape, None).unwrap();
+            lut_to_dense(&indices, &p.indices_shape, &p.lut, &p.lut_shape, None).unwrap();
         });
     }
 }

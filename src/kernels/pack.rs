@@ -115,7 +115,8 @@ fn check_bits(bits: u32) -> Result<()> {
     }
 }
 
-fn range_error<T: PackElem>(values: &[T], bits: u32) -> crate::error::Error {
+/// The error for the first value of `values` (fields `first..`) that does not fit in `bits`.
+fn range_error<T: PackElem>(values: &[T], bits: u32, first: usize) -> crate::error::Error {
     let (lo, hi) = if T::SIGNED {
         (-(1i32 << (bits - 1)), (1i32 << (bits - 1)) - 1)
     } else {
@@ -124,8 +125,9 @@ fn range_error<T: PackElem>(values: &[T], bits: u32) -> crate::error::Error {
     let kind = if T::SIGNED { "int" } else { "uint" };
     match values.iter().position(|v| !v.fits(bits)) {
         Some(i) => format_err!(
-            "cannot pack value {} (element {i}) as {kind}{bits}: the range is [{lo}, {hi}]",
-            values[i].value()
+            "cannot pack value {} (element {}) as {kind}{bits}: the range is [{lo}, {hi}]",
+            values[i].value(),
+            first + i
         ),
         None => format_err!("internal error: no out-of-range value found for {kind}{bits}"),
     }
@@ -213,7 +215,7 @@ pub fn pack_into<T: PackElem>(values: &[T], bits: u32, out: &mut [u8]) -> Result
     if ok {
         Ok(())
     } else {
-        Err(range_error(values, bits))
+        Err(range_error(values, bits, 0))
     }
 }
 
@@ -227,7 +229,7 @@ pub fn pack_at<T: PackElem>(values: &[T], bits: u32, out: &mut [u8], first: usiz
     let mask = (1u16 << bits) - 1;
     for (j, v) in values[..lead].iter().enumerate() {
         if !v.fits(bits) {
-            return Err(range_error(values, bits));
+            return Err(range_error(values, bits, 0));
         }
         let at = (first + j) * bits as usize;
         let field = (v.raw() as u16 & mask) << (at % 8);
@@ -256,6 +258,106 @@ pub fn pack<T: PackElem>(values: &[T], bits: u32) -> Result<Vec<u8>> {
     let mut out = vec![0u8; packed_len(values.len(), bits)];
     pack_into(values, bits, &mut out)?;
     Ok(out)
+}
+
+/// `len` fields of `bits` bits in their storage form (the bytes weight.bin holds): what kernels
+/// hand the emitters, so that a weight's codes or indices never exist one byte per field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packed {
+    bits: u32,
+    len: usize,
+    bytes: Vec<u8>,
+}
+
+impl Packed {
+    /// `values` packed (see [`pack`]); an error when one does not fit in `bits` bits.
+    pub fn pack<T: PackElem>(values: &[T], bits: u32) -> Result<Self> {
+        Ok(Packed {
+            bits,
+            len: values.len(),
+            bytes: pack(values, bits)?,
+        })
+    }
+
+    /// Fields written piece by piece: `fill(first, out)` sets fields `first..first + out.len()`
+    /// (pieces of at most 65,536 fields, in parallel, each through a buffer its worker reuses),
+    /// so the fields are never all unpacked at once.
+    pub fn from_fn<T: PackElem + Default>(
+        len: usize,
+        bits: u32,
+        fill: impl Fn(usize, &mut [T]) + Sync,
+    ) -> Result<Self> {
+        check_bits(bits)?;
+        let mut bytes = vec![0u8; packed_len(len, bits)];
+        let out_chunk = PAR_CHUNK / 8 * bits as usize;
+        bytes
+            .par_chunks_mut(out_chunk)
+            .enumerate()
+            .try_for_each_init(
+                || vec![T::default(); PAR_CHUNK.min(len)],
+                |buf, (c, out)| {
+                    let first = c * PAR_CHUNK;
+                    let fields = &mut buf[..PAR_CHUNK.min(len - first)];
+                    fill(first, fields);
+                    if pack_serial(fields, bits, out) {
+                        Ok(())
+                    } else {
+                        Err(range_error(fields, bits, first))
+                    }
+                },
+            )?;
+        Ok(Packed { bits, len, bytes })
+    }
+
+    /// Stored bytes that hold `len` fields of `bits` bits (exactly `packed_len(len, bits)`).
+    pub fn from_bytes(bytes: Vec<u8>, bits: u32, len: usize) -> Result<Self> {
+        check_bits(bits)?;
+        if bytes.len() != packed_len(len, bits) {
+            return Err(format_err!(
+                "{len} fields of {bits} bits take {} bytes, got {}",
+                packed_len(len, bits),
+                bytes.len()
+            ));
+        }
+        Ok(Packed { bits, len, bytes })
+    }
+
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Field `i`, unsigned (its low `bits` bits).
+    #[inline]
+    pub fn field(&self, i: usize) -> u8 {
+        let at = i * self.bits as usize;
+        let pair = self.bytes[at / 8] as u16
+            | (self.bytes.get(at / 8 + 1).copied().unwrap_or(0) as u16) << 8;
+        ((pair >> (at % 8)) & ((1u16 << self.bits) - 1)) as u8
+    }
+
+    /// Every field, one per element (see [`unpack`]).
+    pub fn unpack<T: PackElem + Default>(&self) -> Vec<T> {
+        unpack(&self.bytes, self.bits, self.len).expect("a Packed holds its fields")
+    }
+
+    /// Fields `first..first + count` unpacked; `first` must be a multiple of 8.
+    pub fn unpack_range(&self, first: usize, count: usize) -> Vec<u8> {
+        debug_assert_eq!(first % 8, 0);
+        let start = first / 8 * self.bits as usize;
+        unpack(&self.bytes[start..], self.bits, count).expect("a range of the fields")
+    }
 }
 
 /// Reads up to 8 fields from `bytes` (exactly `packed_len(out.len(), bits)` bytes).
@@ -524,6 +626,57 @@ mod tests {
             mask.iter().filter(|&&b| b).count()
         );
         assert_eq!(unpack_mask(&p, mask.len()).unwrap(), mask);
+    }
+
+    #[test]
+    fn packed_from_fn_equals_packing_every_field() {
+        for bits in [1u32, 2, 3, 4, 5, 6, 7, 8] {
+            for n in [
+                0,
+                1,
+                7,
+                8,
+                9,
+                PAR_CHUNK - 1,
+                PAR_CHUNK,
+                PAR_CHUNK + 1,
+                3 * PAR_CHUNK + 5,
+            ] {
+                let value =
+                    |i: usize| ((i as u64 * 2654435761) >> 11) as u8 & ((1u16 << bits) - 1) as u8;
+                let vals: Vec<u8> = (0..n).map(value).collect();
+                let built = Packed::from_fn(n, bits, |first, out: &mut [u8]| {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = value(first + j);
+                    }
+                })
+                .unwrap();
+                let packed = Packed::pack(&vals, bits).unwrap();
+                assert_eq!(built, packed, "{bits} bits, {n} fields");
+                assert_eq!(built.unpack::<u8>(), vals);
+                assert!(padding_is_zero(built.bytes(), bits, n));
+                for i in [0, n / 3, n.saturating_sub(1)]
+                    .into_iter()
+                    .filter(|&i| i < n)
+                {
+                    assert_eq!(built.field(i), vals[i], "field {i}");
+                }
+                if n > 16 {
+                    assert_eq!(built.unpack_range(8, n - 8), vals[8..].to_vec());
+                }
+            }
+        }
+        // A field that does not fit is an error naming it, from any piece.
+        let err = Packed::from_fn(PAR_CHUNK + 10, 3, |first, out: &mut [u8]| {
+            out.fill(0);
+            if first > 0 {
+                out[4] = 9;
+            }
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("value 9 (element 65540)"), "{err}");
+        assert!(Packed::from_bytes(vec![0; 3], 4, 7).is_err());
+        assert_eq!(Packed::from_bytes(vec![0; 4], 4, 7).unwrap().len(), 7);
     }
 
     proptest! {

@@ -37,7 +37,7 @@ use crate::kernels::fp16::{
     dispatch, narrow_into, widen_into, HalfLanes, LaneKernel, WeightElement, TILE,
 };
 use crate::kernels::numel;
-use crate::kernels::pack::{self, PackElem};
+use crate::kernels::pack::{self, PackElem, Packed};
 
 /// The integer storage type of the codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -113,8 +113,7 @@ pub fn quant_range(dtype: QuantDtype, mode: QuantMode) -> (i32, i32) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Codes {
     dtype: QuantDtype,
-    len: usize,
-    bytes: Vec<u8>,
+    fields: Packed,
 }
 
 impl Codes {
@@ -122,57 +121,50 @@ impl Codes {
     pub fn pack<V: PackElem>(dtype: QuantDtype, values: &[V]) -> Result<Self> {
         Ok(Codes {
             dtype,
-            len: values.len(),
-            bytes: pack::pack(values, dtype.nbits())?,
+            fields: Packed::pack(values, dtype.nbits())?,
         })
     }
     /// No codes.
     pub fn empty(dtype: QuantDtype) -> Self {
-        Codes {
-            dtype,
-            len: 0,
-            bytes: Vec::new(),
-        }
+        Codes::pack::<u8>(dtype, &[]).expect("no values")
     }
     pub fn dtype(&self) -> QuantDtype {
         self.dtype
     }
     pub fn len(&self) -> usize {
-        self.len
+        self.fields.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.fields.is_empty()
     }
-    /// Element `i` widened (a 4- or 8-bit field never straddles two bytes).
+    /// Element `i` widened.
     pub fn get(&self, i: usize) -> i32 {
-        let bits = self.dtype.nbits();
-        let at = i * bits as usize;
-        let field = (self.bytes[at / 8] >> (at % 8)) & (((1u16 << bits) - 1) as u8);
+        let field = self.fields.field(i);
         if self.dtype.signed() {
-            i8::from_field(field, bits) as i32
+            i8::from_field(field, self.dtype.nbits()) as i32
         } else {
             field as i32
         }
     }
     /// The stored bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.fields.bytes()
     }
     pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        self.fields.into_bytes()
     }
     /// Signed codes, one byte each (no copy for 8-bit codes).
     pub fn into_signed(self) -> Vec<i8> {
         match self.dtype.nbits() {
-            8 => bytemuck::allocation::cast_vec(self.bytes),
-            bits => pack::unpack_signed(&self.bytes, bits, self.len).expect("len fields"),
+            8 => bytemuck::allocation::cast_vec(self.fields.into_bytes()),
+            _ => self.fields.unpack(),
         }
     }
     /// Unsigned codes, one byte each (no copy for 8-bit codes).
     pub fn into_unsigned(self) -> Vec<u8> {
         match self.dtype.nbits() {
-            8 => self.bytes,
-            bits => pack::unpack_unsigned(&self.bytes, bits, self.len).expect("len fields"),
+            8 => self.fields.into_bytes(),
+            _ => self.fields.unpack(),
         }
     }
 }
@@ -1006,8 +998,7 @@ pub fn quantize<T: WeightElement>(
     };
     let codes = Codes {
         dtype,
-        len: weight.len(),
-        bytes: codes,
+        fields: Packed::from_bytes(codes, dtype.nbits(), weight.len())?,
     };
     let scale = params.iter().map(|p| T::from_f32(p.scale)).collect();
     let zp_code = |p: &Param| if p.zp.is_nan() { 0 } else { p.zp as i32 };

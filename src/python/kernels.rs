@@ -72,7 +72,7 @@ fn palettize_t<'py, T: WeightElement + Element>(
         PaletteOutcome::Skipped { reason } => reason.into_bound_py_any(py),
         PaletteOutcome::Compressed(p) => {
             let lut = array(py, p.lut, p.lut_shape)?;
-            let indices = array(py, p.indices, p.indices_shape)?;
+            let indices = array(py, p.indices.unpack::<u8>(), p.indices_shape)?;
             let scale = p
                 .per_channel_scale
                 .map(|s| array(py, s.values, s.shape))
