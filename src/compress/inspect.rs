@@ -19,7 +19,7 @@ use crate::format::spec::{
 };
 use crate::format_err;
 use crate::kernels::fp16::{bit_histogram, f32_order_key};
-use crate::mil::ops::{input_vars, op_name, param, Param};
+use crate::mil::ops::{const_value, input_vars, op_name, param, Param};
 use crate::mil::program::Graph;
 use crate::mil::tensor::{tensor_info, TensorInfo};
 
@@ -77,12 +77,6 @@ pub struct WeightRecord {
 
 fn is_constexpr(op_type: &str) -> bool {
     op_type.starts_with("constexpr_")
-}
-
-fn const_value(op: &Operation) -> Option<&Value> {
-    (op.r#type == "const")
-        .then(|| op.attributes.get("val"))
-        .flatten()
 }
 
 /// Whether a dense const of this type counts as a weight.

@@ -13,7 +13,7 @@ use crate::format::spec::proto::mil_spec::{Block, Operation, Value};
 use crate::format::spec::{self, Model};
 use crate::format_err;
 use crate::kernels::pack;
-use crate::mil::ops::{input_vars, op_name, output_name, param, Param};
+use crate::mil::ops::{const_value, input_vars, op_name, output_name, param, Param};
 use crate::mil::program::{Graph, Use};
 use crate::mil::tensor::{
     as_string, check_declared_shape, is_blob, read_tensor, tensor_info, TensorInfo,
@@ -282,13 +282,6 @@ fn max_conv_groups(graph: &Graph<'_>, uses: &[Use<'_>]) -> usize {
         .max()
         .unwrap_or(1)
         .max(1) as usize
-}
-
-/// The value of a `const` op.
-pub fn const_value(op: &Operation) -> Option<&Value> {
-    (op.r#type == "const")
-        .then(|| op.attributes.get("val"))
-        .flatten()
 }
 
 /// Whether a const's value may be stored in the weight file (coremltools' `should_use_weight_file`

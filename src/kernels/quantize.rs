@@ -16,7 +16,7 @@
 //! - a block containing NaN has a NaN scale, codes 0 and zero point 0 (`qmax/2` for symmetric
 //!   unsigned). The NaN's payload bits are those of x86 propagation, not guaranteed elsewhere;
 //! - ±inf is not rejected here (coremltools' pass skips such weights before calling the kernel;
-//!   callers should do the same, by [`Quantized::has_inf`]); the arithmetic is still followed
+//!   callers should do the same, as the passes do with `lut::all_finite`); the arithmetic is still followed
 //!   exactly.
 //!
 //! The sign of a zero `vmin`/`vmax` is the one place numpy is platform-dependent (its SIMD
@@ -186,10 +186,6 @@ pub struct Quantized<T> {
     /// `constexpr_blockwise_shift_scale` restores it; summed in fixed pieces, so it does not
     /// depend on the thread count.
     pub energy: (f64, f64),
-    /// Whether any element is ±inf (coremltools skips such weights with the warning "The const
-    /// {op} has inf/-inf, which is not supported by quantization. Skipped."). Read off the
-    /// blocks' extremes, so it costs no pass of its own.
-    pub has_inf: bool,
 }
 
 /// Quantization either succeeds or is skipped with coremltools' warning text.
@@ -197,15 +193,6 @@ pub struct Quantized<T> {
 pub enum QuantizeOutcome<T> {
     Quantized(Quantized<T>),
     Skipped(String),
-}
-
-/// Whether any element is ±inf, in a pass of its own (for callers that need to know before
-/// quantizing; [`quantize`] finds it as it goes, [`Quantized::has_inf`]).
-pub fn has_inf<T: WeightElement>(weight: &[T]) -> bool {
-    // A branch-free fold per chunk vectorizes; `any` over chunks still stops early.
-    weight
-        .par_chunks(1 << 16)
-        .any(|c| c.iter().fold(false, |a, v| a | v.is_inf_bits()))
 }
 
 /// How a tensor of `shape` is tiled into blocks of `block` (effective, nonzero) sizes.
@@ -347,13 +334,6 @@ const NO_STAT: Stat = Stat {
     mx: f32::NEG_INFINITY,
     nan: false,
 };
-
-/// Whether a block holds ±inf: NaN never enters min/max, so an infinity is an extreme.
-fn any_inf(stats: &[Stat]) -> bool {
-    stats
-        .iter()
-        .any(|s| s.mn == f32::NEG_INFINITY || s.mx == f32::INFINITY)
-}
 
 #[inline(always)]
 fn lt_min(v: f32, m: f32) -> f32 {
@@ -725,8 +705,8 @@ struct RowLocalTask<'a, T, C> {
 }
 
 impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
-    /// The energy, and whether any element is ±inf.
-    type Output = ((f64, f64), bool);
+    /// The energy.
+    type Output = (f64, f64);
     #[inline(always)]
     fn run<H: HalfLanes>(self, h: H) -> Self::Output {
         let (row_len, nb, bl) = (self.t.row_len, self.t.last_blocks, self.t.last_block_len());
@@ -734,7 +714,6 @@ impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
         let mut row_codes = vec![C::default(); row_len];
         let mut stats = vec![NO_STAT; nb];
         let mut energy = ([0f64; 8], [0f64; 8]);
-        let mut inf = false;
         for (i, (w, p)) in self
             .weight
             .chunks_exact(row_len)
@@ -744,12 +723,11 @@ impl<T: WeightElement, C: Code> LaneKernel for RowLocalTask<'_, T, C> {
             widen_into(h, w, &mut b.x);
             stats.fill(NO_STAT);
             reduce_row(&b.x[..row_len], bl, &mut stats);
-            inf |= any_inf(&stats);
             params_into::<T, H>(h, &self.k, &stats, p);
             codes_row::<T, C, H>(h, &self.k, &mut b, bl, p, &mut row_codes, &mut energy);
             store_codes(&row_codes, self.k.bits, self.codes, i * row_len);
         }
-        (energy_total(&energy), inf)
+        energy_total(&energy)
     }
 }
 
@@ -842,12 +820,10 @@ fn min_tasks(n: usize) -> usize {
     }
 }
 
-/// What [`quantize_blocks`] makes: packed codes, per-block parameters, energy and whether there
-/// is an infinity (see [`Quantized`]).
-type Blocks = (Vec<u8>, Vec<Param>, (f64, f64), bool);
+/// What [`quantize_blocks`] makes: packed codes, per-block parameters and energy.
+type Blocks = (Vec<u8>, Vec<Param>, (f64, f64));
 
-/// Codes, per-block parameters, energy and the infinity check of `weight` (nonempty, rows of
-/// nonzero length).
+/// Codes, per-block parameters and energy of `weight` (nonempty, rows of nonzero length).
 fn quantize_blocks<T: WeightElement, C: Code>(weight: &[T], t: &Tiling, k: QConsts) -> Blocks {
     let (row_len, nb) = (t.row_len, t.last_blocks);
     let mut codes = vec![0u8; pack::packed_len(weight.len(), k.bits)];
@@ -867,20 +843,14 @@ fn quantize_blocks<T: WeightElement, C: Code>(weight: &[T], t: &Tiling, k: QCons
             })
         };
         let (wc, pc, cc) = (rpt * row_len, rpt * nb, task_bytes);
-        let parts: Vec<((f64, f64), bool)> = weight
+        let energies: Vec<(f64, f64)> = weight
             .par_chunks(wc)
             .zip(params.par_chunks_mut(pc))
             .zip(codes.par_chunks_mut(cc))
             .with_min_len(min_tasks(weight.len()))
             .map(task)
             .collect();
-        let inf = parts.iter().any(|&(_, inf)| inf);
-        return (
-            codes,
-            params,
-            sum_energies(parts.into_iter().map(|(e, _)| e)),
-            inf,
-        );
+        return (codes, params, sum_energies(energies));
     }
     let (start, order) = t.rows_by_block_row();
     let mut stats = vec![NO_STAT; params.len()];
@@ -932,7 +902,7 @@ fn quantize_blocks<T: WeightElement, C: Code>(weight: &[T], t: &Tiling, k: QCons
         .with_min_len(min_tasks(weight.len()))
         .map(codes_task)
         .collect();
-    (codes, params, sum_energies(energies), any_inf(&stats))
+    (codes, params, sum_energies(energies))
 }
 
 /// A code container element.
@@ -976,7 +946,7 @@ pub fn quantize<T: WeightElement>(
     }
     let t = Tiling::new(shape, block_sizes);
     let k = QConsts::new::<T>(dtype, mode);
-    let (codes, params, energy, has_inf) = if weight.is_empty() {
+    let (codes, params, energy) = if weight.is_empty() {
         // numpy would raise on an empty reduction; define it as an all-zero block set.
         let zero = Stat {
             mn: 0.0,
@@ -990,7 +960,7 @@ pub fn quantize<T: WeightElement>(
             params: &mut params,
             _t: std::marker::PhantomData,
         });
-        (Vec::new(), params, (0.0, 0.0), false)
+        (Vec::new(), params, (0.0, 0.0))
     } else if dtype.signed() {
         quantize_blocks::<T, i8>(weight, &t, k)
     } else {
@@ -1025,7 +995,6 @@ pub fn quantize<T: WeightElement>(
         scale_shape: t.nblocks.clone(),
         zero_point,
         energy,
-        has_inf,
     }))
 }
 
@@ -1795,17 +1764,6 @@ mod tests {
             (codes(&r.codes), r.zero_point.map(|z| z.get(0))),
             (vec![0; 4], Some(127))
         );
-        assert!(has_inf(&[1.0f32, f32::INFINITY]) && !has_inf(&[1.0f32, f32::NAN]));
-        // The kernel's own check, in the per-row path and across rows.
-        let mut w = vec![0.5f32; 64 * 32];
-        w[1000] = f32::NAN;
-        for bs in [[1, 8], [4, 0]] {
-            assert!(!q(&w, &[64, 32], &bs, QuantDtype::Int8, QuantMode::Linear).has_inf);
-        }
-        w[77] = f32::NEG_INFINITY;
-        for bs in [[1, 8], [4, 0]] {
-            assert!(q(&w, &[64, 32], &bs, QuantDtype::Int8, QuantMode::Linear).has_inf);
-        }
     }
 
     #[test]

@@ -13,6 +13,13 @@ pub enum Param<'a> {
     Var(&'a str),
 }
 
+/// The value of a `const` op.
+pub fn const_value(op: &Operation) -> Option<&Value> {
+    (op.r#type == "const")
+        .then(|| op.attributes.get("val"))
+        .flatten()
+}
+
 /// The op's `name` attribute (coremltools' op name, which may differ from its output's name).
 pub fn op_name(op: &Operation) -> &str {
     op.attributes
