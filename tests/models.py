@@ -1014,8 +1014,10 @@ def convert_torch(model: Any, example: Any, path: PathLike) -> None:
 
     traced = torch.jit.trace(model.eval(), example)
     ml = ct.convert(
-        traced, inputs=[ct.TensorType(shape=tuple(example.shape))],
-        minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32,
+        traced,
+        inputs=[ct.TensorType(shape=tuple(example.shape))],
+        minimum_deployment_target=ct.target.iOS18,
+        compute_precision=ct.precision.FLOAT32,
         skip_model_load=True,
     )
     ml.save(str(path))
@@ -1032,7 +1034,8 @@ def assert_torch_exports(model: Any, example: Any, path: PathLike, expected: set
     dense = [v for v in dense_weights(path).values() if v.ndim >= 2]
     weights = {
         tuple(m.weight.shape): m.weight.detach().numpy()
-        for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
     }
     assert len(dense) == len(weights)
     for v in dense:

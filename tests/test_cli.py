@@ -47,6 +47,11 @@ def test_demo(tmp_path: Path) -> None:
     assert str(example) in r.stdout
     for w in inspect(example):
         assert w.name in r.stdout
+    # A second run into the same directory asks before replacing the packages.
+    again = run("demo", "--out", str(tmp_path))
+    assert again.returncode == 2
+    assert "example.mlpackage already exists; pass --force" in again.stderr
+    assert run("demo", "--out", str(tmp_path), "--force").returncode == 0
 
 
 def test_decompress(linear: Path, tmp_path: Path) -> None:

@@ -31,7 +31,12 @@ CASES: list[tuple[str, str, str, list[tuple[str, Any, bool]]]] = [
     ("kmeans4-ios16", "linear", "iOS16", [("palettize", pal(nbits=4), False)]),
     ("uniform2-ios16", "conv", "iOS16", [("palettize", pal(mode="uniform", nbits=2), False)]),
     ("int8-ios16", "linear", "iOS16", [("quantize", quant(), False)]),
-    ("uint8-linear-ios17", "matmul", "iOS17", [("quantize", quant(mode="linear", dtype="uint8"), False)]),
+    (
+        "uint8-linear-ios17",
+        "matmul",
+        "iOS17",
+        [("quantize", quant(mode="linear", dtype="uint8"), False)],
+    ),
     ("prune-ios16", "conv", "iOS16", [("prune", prune(target_sparsity=0.5), False)]),
     ("kmeans4-ios18", "linear", "iOS18", [("palettize", pal(nbits=4), False)]),
     ("kmeans3-ios18", "conv_transpose", "iOS18", [("palettize", pal(nbits=3), False)]),
@@ -42,7 +47,12 @@ CASES: list[tuple[str, str, str, list[tuple[str, Any, bool]]]] = [
         [("palettize", pal(nbits=4, granularity="per_grouped_channel", group_size=16), False)],
     ),
     ("vector-ios18", "linear", "iOS18", [("palettize", pal(nbits=4, cluster_dim=2), False)]),
-    ("pcs-ios18", "linear", "iOS18", [("palettize", pal(nbits=4, enable_per_channel_scale=True), False)]),
+    (
+        "pcs-ios18",
+        "linear",
+        "iOS18",
+        [("palettize", pal(nbits=4, enable_per_channel_scale=True), False)],
+    ),
     (
         "unique-ios18",
         "gather",
@@ -53,12 +63,23 @@ CASES: list[tuple[str, str, str, list[tuple[str, Any, bool]]]] = [
             ("palettize", pal(mode="unique"), False),
         ],
     ),
-    ("int4-block-ios18", "linear", "iOS18", [("quantize", quant(dtype="int4", granularity="per_block", block_size=32), False)]),
+    (
+        "int4-block-ios18",
+        "linear",
+        "iOS18",
+        [("quantize", quant(dtype="int4", granularity="per_block", block_size=32), False)],
+    ),
     (
         "uint4-linear-block-ios18",
         "odd_shapes",
         "iOS18",
-        [("quantize", quant(mode="linear", dtype="uint4", granularity="per_block", block_size=9), False)],
+        [
+            (
+                "quantize",
+                quant(mode="linear", dtype="uint4", granularity="per_block", block_size=9),
+                False,
+            )
+        ],
     ),
     ("int8-fp32-ios18", "conv", "iOS18", [("quantize", quant(), False)]),
     ("nm-ios18", "linear", "iOS18", [("prune", prune(n_m_ratio=(2, 4)), False)]),
@@ -113,7 +134,13 @@ def constexpr_ops(path: Path) -> list[str]:
 
 @pytest.mark.parametrize(("name", "kind", "target", "steps"), CASES, ids=[c[0] for c in CASES])
 def test_decompress_matches_coremltools(
-    name: str, kind: str, target: str, steps: list, model_dir: Path, oracle_dir: Path, tmp_path: Path
+    name: str,
+    kind: str,
+    target: str,
+    steps: list,
+    model_dir: Path,
+    oracle_dir: Path,
+    tmp_path: Path,
 ) -> None:
     path = models.build(kind, model_dir, target, "fp16")
     for i, (step, config, joint) in enumerate(steps):
@@ -123,7 +150,9 @@ def test_decompress_matches_coremltools(
     assert constexpr_ops(path), "the oracle compressed nothing"
     ours = Path(_native.decompress(str(path), str(tmp_path / "ours.mlpackage")))
     assert constexpr_ops(ours) == []
-    theirs = models.compress_with_coremltools(path, "decompress", None, oracle_dir / f"{name}-dense.mlpackage")
+    theirs = models.compress_with_coremltools(
+        path, "decompress", None, oracle_dir / f"{name}-dense.mlpackage"
+    )
     a, b = models.dense_weights(ours), models.dense_weights(theirs)
     assert a.keys() == b.keys()
     for key in a:

@@ -32,13 +32,23 @@ SMALL_LADDER = [
     fitting.Form("kmeans 2b", (("palettize", OpPalettizerConfig(nbits=2)),)),
     fitting.Form(
         "kmeans 4b g16",
-        (("palettize", OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=16)),),
+        (
+            (
+                "palettize",
+                OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=16),
+            ),
+        ),
         ios18_only=True,
     ),
     fitting.Form("int8 per channel", (("quantize", OpLinearQuantizerConfig(dtype="int8")),)),
     fitting.Form(
         "int4 block32",
-        (("quantize", OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32)),),
+        (
+            (
+                "quantize",
+                OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32),
+            ),
+        ),
         ios18_only=True,
     ),
     fitting.Form(
@@ -54,7 +64,9 @@ SMALL_LADDER = [
 
 def _dense_sizes(src: Path, ladder: list[fitting.Form] = SMALL_LADDER) -> tuple[int, int]:
     """The smallest weight file a ladder can give a model, and its dense weight file."""
-    with pytest.raises(fitting.BudgetError, match=r"smallest reachable size .* is (\d+) bytes") as e:
+    with pytest.raises(
+        fitting.BudgetError, match=r"smallest reachable size .* is (\d+) bytes"
+    ) as e:
         optimize.fit(src, 1, candidates=ladder)
     smallest = int(str(e.value).split(" is ")[1].split(" bytes")[0])
     return smallest, (src / WEIGHTS).stat().st_size
@@ -70,7 +82,9 @@ def test_fit_writes_what_it_measured(linear: Path, tmp_path: Path, fraction: flo
     smallest, dense = _dense_sizes(linear)
     budget = int(smallest + fraction * (dense - smallest))
     out, recipe = tmp_path / "fit.mlpackage", tmp_path / "fit.yaml"
-    result = optimize.fit(linear, budget, output_path=out, candidates=SMALL_LADDER, save_recipe=recipe)
+    result = optimize.fit(
+        linear, budget, output_path=out, candidates=SMALL_LADDER, save_recipe=recipe
+    )
     written = (out / WEIGHTS).stat().st_size
     assert written == result.weight_file_bytes == result.predicted_bytes <= budget
     assert len(result.curve) >= 20
@@ -117,7 +131,9 @@ def test_joint_and_plain_forms_in_one_recipe(linear: Path, tmp_path: Path) -> No
 def test_fit_is_optimal_and_uses_the_budget(linear: Path, tmp_path: Path) -> None:
     smallest, dense = _dense_sizes(linear)
     budget = (smallest + dense) // 2
-    result = optimize.fit(linear, budget, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER)
+    result = optimize.fit(
+        linear, budget, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER
+    )
     assert result.optimal
     # No other curve point within the budget has a smaller error.
     assert all(err >= result.error * (1 - 1e-12) for size, err in result.curve if size <= budget)
@@ -125,8 +141,12 @@ def test_fit_is_optimal_and_uses_the_budget(linear: Path, tmp_path: Path) -> Non
 
 def test_unreachable_budget(linear: Path, tmp_path: Path) -> None:
     smallest, _ = _dense_sizes(linear)
-    with pytest.raises(fitting.BudgetError, match=f"smallest reachable size .* is {smallest} bytes, 1 bytes over"):
-        optimize.fit(linear, smallest - 1, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER)
+    with pytest.raises(
+        fitting.BudgetError, match=f"smallest reachable size .* is {smallest} bytes, 1 bytes over"
+    ):
+        optimize.fit(
+            linear, smallest - 1, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER
+        )
     assert not (tmp_path / "a.mlpackage").exists()
 
 
@@ -137,7 +157,13 @@ def test_min_snr_floor(linear: Path, tmp_path: Path) -> None:
     )
     assert all(w.snr_db >= 40 for w in result.weights)
     with pytest.raises(fitting.BudgetError):
-        optimize.fit(linear, smallest, output_path=tmp_path / "b.mlpackage", candidates=SMALL_LADDER, min_snr_db=40)
+        optimize.fit(
+            linear,
+            smallest,
+            output_path=tmp_path / "b.mlpackage",
+            candidates=SMALL_LADDER,
+            min_snr_db=40,
+        )
 
 
 def test_neural_engine_excludes_per_block(linear: Path, tmp_path: Path) -> None:
@@ -147,7 +173,13 @@ def test_neural_engine_excludes_per_block(linear: Path, tmp_path: Path) -> None:
     assert any(f.per_block for f in fitting.default_ladder("cpu_and_gpu"))
     only_block = [f for f in SMALL_LADDER if f.per_block]
     _, dense = _dense_sizes(linear)
-    result = optimize.fit(linear, dense, output_path=tmp_path / "a.mlpackage", candidates=only_block, compute_units="all")
+    result = optimize.fit(
+        linear,
+        dense,
+        output_path=tmp_path / "a.mlpackage",
+        candidates=only_block,
+        compute_units="all",
+    )
     assert result.weights == [] and result.excluded_forms == ["int4 block32"]
     assert result.weight_file_bytes == dense
     with pytest.raises(fitting.ConfigError, match="compute_units"):
@@ -158,24 +190,32 @@ def test_neural_engine_excludes_per_block(linear: Path, tmp_path: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = tmp_path / f"{units}.mlpackage"
-            result = optimize.fit(linear, dense // 2, output_path=out, candidates=only_block, compute_units=units)
+            result = optimize.fit(
+                linear, dense // 2, output_path=out, candidates=only_block, compute_units=units
+            )
         assert result.weights, units
         assert any(issubclass(w.category, DeploymentWarning) for w in caught) == warned, units
 
 
-def test_older_opset_uses_older_forms_and_says_what_ios18_saves(model_dir: Path, tmp_path: Path) -> None:
+def test_older_opset_uses_older_forms_and_says_what_ios18_saves(
+    model_dir: Path, tmp_path: Path
+) -> None:
     ios18_only = {f.label for f in fitting.default_ladder() if f.ios18_only}
     assert ios18_only == {"kmeans 3b", "int4 block32", "prune50% + kmeans 4b"} | {
         f"kmeans {b}b g{g}" for b in (8, 6, 4, 3, 2) for g in (16, 32)
     }
     src = models.build("linear", model_dir, "iOS17", "fp16")
     dense = (src / WEIGHTS).stat().st_size
-    result = optimize.fit(src, dense // 3, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER)
+    result = optimize.fit(
+        src, dense // 3, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER
+    )
     ios18_forms = {f.label for f in SMALL_LADDER if f.ios18_only}
     assert not result.ios18
     assert not {w.form for w in result.weights} & ios18_forms
     assert result.ios18_note is not None and "iOS18" in result.ios18_note
-    assert (tmp_path / "a.mlpackage" / WEIGHTS).stat().st_size == result.predicted_bytes <= dense // 3
+    assert (
+        (tmp_path / "a.mlpackage" / WEIGHTS).stat().st_size == result.predicted_bytes <= dense // 3
+    )
 
 
 def test_importance_weights_the_error(linear: Path, tmp_path: Path) -> None:
@@ -187,7 +227,11 @@ def test_importance_weights_the_error(linear: Path, tmp_path: Path) -> None:
     }
     _, dense = _dense_sizes(linear)
     result = optimize.fit(
-        linear, dense // 3, output_path=tmp_path / "a.mlpackage", candidates=SMALL_LADDER[:2], importance=importance
+        linear,
+        dense // 3,
+        output_path=tmp_path / "a.mlpackage",
+        candidates=SMALL_LADDER[:2],
+        importance=importance,
     )
     by_name = {w.name: w for w in result.weights}
     assert by_name["lin1_weight_to_fp16"].importance == "lin1"
@@ -195,7 +239,9 @@ def test_importance_weights_the_error(linear: Path, tmp_path: Path) -> None:
     # With a constant the weighted error is the plain one.
     assert by_name["lin2_weight_to_fp16"].error == pytest.approx(by_name["lin2_weight_to_fp16"].sse)
     before, after = models.dense_weights(linear), models.dense_weights(tmp_path / "a.mlpackage")
-    diff = before["lin1_weight_to_fp16"].astype(np.float64) - after["lin1_weight_to_fp16"].astype(np.float64)
+    diff = before["lin1_weight_to_fp16"].astype(np.float64) - after["lin1_weight_to_fp16"].astype(
+        np.float64
+    )
     # The module's importance counts relative to its mean (the weight's units stay SSE's).
     relative = importance["lin1"].astype(np.float64) / importance["lin1"].astype(np.float64).mean()
     expected = float(((diff**2).sum(axis=0) * relative).sum())
@@ -224,14 +270,23 @@ def test_importance_names() -> None:
 def test_importance_file(tmp_path: Path) -> None:
     import safetensors.numpy
 
-    safetensors.numpy.save_file({"a.b": np.arange(3, dtype=np.float32)}, str(tmp_path / "imp.safetensors"))
+    safetensors.numpy.save_file(
+        {"a.b": np.arange(3, dtype=np.float32)}, str(tmp_path / "imp.safetensors")
+    )
     loaded = fitting.load_importance(tmp_path / "imp.safetensors")
     assert list(loaded) == ["a.b"] and loaded["a.b"].tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("2GB", 2 * 10**9), ("1.5GiB", 3 * 2**29), ("500 MB", 5 * 10**8), ("123456", 123456), ("10kib", 10240), (4096, 4096)],
+    [
+        ("2GB", 2 * 10**9),
+        ("1.5GiB", 3 * 2**29),
+        ("500 MB", 5 * 10**8),
+        ("123456", 123456),
+        ("10kib", 10240),
+        (4096, 4096),
+    ],
 )
 def test_sizes(text: str | int, size: int) -> None:
     assert fitting.parse_size(text) == size
@@ -267,10 +322,16 @@ def test_knapsack_matches_brute_force() -> None:
 def test_knapsack_combined_keeps_every_best_sum() -> None:
     rng = random.Random(3)
     for _ in range(200):
-        items = [[(rng.randint(1, 20), float(rng.randint(0, 9))) for _ in range(rng.randint(1, 4))] for _ in range(3)]
+        items = [
+            [(rng.randint(1, 20), float(rng.randint(0, 9))) for _ in range(rng.randint(1, 4))]
+            for _ in range(3)
+        ]
         sums, picks = knapsack.combined(items)
         for (size, error), p in zip(sums, picks):
-            assert (size, error) == (sum(items[i][k][0] for i, k in enumerate(p)), sum(items[i][k][1] for i, k in enumerate(p)))
+            assert (size, error) == (
+                sum(items[i][k][0] for i, k in enumerate(p)),
+                sum(items[i][k][1] for i, k in enumerate(p)),
+            )
         # Every combination is matched or beaten by a kept sum.
         for combo in itertools.product(*(range(len(o)) for o in items)):
             size = sum(items[i][k][0] for i, k in enumerate(combo))
@@ -288,8 +349,17 @@ def test_cli(linear: Path, tmp_path: Path) -> None:
     _, dense = _dense_sizes(linear)
     out, html, recipe = tmp_path / "o.mlpackage", tmp_path / "r.html", tmp_path / "r.yaml"
     run = models.run_cli(
-        "fit", str(linear), str(out), "--max-size", str(dense // 2), "--compute-units", "all",
-        "--report", str(html), "--save-recipe", str(recipe),
+        "fit",
+        str(linear),
+        str(out),
+        "--max-size",
+        str(dense // 2),
+        "--compute-units",
+        "all",
+        "--report",
+        str(html),
+        "--save-recipe",
+        str(recipe),
     )
     assert run.returncode == 0, run.stderr
     assert "size → error curve" in run.stdout and "lin1_weight_to_fp16" in run.stdout
@@ -297,14 +367,17 @@ def test_cli(linear: Path, tmp_path: Path) -> None:
     page = html.read_text()
     assert page.count("data:image/png;base64,") >= 3 and "lin1_weight_to_fp16" in page
     again = tmp_path / "again.mlpackage"
-    assert models.run_cli("compress", str(linear), str(again), "--recipe", str(recipe)).returncode == 0
+    assert (
+        models.run_cli("compress", str(linear), str(again), "--recipe", str(recipe)).returncode == 0
+    )
     assert filecmp.cmp(out / WEIGHTS, again / WEIGHTS, shallow=False)
 
     over = models.run_cli("fit", str(linear), str(tmp_path / "x.mlpackage"), "--max-size", "100")
     assert over.returncode == 1 and "smallest reachable size" in over.stderr
-    bad = models.run_cli("fit", str(linear), str(tmp_path / "y.mlpackage"), "--max-size", "2 parsecs")
+    bad = models.run_cli(
+        "fit", str(linear), str(tmp_path / "y.mlpackage"), "--max-size", "2 parsecs"
+    )
     assert bad.returncode == 2 and "--max-size" in bad.stderr
-
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +397,9 @@ def two_consts_one_blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return mb.linear(x=h, weight=mb.const(val=b, name="b_weight"), name="lb")
 
     path = tmp_path_factory.mktemp("shared_blob") / "shared.mlpackage"
-    ct.convert(prog, minimum_deployment_target=ct.target.iOS18, skip_model_load=True).save(str(path))
+    ct.convert(prog, minimum_deployment_target=ct.target.iOS18, skip_model_load=True).save(
+        str(path)
+    )
     spec = ct.utils.load_spec(str(path))
     ops = {
         op.outputs[0].name: op
@@ -337,18 +412,27 @@ def two_consts_one_blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_a_blob_two_weights_share_is_counted_once(two_consts_one_blob: Path, tmp_path: Path) -> None:
+def test_a_blob_two_weights_share_is_counted_once(
+    two_consts_one_blob: Path, tmp_path: Path
+) -> None:
     """Kept by both weights the shared blob is one blob of the written file, and the budget
     counts it once; whatever each weight becomes, the written weight file is the predicted one
     and within the budget."""
     src, ladder = two_consts_one_blob, SMALL_LADDER[:2]
     kept = optimize.fit(src, 10**9, output_path=tmp_path / "kept.mlpackage", candidates=ladder)
-    assert [(w.name, w.form) for w in kept.weights] == [("a_weight_to_fp16", "as is"), ("b_weight_to_fp16", "as is")]
+    assert [(w.name, w.form) for w in kept.weights] == [
+        ("a_weight_to_fp16", "as is"),
+        ("b_weight_to_fp16", "as is"),
+    ]
     # The file header, the weights' one blob of 64·64 fp16 values and the two biases' blobs of
     # 64 fp16 values, each after its 64-byte record header (b's unread blob is not copied).
-    assert kept.predicted_bytes == kept.weight_file_bytes == 64 + (64 + 64 * 64 * 2) + 2 * (64 + 128)
+    assert (
+        kept.predicted_bytes == kept.weight_file_bytes == 64 + (64 + 64 * 64 * 2) + 2 * (64 + 128)
+    )
     # Exactly that size is enough to keep both: the blob is not counted per weight.
-    again = optimize.fit(src, kept.predicted_bytes, output_path=tmp_path / "again.mlpackage", candidates=ladder)
+    again = optimize.fit(
+        src, kept.predicted_bytes, output_path=tmp_path / "again.mlpackage", candidates=ladder
+    )
     assert {w.form for w in again.weights} == {"as is"}
     smallest, _ = _dense_sizes(src, ladder)
     for budget in range(smallest, kept.predicted_bytes, 256):

@@ -74,8 +74,15 @@ def _unfold_reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 def test_conv_matches_unfold_rows(padding_mode: str) -> None:
     torch.manual_seed(0)
-    conv = nn.Conv2d(3, 4, kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2),
-                     padding_mode=padding_mode)
+    conv = nn.Conv2d(
+        3,
+        4,
+        kernel_size=(3, 2),
+        stride=(2, 1),
+        padding=(1, 1),
+        dilation=(1, 2),
+        padding_mode=padding_mode,
+    )
     batches = [torch.randn(2, 3, 9, 8), torch.randn(1, 3, 9, 8)]
     imp = collect_importance(conv, batches)
     want = _unfold_reference(conv, torch.cat(batches))

@@ -35,7 +35,9 @@ DTYPES = [np.float16, np.float32]
 _BITS = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32}
 
 
-def rand(shape: tuple[int, ...], dtype: Any, seed: int = 0, distinct: int | None = None) -> np.ndarray:
+def rand(
+    shape: tuple[int, ...], dtype: Any, seed: int = 0, distinct: int | None = None
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if distinct is not None:
         palette = rng.standard_normal(distinct)
@@ -94,10 +96,14 @@ def _granularity(group_size: int) -> dict[str, Any]:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "group", "cd"), [lay for lay in LAYOUTS if lay[3] == 1])
 @pytest.mark.parametrize("nbits", [1, 3, 4, 8])
-def test_uniform_bit_identical(dtype: Any, shape: Any, axis: int, group: int, cd: int, nbits: int) -> None:
+def test_uniform_bit_identical(
+    dtype: Any, shape: Any, axis: int, group: int, cd: int, nbits: int
+) -> None:
     w = rand(shape, dtype, seed=nbits)
     theirs = ct_pal.grouped_channelwise_compress(w, "UNIFORM", nbits, axis, group)
-    ours = kernels.palettize(w, nbits=nbits, mode="uniform", channel_axis=axis, **_granularity(group))
+    ours = kernels.palettize(
+        w, nbits=nbits, mode="uniform", channel_axis=axis, **_granularity(group)
+    )
     assert_same_lut(ours, theirs)
     assert ours.scale is None
 
@@ -115,10 +121,14 @@ def test_uniform_large_fp16_group_bit_identical(nbits: int, spread: float) -> No
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "group", "cd"), LAYOUTS)
 @pytest.mark.parametrize("distinct", [2, 5, 13, 200])
-def test_unique_bit_identical(dtype: Any, shape: Any, axis: int, group: int, cd: int, distinct: int) -> None:
+def test_unique_bit_identical(
+    dtype: Any, shape: Any, axis: int, group: int, cd: int, distinct: int
+) -> None:
     w = rand(shape, dtype, seed=distinct, distinct=distinct)
     theirs = ct_pal.grouped_channelwise_compress(w, "UNIQUE", None, axis, group, None, cd)
-    ours = kernels.palettize(w, mode="unique", channel_axis=axis, cluster_dim=cd, **_granularity(group))
+    ours = kernels.palettize(
+        w, mode="unique", channel_axis=axis, cluster_dim=cd, **_granularity(group)
+    )
     if theirs is None:  # too many unique vectors for 8 bits: both skip
         assert ours is None
         return
@@ -155,10 +165,14 @@ def test_kmeans_fp16_large_groups_identical(shape: Any, axis: int, group: int, n
         ((12, 32), np.float32, 1, 0, 2, 4),
     ],
 )
-def test_kmeans_never_worse_than_coremltools(shape: Any, dtype: Any, axis: int, group: int, cd: int, nbits: int) -> None:
+def test_kmeans_never_worse_than_coremltools(
+    shape: Any, dtype: Any, axis: int, group: int, cd: int, nbits: int
+) -> None:
     w = rand(shape, dtype, seed=7)
     theirs = ct_pal.grouped_channelwise_compress(w, "KMEANS", nbits, axis, group, None, cd)
-    ours = kernels.palettize(w, nbits=nbits, channel_axis=axis, cluster_dim=cd, **_granularity(group))
+    ours = kernels.palettize(
+        w, nbits=nbits, channel_axis=axis, cluster_dim=cd, **_granularity(group)
+    )
     assert ours.lut.shape == theirs.lut.shape
     assert ours.indices.shape == theirs.indices.shape
     assert ours.vector_axis == theirs.vector_axis
@@ -194,7 +208,9 @@ def test_vector_kmeans_never_worse(weight: Any) -> None:
     assert ours_sse <= theirs_sse * (1 + 1e-9), (ours_sse, theirs_sse)
 
 
-def _coremltools_per_channel_scale(w: np.ndarray, mode: str, nbits: Any, axis: int, group: int) -> tuple[Any, np.ndarray]:
+def _coremltools_per_channel_scale(
+    w: np.ndarray, mode: str, nbits: Any, axis: int, group: int
+) -> tuple[Any, np.ndarray]:
     """What palettize_weights.transform_op does with enable_per_channel_scale=True."""
     w = w.copy()
     scale = np.max(np.abs(w), axis=axis, keepdims=True)
@@ -204,13 +220,20 @@ def _coremltools_per_channel_scale(w: np.ndarray, mode: str, nbits: Any, axis: i
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis", "group"), [((16, 24), 0, 0), ((8, 12, 3), 1, 4), ((6, 10), 0, 3)])
+@pytest.mark.parametrize(
+    ("shape", "axis", "group"), [((16, 24), 0, 0), ((8, 12, 3), 1, 4), ((6, 10), 0, 3)]
+)
 def test_per_channel_scale(dtype: Any, shape: Any, axis: int, group: int) -> None:
     w = rand(shape, dtype, seed=3)
     w[1 if axis else 0] = 0  # a channel slice of zeros: scale 1 there
     theirs, scale = _coremltools_per_channel_scale(w, "UNIFORM", 4, axis, group)
     ours = kernels.palettize(
-        w, nbits=4, mode="uniform", channel_axis=axis, enable_per_channel_scale=True, **_granularity(group)
+        w,
+        nbits=4,
+        mode="uniform",
+        channel_axis=axis,
+        enable_per_channel_scale=True,
+        **_granularity(group),
     )
     assert_same_lut(ours, theirs)
     assert_bits_equal(ours.scale, scale)
@@ -233,8 +256,12 @@ def _custom_vector_lut(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis", "group"), [((16, 24), 0, 0), ((16, 24), 0, 4), ((6, 12, 2), 1, 3)])
-def test_custom_matches_grouped_channelwise_compress(dtype: Any, shape: Any, axis: int, group: int) -> None:
+@pytest.mark.parametrize(
+    ("shape", "axis", "group"), [((16, 24), 0, 0), ((16, 24), 0, 4), ((6, 12, 2), 1, 3)]
+)
+def test_custom_matches_grouped_channelwise_compress(
+    dtype: Any, shape: Any, axis: int, group: int
+) -> None:
     w = rand(shape, dtype, seed=11)
     calls: list[tuple[int, ...]] = []
 
@@ -243,7 +270,9 @@ def test_custom_matches_grouped_channelwise_compress(dtype: Any, shape: Any, axi
         return _custom_lut(g)
 
     theirs = ct_pal.grouped_channelwise_compress(w, "CUSTOM", None, axis, group, _custom_lut)
-    ours = kernels.palettize(w, mode="custom", lut_function=fn, channel_axis=axis, **_granularity(group))
+    ours = kernels.palettize(
+        w, mode="custom", lut_function=fn, channel_axis=axis, **_granularity(group)
+    )
     assert_same_lut(ours, theirs)
     expected_groups = shape[axis] // (group or shape[axis])
     assert len(calls) == expected_groups
@@ -267,7 +296,9 @@ def test_custom_with_per_channel_scale() -> None:
     w = rand((8, 10), np.float16, seed=13)
     s = np.max(np.abs(w), axis=0, keepdims=True)
     theirs = ct_pal.grouped_channelwise_compress(w / s, "CUSTOM", None, 0, 0, _custom_lut)
-    ours = kernels.palettize(w, mode="custom", lut_function=_custom_lut, enable_per_channel_scale=True)
+    ours = kernels.palettize(
+        w, mode="custom", lut_function=_custom_lut, enable_per_channel_scale=True
+    )
     assert_same_lut(ours, theirs)
     assert_bits_equal(ours.scale, s)
 
@@ -275,11 +306,19 @@ def test_custom_with_per_channel_scale() -> None:
 def test_custom_bad_results_are_refused() -> None:
     w = rand((4, 8), np.float32)
     with pytest.raises(ValueError, match="2\\*\\*nbits entries"):
-        kernels.palettize(w, mode="custom", lut_function=lambda g: (np.zeros(5, g.dtype), np.zeros(g.size, np.uint8)))
+        kernels.palettize(
+            w,
+            mode="custom",
+            lut_function=lambda g: (np.zeros(5, g.dtype), np.zeros(g.size, np.uint8)),
+        )
     with pytest.raises(ValueError, match="indices per channel group"):
-        kernels.palettize(w, mode="custom", lut_function=lambda g: (np.zeros(4, g.dtype), np.zeros(3, np.uint8)))
+        kernels.palettize(
+            w, mode="custom", lut_function=lambda g: (np.zeros(4, g.dtype), np.zeros(3, np.uint8))
+        )
     with pytest.raises(ValueError, match="in \\[0, 4\\)"):
-        kernels.palettize(w, mode="custom", lut_function=lambda g: (np.zeros(4, g.dtype), np.full(g.size, 7)))
+        kernels.palettize(
+            w, mode="custom", lut_function=lambda g: (np.zeros(4, g.dtype), np.full(g.size, 7))
+        )
     with pytest.raises(ValueError, match="pair"):
         kernels.palettize(w, mode="custom", lut_function=lambda g: None)
 
@@ -342,11 +381,24 @@ QUANT_CASES = [
 @pytest.mark.parametrize(("shape", "granularity", "block_size", "axis", "blocks"), QUANT_CASES)
 @pytest.mark.parametrize("qdtype", ["int8", "uint8", "int4", "uint4"])
 @pytest.mark.parametrize("mode", ["linear_symmetric", "linear"])
-def test_quantize_bit_identical(dtype: Any, shape: Any, granularity: str, block_size: Any, axis: Any, blocks: list[int], qdtype: str, mode: str) -> None:
+def test_quantize_bit_identical(
+    dtype: Any,
+    shape: Any,
+    granularity: str,
+    block_size: Any,
+    axis: Any,
+    blocks: list[int],
+    qdtype: str,
+    mode: str,
+) -> None:
     w = rand(shape, dtype, seed=len(shape)) * 3 + 0.5
     w = np.asarray(w, dtype=dtype)
-    theirs = ct_quant.blockwise_compress(w, int(qdtype[-1]), mode.upper(), not qdtype.startswith("u"), blocks)
-    ours = kernels.quantize(w, dtype=qdtype, mode=mode, granularity=granularity, block_size=block_size, axis=axis)
+    theirs = ct_quant.blockwise_compress(
+        w, int(qdtype[-1]), mode.upper(), not qdtype.startswith("u"), blocks
+    )
+    ours = kernels.quantize(
+        w, dtype=qdtype, mode=mode, granularity=granularity, block_size=block_size, axis=axis
+    )
     expected_dtype = np.uint8 if qdtype.startswith("u") else np.int8
     assert ours.data.dtype == expected_dtype
     assert ours.nbits == int(theirs.nbits)
@@ -376,7 +428,9 @@ def test_quantize_special_values() -> None:
     w[2, 3] = np.nan
     for mode in ("linear", "linear_symmetric"):
         for qdtype in ("int8", "uint4"):
-            theirs = ct_quant.blockwise_compress(w, int(qdtype[-1]), mode.upper(), qdtype == "int8", [1, 0])
+            theirs = ct_quant.blockwise_compress(
+                w, int(qdtype[-1]), mode.upper(), qdtype == "int8", [1, 0]
+            )
             ours = kernels.quantize(w, dtype=qdtype, mode=mode)
             np.testing.assert_array_equal(ours.data, theirs.data.astype(ours.data.dtype))
             assert_bits_equal(ours.scale, np.asarray(theirs.scale).reshape(ours.scale.shape))
@@ -419,16 +473,26 @@ def test_magnitude_identical(dtype: Any, shape: Any, sparsity: float) -> None:
     [((16, 24), 2, 0), ((16, 24), 4, 1), ((10, 6, 3, 3), 3, 0), ((6, 10, 2), 4, 1), ((9, 8), 4, 0)],
 )
 @pytest.mark.parametrize("sparsity", [0.25, 0.6])
-def test_block_magnitude_identical(dtype: Any, shape: Any, block: int, dim: int, sparsity: float) -> None:
+def test_block_magnitude_identical(
+    dtype: Any, shape: Any, block: int, dim: int, sparsity: float
+) -> None:
     w = rand(shape, dtype, seed=block)
     theirs = ct_prune.compress_by_magnitude(w, sparsity, block, dim)
-    assert_same_sparse(kernels.prune(w, target_sparsity=sparsity, block_size=block, dim=dim), theirs, w)
+    assert_same_sparse(
+        kernels.prune(w, target_sparsity=sparsity, block_size=block, dim=dim), theirs, w
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     ("shape", "ratio", "dim"),
-    [((16, 24), (2, 4), 1), ((16, 24), (1, 4), 0), ((8, 10, 3, 3), (3, 4), 1), ((7, 9, 2), (2, 3), 0), ((16, 16), (4, 8), 1)],
+    [
+        ((16, 24), (2, 4), 1),
+        ((16, 24), (1, 4), 0),
+        ((8, 10, 3, 3), (3, 4), 1),
+        ((7, 9, 2), (2, 3), 0),
+        ((16, 16), (4, 8), 1),
+    ],
 )
 def test_n_m_identical(dtype: Any, shape: Any, ratio: tuple[int, int], dim: int) -> None:
     w = rand(shape, dtype, seed=ratio[1])
@@ -437,7 +501,9 @@ def test_n_m_identical(dtype: Any, shape: Any, ratio: tuple[int, int], dim: int)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("threshold", "minimum"), [(0.5, 0.2), (1e-12, 0.0), (1.0, 0.3), (0.8, 0.0)])
+@pytest.mark.parametrize(
+    ("threshold", "minimum"), [(0.5, 0.2), (1e-12, 0.0), (1.0, 0.3), (0.8, 0.0)]
+)
 def test_threshold_identical(dtype: Any, threshold: float, minimum: float) -> None:
     w = rand((12, 20), dtype, seed=9)
     w[0, :5] = 0
@@ -476,31 +542,55 @@ def _message(fn: Any) -> tuple[type, str]:
     [
         (lambda w: kernels.palettize(w, nbits=5), lambda: cto.OpPalettizerConfig(nbits=5)),
         (lambda w: kernels.palettize(w), lambda: cto.OpPalettizerConfig()),
-        (lambda w: kernels.palettize(w, nbits=4, mode="unique"), lambda: cto.OpPalettizerConfig(nbits=4, mode="unique")),
-        (lambda w: kernels.palettize(w, nbits=4, mode="bogus"), lambda: cto.OpPalettizerConfig(nbits=4, mode="bogus")),
-        (lambda w: kernels.palettize(w, mode="custom"), lambda: cto.OpPalettizerConfig(mode="custom")),
+        (
+            lambda w: kernels.palettize(w, nbits=4, mode="unique"),
+            lambda: cto.OpPalettizerConfig(nbits=4, mode="unique"),
+        ),
+        (
+            lambda w: kernels.palettize(w, nbits=4, mode="bogus"),
+            lambda: cto.OpPalettizerConfig(nbits=4, mode="bogus"),
+        ),
+        (
+            lambda w: kernels.palettize(w, mode="custom"),
+            lambda: cto.OpPalettizerConfig(mode="custom"),
+        ),
         (
             lambda w: kernels.palettize(w, nbits=4, granularity="per_channel"),
             lambda: cto.OpPalettizerConfig(nbits=4, granularity="per_channel"),
         ),
-        (lambda w: kernels.quantize(w, dtype="int2"), lambda: cto.OpLinearQuantizerConfig(dtype="int2")),
-        (lambda w: kernels.quantize(w, mode="kmeans"), lambda: cto.OpLinearQuantizerConfig(mode="kmeans")),
+        (
+            lambda w: kernels.quantize(w, dtype="int2"),
+            lambda: cto.OpLinearQuantizerConfig(dtype="int2"),
+        ),
+        (
+            lambda w: kernels.quantize(w, mode="kmeans"),
+            lambda: cto.OpLinearQuantizerConfig(mode="kmeans"),
+        ),
         (
             lambda w: kernels.quantize(w, granularity="per_block", block_size=-1),
             lambda: cto.OpLinearQuantizerConfig(granularity="per_block", block_size=-1),
         ),
-        (lambda w: kernels.prune(w, target_sparsity=1.5), lambda: cto.OpMagnitudePrunerConfig(target_sparsity=1.5)),
+        (
+            lambda w: kernels.prune(w, target_sparsity=1.5),
+            lambda: cto.OpMagnitudePrunerConfig(target_sparsity=1.5),
+        ),
         (lambda w: kernels.prune(w), lambda: cto.OpMagnitudePrunerConfig()),
         (
             lambda w: kernels.prune(w, target_sparsity=0.5, block_size=1),
             lambda: cto.OpMagnitudePrunerConfig(target_sparsity=0.5, block_size=1),
         ),
-        (lambda w: kernels.prune(w, n_m_ratio=(5, 4)), lambda: cto.OpMagnitudePrunerConfig(n_m_ratio=(5, 4))),
+        (
+            lambda w: kernels.prune(w, n_m_ratio=(5, 4)),
+            lambda: cto.OpMagnitudePrunerConfig(n_m_ratio=(5, 4)),
+        ),
         (
             lambda w: kernels.prune(w, target_sparsity=0.5, dim=1),
             lambda: cto.OpMagnitudePrunerConfig(target_sparsity=0.5, dim=1),
         ),
-        (lambda w: kernels.prune(w, threshold=-1.0), lambda: cto.OpThresholdPrunerConfig(threshold=-1.0)),
+        (
+            lambda w: kernels.prune(w, threshold=-1.0),
+            lambda: cto.OpThresholdPrunerConfig(threshold=-1.0),
+        ),
         (
             lambda w: kernels.prune(w, minimum_sparsity_percentile=2.0),
             lambda: cto.OpThresholdPrunerConfig(minimum_sparsity_percentile=2.0),
@@ -547,7 +637,9 @@ def test_non_contiguous_and_readonly_inputs() -> None:
 def test_skipped_palettization_returns_none(caplog: pytest.LogCaptureFixture) -> None:
     w = rand((6, 8), np.float32)
     with caplog.at_level(logging.WARNING):
-        assert kernels.palettize(w, nbits=2, granularity="per_grouped_channel", group_size=4) is None
+        assert (
+            kernels.palettize(w, nbits=2, granularity="per_grouped_channel", group_size=4) is None
+        )
     assert "not divisible by channel_group_size (4)" in caplog.text
     many = np.arange(600, dtype=np.float32).reshape(20, 30)
     assert kernels.palettize(many, mode="unique") is None
@@ -594,7 +686,11 @@ def test_results_do_not_depend_on_thread_count() -> None:
     for threads in ("1", "2", "5"):
         env = dict(os.environ, RAYON_NUM_THREADS=threads)
         out = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", _DIGEST_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         digests.add(out.stdout.strip())
     assert len(digests) == 1, digests
@@ -623,4 +719,3 @@ def test_gil_is_released_during_the_kernel() -> None:
         pytest.skip(f"kernel too fast ({elapsed:.3f} s) to observe")
     # With the GIL held for the whole call the main thread would tick about once.
     assert ticks > elapsed / 0.001 / 10, (ticks, elapsed)
-

@@ -36,7 +36,9 @@ def linear18(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def per_block(linear18: Path, oracle_dir: Path) -> Path:
-    return models.compress_with_coremltools(linear18, "quantize", _quantized("int4", "per_block"), oracle_dir)
+    return models.compress_with_coremltools(
+        linear18, "quantize", _quantized("int4", "per_block"), oracle_dir
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,9 @@ def per_channel_scale(linear18: Path, oracle_dir: Path) -> Path:
 
 
 def _weights(messages: list[LintMessage], rule: str) -> set[str]:
-    return {models._base_name(m.weight).removesuffix("_to_fp16") for m in messages if m.rule == rule}
+    return {
+        models._base_name(m.weight).removesuffix("_to_fp16") for m in messages if m.rule == rule
+    }
 
 
 def test_per_block_is_an_error_on_the_neural_engine(per_block: Path) -> None:
@@ -65,13 +69,17 @@ def test_per_block_is_an_error_on_the_neural_engine(per_block: Path) -> None:
 
 def test_per_channel_and_per_tensor_quantization_pass(linear18: Path, oracle_dir: Path) -> None:
     for granularity in ("per_channel", "per_tensor"):
-        pkg = models.compress_with_coremltools(linear18, "quantize", _quantized("int8", granularity), oracle_dir)
+        pkg = models.compress_with_coremltools(
+            linear18, "quantize", _quantized("int8", granularity), oracle_dir
+        )
         assert lint_package(pkg, "cpu_and_ne") == [], granularity
 
 
 def test_per_channel_scale_warns_on_the_neural_engine(per_channel_scale: Path) -> None:
     messages = lint_package(per_channel_scale, "all")
-    assert {(m.rule, m.severity) for m in messages} == {("per-channel-scale-on-ane", Severity.WARNING)}
+    assert {(m.rule, m.severity) for m in messages} == {
+        ("per-channel-scale-on-ane", Severity.WARNING)
+    }
     assert _weights(messages, "per-channel-scale-on-ane") == CANDIDATES
     assert "coremltools/pull/2688" in messages[0].source
     assert "macOS 26" in messages[0].reason and "CPU and GPU load it" in messages[0].reason
@@ -80,7 +88,9 @@ def test_per_channel_scale_warns_on_the_neural_engine(per_channel_scale: Path) -
 
 def test_older_opset_is_named(model_dir: Path, oracle_dir: Path) -> None:
     linear16 = models.build_linear(model_dir, "iOS16")
-    pal = models.compress_with_coremltools(linear16, "palettize", cto.OpPalettizerConfig(nbits=4), oracle_dir)
+    pal = models.compress_with_coremltools(
+        linear16, "palettize", cto.OpPalettizerConfig(nbits=4), oracle_dir
+    )
     for pkg in (linear16, pal):
         messages = lint_package(pkg, "cpu_and_ne")
         assert [(m.rule, m.severity, m.function, m.op, m.weight) for m in messages] == [
@@ -157,7 +167,9 @@ def test_writing_per_block_warns_once_naming_the_weights(linear18: Path, tmp_pat
         )
     deployment = [w.message for w in caught if isinstance(w.message, DeploymentWarning)]
     assert len(deployment) == 1
-    assert {models._base_name(w["name"]).removesuffix("_to_fp16") for w in deployment[0].weights} == CANDIDATES
+    assert {
+        models._base_name(w["name"]).removesuffix("_to_fp16") for w in deployment[0].weights
+    } == CANDIDATES
     assert "ANE only support per-cout/per-tensor quantization" in str(deployment[0])
     assert all(r["per_block"] for r in report)
     assert lint_package(path, "cpu_and_ne")  # what was written is what lint finds
@@ -165,12 +177,17 @@ def test_writing_per_block_warns_once_naming_the_weights(linear18: Path, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeploymentWarning)
         _, report = optimize.linear_quantize_weights(
-            linear18, _quantized("int8", "per_channel"), output_path=tmp_path / "c.mlpackage",
+            linear18,
+            _quantized("int8", "per_channel"),
+            output_path=tmp_path / "c.mlpackage",
             with_report=True,
         )
         assert not any(r["per_block"] for r in report)
 
-    steps = [("prune", cto.OpMagnitudePrunerConfig(target_sparsity=0.5)), ("quantize", _quantized("int8", "per_block"))]
+    steps = [
+        ("prune", cto.OpMagnitudePrunerConfig(target_sparsity=0.5)),
+        ("quantize", _quantized("int8", "per_block")),
+    ]
     with pytest.warns(DeploymentWarning) as caught:
         optimize.apply_recipe(linear18, steps, output_path=tmp_path / "r.mlpackage")
     deployment = [w.message for w in caught if isinstance(w.message, DeploymentWarning)]
@@ -180,8 +197,13 @@ def test_writing_per_block_warns_once_naming_the_weights(linear18: Path, tmp_pat
 
 def test_cli_quantize_per_block_warns(linear18: Path, tmp_path: Path) -> None:
     run = models.run_cli(
-        "quantize", str(linear18), str(tmp_path / "q.mlpackage"), "--dtype", "int4",
-        "--granularity", "per-block",
+        "quantize",
+        str(linear18),
+        str(tmp_path / "q.mlpackage"),
+        "--dtype",
+        "int4",
+        "--granularity",
+        "per-block",
     )
     assert run.returncode == 0, run.stderr
     assert "coreml-compress: warning: 4 weight(s) were quantized per_block" in run.stderr

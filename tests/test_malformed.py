@@ -152,7 +152,10 @@ def check_failure(
         if before is not None:
             assert tree_digest(src) == before, f"{name} modified its input"
     # The CLI: one line on stderr, exit status 1, nothing written.
-    for argv in (["info", str(src)], ["decompress", str(src), str(tmp_path / "cli-out" / "o.mlpackage")]):
+    for argv in (
+        ["info", str(src)],
+        ["decompress", str(src), str(tmp_path / "cli-out" / "o.mlpackage")],
+    ):
         (tmp_path / "cli-out").mkdir(exist_ok=True)
         proc = subprocess.run(
             [sys.executable, "-m", "coreml_compress.cli", *argv],
@@ -236,7 +239,9 @@ def test_truncated_weight_file(pkg: Path, tmp_path: Path) -> None:
     size = weights.stat().st_size
     last = max(v.offset for v in blob_values(load_spec(pkg)))
     weights.write_bytes(weights.read_bytes()[: last + 64 + 10])  # cut inside the last blob's data
-    check_failure(pkg, tmp_path, MalformedPackageError, str(weights), f"offset {last}", "past the end")
+    check_failure(
+        pkg, tmp_path, MalformedPackageError, str(weights), f"offset {last}", "past the end"
+    )
     check_no_crash(pkg, tmp_path, MalformedPackageError)
     assert size > weights.stat().st_size
 
@@ -265,7 +270,12 @@ def test_wrong_sentinel(pkg: Path, tmp_path: Path) -> None:
     offset = first_blob_offset(pkg)
     patch(weights, offset, struct.pack("<I", 0x12345678))
     check_failure(
-        pkg, tmp_path, MalformedPackageError, str(weights), f"offset {offset}", "wrong sentinel 0x12345678"
+        pkg,
+        tmp_path,
+        MalformedPackageError,
+        str(weights),
+        f"offset {offset}",
+        "wrong sentinel 0x12345678",
     )
 
 
@@ -273,7 +283,9 @@ def test_offset_past_the_end(pkg: Path, tmp_path: Path) -> None:
     size = (pkg / WEIGHTS_REL).stat().st_size
     far = (size // 64 + 1000) * 64
     set_blob_offsets(pkg, far)
-    check_failure(pkg, tmp_path, MalformedPackageError, "weight.bin", f"offset {far}", "past the end")
+    check_failure(
+        pkg, tmp_path, MalformedPackageError, "weight.bin", f"offset {far}", "past the end"
+    )
 
 
 @pytest.mark.parametrize("offset", [U64_MAX - 63, 2**63, 100])
@@ -294,7 +306,9 @@ def test_offset_that_overflows_or_is_misaligned(pkg: Path, tmp_path: Path, offse
         ("padding", 24, U64_MAX),
     ],
 )
-def test_metadata_sizes_that_overflow(pkg: Path, tmp_path: Path, field: str, at: int, value: int) -> None:
+def test_metadata_sizes_that_overflow(
+    pkg: Path, tmp_path: Path, field: str, at: int, value: int
+) -> None:
     weights = pkg / WEIGHTS_REL
     offset = first_blob_offset(pkg)
     patch(weights, offset + at, struct.pack("<Q", value))
@@ -349,7 +363,9 @@ def test_manifest_path_escapes_the_package(pkg: Path, tmp_path: Path) -> None:
                 item["path"] = "../../../etc/passwd"
 
     _edit_manifest(pkg, escape)
-    check_failure(pkg, tmp_path, MalformedPackageError, "Manifest.json", "escapes the package directory")
+    check_failure(
+        pkg, tmp_path, MalformedPackageError, "Manifest.json", "escapes the package directory"
+    )
 
 
 def test_manifest_absolute_path(pkg: Path, tmp_path: Path) -> None:
@@ -358,7 +374,9 @@ def test_manifest_absolute_path(pkg: Path, tmp_path: Path) -> None:
             item["path"] = "/tmp/x"
 
     _edit_manifest(pkg, absolute)
-    check_failure(pkg, tmp_path, MalformedPackageError, "Manifest.json", "escapes the package directory")
+    check_failure(
+        pkg, tmp_path, MalformedPackageError, "Manifest.json", "escapes the package directory"
+    )
 
 
 def test_missing_manifest(pkg: Path, tmp_path: Path) -> None:
@@ -413,7 +431,9 @@ def test_garbage_protobuf(pkg: Path, tmp_path: Path, garbage: bytes) -> None:
 def test_truncated_protobuf(pkg: Path, tmp_path: Path) -> None:
     model = pkg / MODEL_REL
     model.write_bytes(model.read_bytes()[:-7])
-    check_failure(pkg, tmp_path, MalformedPackageError, str(model), "not a valid Core ML model protobuf")
+    check_failure(
+        pkg, tmp_path, MalformedPackageError, str(model), "not a valid Core ML model protobuf"
+    )
     check_no_crash(pkg, tmp_path, MalformedPackageError)
 
 
@@ -438,14 +458,18 @@ def test_neural_network_model(pkg: Path, tmp_path: Path) -> None:
     spec = _neural_network_spec()
     assert spec.WhichOneof("Type") == "neuralNetwork"
     (pkg / MODEL_REL).write_bytes(spec.SerializeToString())
-    check_failure(pkg, tmp_path, UnsupportedModelError, "model.mlmodel", "neuralNetwork", "ML Program")
+    check_failure(
+        pkg, tmp_path, UnsupportedModelError, "model.mlmodel", "neuralNetwork", "ML Program"
+    )
 
 
 def test_neural_network_mlmodel_object(tmp_path: Path) -> None:
     """An MLModel without a package behind it (a NeuralNetwork spec) is refused up front."""
     model = ct.models.MLModel(_neural_network_spec(), skip_model_load=True)
     with pytest.raises(UnsupportedModelError):
-        optimize.linear_quantize_weights(model, quantize_config(), output_path=tmp_path / "o.mlpackage")
+        optimize.linear_quantize_weights(
+            model, quantize_config(), output_path=tmp_path / "o.mlpackage"
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -474,7 +498,9 @@ def test_invalid_config_leaves_nothing(pkg: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     config = cto.OptimizationConfig(
-        global_config=cto.OpLinearQuantizerConfig(granularity="per_block", block_size=[1, 2, 3, 4, 5])
+        global_config=cto.OpLinearQuantizerConfig(
+            granularity="per_block", block_size=[1, 2, 3, 4, 5]
+        )
     )
     with pytest.raises(ValueError, match="block_size"):
         optimize.linear_quantize_weights(str(pkg), config, output_path=out / "o.mlpackage")
@@ -493,7 +519,9 @@ def test_output_inside_an_unwritable_place(pkg: Path, tmp_path: Path) -> None:
     assert blocker.read_text() == "a file where a directory is needed"
 
 
-def test_cli_reports_one_line(pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_one_line(
+    pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (pkg / MODEL_REL).write_bytes(b"\xff" * 10)
     assert cli_main(["info", str(pkg)]) == 1
     err = capsys.readouterr().err
@@ -785,7 +813,9 @@ def test_inline_const_shorter_than_its_declared_shape(model_dir: Path, tmp_path:
     check_failure(src, tmp_path, MalformedPackageError, "parameter val", "256 bytes expected")
 
 
-def test_chain_shapes_that_disagree_are_refused_by_every_door(int4_pkg: Path, tmp_path: Path) -> None:
+def test_chain_shapes_that_disagree_are_refused_by_every_door(
+    int4_pkg: Path, tmp_path: Path
+) -> None:
     # The package fuzzer: a chain parameter that gained a dimension of 1 (same element count)
     # was copied through by passes that compress other weights, and inspect then refused
     # their output. Every door refuses it now, the passes included.
@@ -812,14 +842,18 @@ def test_chain_output_declared_with_another_shape(valid_package: Path, tmp_path:
         output_path=src,
     )
     spec = load_spec(src)
-    (op,) = [op for op in _block_ops(spec) if op.outputs[0].name == "lin2_weight_to_fp16_palettized"]
+    (op,) = [
+        op for op in _block_ops(spec) if op.outputs[0].name == "lin2_weight_to_fp16_palettized"
+    ]
     _set_dims(op.outputs[0].type, [96, 128, 1])
     (src / MODEL_REL).write_bytes(spec.SerializeToString())
     fragment = "is declared with shape [96, 128, 1] but its value has shape [96, 128]"
     check_failure(src, tmp_path, MalformedPackageError, fragment)
     prune = cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5))
     with pytest.raises(MalformedPackageError, match=re.escape(fragment)):
-        optimize.prune_weights(str(src), prune, joint_compression=True, output_path=tmp_path / "j.mlpackage")
+        optimize.prune_weights(
+            str(src), prune, joint_compression=True, output_path=tmp_path / "j.mlpackage"
+        )
     assert not (tmp_path / "j.mlpackage").exists()
 
 
@@ -830,4 +864,9 @@ def test_const_output_declared_with_another_shape(pkg: Path, tmp_path: Path) -> 
     (op,) = [op for op in _block_ops(spec) if op.outputs[0].name == "shared_a_bias_0_to_fp16"]
     _set_dims(op.outputs[0].type, [96, 1])
     (pkg / MODEL_REL).write_bytes(spec.SerializeToString())
-    check_failure(pkg, tmp_path, MalformedPackageError, "is declared with shape [96, 1] but its value has shape [96]")
+    check_failure(
+        pkg,
+        tmp_path,
+        MalformedPackageError,
+        "is declared with shape [96, 1] but its value has shape [96]",
+    )

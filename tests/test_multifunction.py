@@ -350,7 +350,10 @@ def test_ios16_palettized_models_merge_with_their_ops(
     linear16: Path, linear18: Path, oracle_dir: Path, tmp_path: Path
 ) -> None:
     palettized = models.compress_with_coremltools(
-        linear16, "palettize", ct.optimize.coreml.OpPalettizerConfig(mode="uniform", nbits=4), oracle_dir
+        linear16,
+        "palettize",
+        ct.optimize.coreml.OpPalettizerConfig(mode="uniform", nbits=4),
+        oracle_dir,
     )
     assert "constexpr_lut_to_dense" in models.op_types(palettized)
     entries: Entries = [

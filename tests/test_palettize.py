@@ -26,7 +26,13 @@ SLOW = {"op_type_configs": {"gather": None}}
 
 
 def run_both(
-    kind: str, target: str, precision: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path
+    kind: str,
+    target: str,
+    precision: str,
+    op_config: Any,
+    model_dir: Path,
+    oracle_dir: Path,
+    tmp_path: Path,
 ) -> tuple[Path, Path, Path]:
     src = models.build(kind, model_dir, target, precision)
     slow = kind == "minilm" and (
@@ -35,7 +41,9 @@ def run_both(
     config = cto.OptimizationConfig(global_config=op_config, **(SLOW if slow else {}))
     theirs = models.compress_with_coremltools(src, "palettize", config, oracle_dir)
     ours = tmp_path / "ours.mlpackage"
-    optimize.palettize_weights(ct.models.MLModel(str(src), skip_model_load=True), config, output_path=ours)
+    optimize.palettize_weights(
+        ct.models.MLModel(str(src), skip_model_load=True), config, output_path=ours
+    )
     return src, ours, theirs
 
 
@@ -52,14 +60,24 @@ EXACT = [
     ("conv", "iOS16", P(mode="uniform", nbits=2)),
     ("conv", "iOS18", P(mode="uniform", nbits=3, granularity="per_grouped_channel", group_size=8)),
     ("matmul", "iOS18", P(mode="uniform", nbits=6)),
-    ("conv_transpose", "iOS18", P(mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=4)),
+    (
+        "conv_transpose",
+        "iOS18",
+        P(mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=4),
+    ),
     ("linear", "iOS18", P(mode="uniform", nbits=8, enable_per_channel_scale=True)),
-    ("odd_shapes", "iOS18", P(mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=5)),
+    (
+        "odd_shapes",
+        "iOS18",
+        P(mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=5),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("kind", "target", "op_config"), EXACT)
-def test_exact_parity(kind: str, target: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
+def test_exact_parity(
+    kind: str, target: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path
+) -> None:
     _, ours, theirs = run_both(kind, target, "fp16", op_config, model_dir, oracle_dir, tmp_path)
     assert constexpr_types(theirs), "the oracle compressed nothing"
     assert_same_compression(ours, theirs)
@@ -67,7 +85,8 @@ def test_exact_parity(kind: str, target: str, op_config: Any, model_dir: Path, o
 
 def sse(dense: dict[str, np.ndarray], original: dict[str, np.ndarray]) -> float:
     return sum(
-        float(np.sum((dense[k].astype(np.float64) - original[k].astype(np.float64)) ** 2)) for k in dense
+        float(np.sum((dense[k].astype(np.float64) - original[k].astype(np.float64)) ** 2))
+        for k in dense
     )
 
 
@@ -81,8 +100,18 @@ QUALITY = [
 
 
 @pytest.mark.parametrize(("kind", "target", "precision", "op_config"), QUALITY)
-def test_never_worse(kind: str, target: str, precision: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
-    src, ours, theirs = run_both(kind, target, precision, op_config, model_dir, oracle_dir, tmp_path)
+def test_never_worse(
+    kind: str,
+    target: str,
+    precision: str,
+    op_config: Any,
+    model_dir: Path,
+    oracle_dir: Path,
+    tmp_path: Path,
+) -> None:
+    src, ours, theirs = run_both(
+        kind, target, precision, op_config, model_dir, oracle_dir, tmp_path
+    )
     assert constexpr_types(ours) == constexpr_types(theirs)
     original = models.dense_weights(src)
     a, b = models.dense_weights(ours), models.dense_weights(theirs)
@@ -91,7 +120,9 @@ def test_never_worse(kind: str, target: str, precision: str, op_config: Any, mod
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
     for op, params in constexpr_params(ours).items():
         theirs_params = constexpr_params(theirs)[op]
-        assert {k: v.shape for k, v in params.items()} == {k: v.shape for k, v in theirs_params.items()}
+        assert {k: v.shape for k, v in params.items()} == {
+            k: v.shape for k, v in theirs_params.items()
+        }
     tolerance = 1.01 if op_config.cluster_dim > 1 else 1.0
     assert sse(a, original) <= sse(b, original) * tolerance
 
@@ -99,9 +130,16 @@ def test_never_worse(kind: str, target: str, precision: str, op_config: Any, mod
 def test_unique_and_custom(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
     # A model whose weights have few distinct values: coremltools' uniform output, decompressed.
     src = models.build("linear", model_dir, "iOS18", "fp16")
-    uniform = models.compress_with_coremltools(src, "palettize", cto.OptimizationConfig(P(mode="uniform", nbits=3)), oracle_dir)
-    dense = models.compress_with_coremltools(uniform, "decompress", None, oracle_dir / "dense.mlpackage")
-    for op_config in (P(mode="unique"), P(mode="unique", granularity="per_grouped_channel", group_size=16)):
+    uniform = models.compress_with_coremltools(
+        src, "palettize", cto.OptimizationConfig(P(mode="uniform", nbits=3)), oracle_dir
+    )
+    dense = models.compress_with_coremltools(
+        uniform, "decompress", None, oracle_dir / "dense.mlpackage"
+    )
+    for op_config in (
+        P(mode="unique"),
+        P(mode="unique", granularity="per_grouped_channel", group_size=16),
+    ):
         config = cto.OptimizationConfig(global_config=op_config)
         theirs = models.compress_with_coremltools(dense, "palettize", config, oracle_dir)
         ours = optimize.palettize_weights(str(dense), config, output_path=tmp_path / "u.mlpackage")
@@ -117,13 +155,17 @@ def test_unique_and_custom(model_dir: Path, oracle_dir: Path, tmp_path: Path) ->
         return lut, indices.astype(np.uint8)
 
     config = cto.OptimizationConfig(global_config=P(mode="custom", lut_function=top_k))
-    theirs = models.compress_with_coremltools(src, "palettize", config, oracle_dir / "custom.mlpackage")
+    theirs = models.compress_with_coremltools(
+        src, "palettize", config, oracle_dir / "custom.mlpackage"
+    )
     optimize.palettize_weights(str(src), config, output_path=tmp_path / "c.mlpackage")
     assert_same_compression(tmp_path / "c.mlpackage", theirs)
 
 
 def test_stateful_model_keeps_states(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
-    src, ours, theirs = run_both("stateful", "iOS18", "fp16", P(nbits=4), model_dir, oracle_dir, tmp_path)
+    src, ours, theirs = run_both(
+        "stateful", "iOS18", "fp16", P(nbits=4), model_dir, oracle_dir, tmp_path
+    )
     spec_src, spec_ours = ct.utils.load_spec(str(src)), ct.utils.load_spec(str(ours))
     assert spec_ours.description.state == spec_src.description.state
     state_ops = [t for t in models.op_types(src) if "state" in t]
@@ -133,10 +175,16 @@ def test_stateful_model_keeps_states(model_dir: Path, oracle_dir: Path, tmp_path
 
 def test_ios16_limits(model_dir: Path, tmp_path: Path) -> None:
     src = models.build("linear", model_dir, "iOS16", "fp16")
-    grouped = cto.OptimizationConfig(global_config=P(nbits=4, granularity="per_grouped_channel", group_size=16))
-    with pytest.raises(ValueError, match="The per_grouped_channel palettization is supported since iOS18"):
+    grouped = cto.OptimizationConfig(
+        global_config=P(nbits=4, granularity="per_grouped_channel", group_size=16)
+    )
+    with pytest.raises(
+        ValueError, match="The per_grouped_channel palettization is supported since iOS18"
+    ):
         optimize.palettize_weights(str(src), grouped, output_path=tmp_path / "g.mlpackage")
     # coremltools crashes on nbits=3 below iOS18; this project says why.
     with pytest.raises(ValueError, match="3-bit palettization is supported since iOS18"):
-        optimize.palettize_weights(str(src), cto.OptimizationConfig(P(nbits=3)), output_path=tmp_path / "t.mlpackage")
+        optimize.palettize_weights(
+            str(src), cto.OptimizationConfig(P(nbits=3)), output_path=tmp_path / "t.mlpackage"
+        )
     assert not (tmp_path / "g.mlpackage").exists() and not (tmp_path / "t.mlpackage").exists()

@@ -65,8 +65,26 @@ def test_cli_commands_match_the_api(model_dir: Path, oracle_dir: Path, tmp_path:
         (["prune", "--n-m", "2:4"], "prune", cto.OpMagnitudePrunerConfig(n_m_ratio=(2, 4))),
     ]
     conv = models.build("conv", model_dir, "iOS18", "fp16")
-    grouped = ["palettize", "--mode", "uniform", "--nbits", "4", "--granularity", "per-grouped-channel", "--group-size", "8"]
-    cases.append((grouped, "palettize", cto.OpPalettizerConfig(mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=8)))
+    grouped = [
+        "palettize",
+        "--mode",
+        "uniform",
+        "--nbits",
+        "4",
+        "--granularity",
+        "per-grouped-channel",
+        "--group-size",
+        "8",
+    ]
+    cases.append(
+        (
+            grouped,
+            "palettize",
+            cto.OpPalettizerConfig(
+                mode="uniform", nbits=4, granularity="per_grouped_channel", group_size=8
+            ),
+        )
+    )
     for i, (argv, kind, op_config) in enumerate(cases):
         out = tmp_path / f"cli{i}.mlpackage"
         model = conv if "--mode" in argv else src
@@ -74,7 +92,9 @@ def test_cli_commands_match_the_api(model_dir: Path, oracle_dir: Path, tmp_path:
         assert run.returncode == 0, run.stderr
         assert "SNR dB" in run.stdout and "bits per weight" in run.stdout
         assert "weights" in run.stderr  # the progress bar
-        theirs = models.compress_with_coremltools(model, kind, cto.OptimizationConfig(global_config=op_config), oracle_dir)
+        theirs = models.compress_with_coremltools(
+            model, kind, cto.OptimizationConfig(global_config=op_config), oracle_dir
+        )
         assert_same_compression(out, theirs)
 
 
@@ -88,7 +108,9 @@ def test_cli_config_file_and_errors(model_dir: Path, tmp_path: Path) -> None:
     run = cli("palettize", str(src), str(tmp_path / "y.mlpackage"), "--config", str(yaml_path))
     assert run.returncode == 0, run.stderr
     assert "constexpr_lut_to_dense" in models.op_types(tmp_path / "y.mlpackage")
-    run = cli("palettize", str(src), str(tmp_path / "z.mlpackage"), "--granularity", "per-grouped-channel")
+    run = cli(
+        "palettize", str(src), str(tmp_path / "z.mlpackage"), "--granularity", "per-grouped-channel"
+    )
     assert run.returncode == 1 and "supported since iOS18" in run.stderr
     assert "Traceback" not in run.stderr
 
@@ -114,10 +136,16 @@ def test_cli_recipe_matches_joint_steps(model_dir: Path, oracle_dir: Path, tmp_p
     assert run.returncode == 0, run.stderr
     assert "Step 2: quantize" in run.stdout
     pruned = models.compress_with_coremltools(
-        src, "prune", cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5)), oracle_dir
+        src,
+        "prune",
+        cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5)),
+        oracle_dir,
     )
     theirs = models.compress_with_coremltools(
-        pruned, "quantize", cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig()), oracle_dir,
+        pruned,
+        "quantize",
+        cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig()),
+        oracle_dir,
         joint_compression=True,
     )
     a, b = models.dense_weights(out), models.dense_weights(theirs)
@@ -132,7 +160,9 @@ def test_cli_recipe_matches_joint_steps(model_dir: Path, oracle_dir: Path, tmp_p
         f"coreml-compress: error: {bad}: step 1: unknown step 'squash'; "
         "expected one of palettize, prune, quantize"
     )
-    bad.write_text("steps:\n  - prune: {config_type: OpMagnitudePrunerConfig, target_sparsty: 0.5}\n")
+    bad.write_text(
+        "steps:\n  - prune: {config_type: OpMagnitudePrunerConfig, target_sparsty: 0.5}\n"
+    )
     run = cli("compress", str(src), str(tmp_path / "x.mlpackage"), "--recipe", str(bad))
     assert run.returncode == 1
     assert run.stderr.strip() == (

@@ -155,7 +155,12 @@ def test_recipe_mistakes_name_the_file_step_and_key(linear: Path, tmp_path: Path
     )
     assert not (tmp_path / "x.mlpackage").exists()
     # Steps given in Python: the step and the key.
-    steps = [("prune", {"config_type": "OpMagnitudePrunerConfig", "global_config": {"n_m_ratio": [4, 2]}})]
+    steps = [
+        (
+            "prune",
+            {"config_type": "OpMagnitudePrunerConfig", "global_config": {"n_m_ratio": [4, 2]}},
+        )
+    ]
     with pytest.raises(ValueError) as caught:
         optimize.apply_recipe(linear, steps)
     assert str(caught.value).startswith('step 1 (prune): global_config: "n_m_ratio" must be')
@@ -186,7 +191,9 @@ def test_patch_runs_joint_compression_on_the_engine(
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no hand-over warning
             joint = cto.palettize_weights(
-                pruned, cto.OptimizationConfig(cto.OpPalettizerConfig(nbits=4)), joint_compression=True
+                pruned,
+                cto.OptimizationConfig(cto.OpPalettizerConfig(nbits=4)),
+                joint_compression=True,
             )
     finally:
         coreml_compress.unpatch_coremltools()

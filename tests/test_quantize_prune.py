@@ -27,7 +27,9 @@ def constexpr_params(path: Path) -> dict[str, dict[str, np.ndarray]]:
         for op in f.operations:
             if op.op_type.startswith("constexpr_"):
                 out[op.name] = {
-                    k: np.asarray(v.val) for k, v in op.inputs.items() if v is not None and v.val is not None
+                    k: np.asarray(v.val)
+                    for k, v in op.inputs.items()
+                    if v is not None and v.val is not None
                 }
     return out
 
@@ -66,7 +68,9 @@ for target in ("iOS16", "iOS18"):
                 QUANT_CASES.append((target, "linear", Q(mode=mode, dtype=dtype, granularity=gran)))
 for mode in ("linear_symmetric", "linear"):
     for dtype in ("int4", "uint4", "int8", "uint8"):
-        QUANT_CASES.append(("iOS18", "linear", Q(mode=mode, dtype=dtype, granularity="per_block", block_size=32)))
+        QUANT_CASES.append(
+            ("iOS18", "linear", Q(mode=mode, dtype=dtype, granularity="per_block", block_size=32))
+        )
 QUANT_CASES += [
     ("iOS18", "conv", Q(dtype="int4", granularity="per_block", block_size=2)),
     ("iOS18", "conv_transpose", Q()),
@@ -92,13 +96,19 @@ PRUNE_CASES: list[tuple[str, str, Any]] = [
 
 
 @pytest.mark.parametrize(("target", "kind", "op_config"), QUANT_CASES + PRUNE_CASES)
-def test_matches_coremltools(target: str, kind: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
+def test_matches_coremltools(
+    target: str, kind: str, op_config: Any, model_dir: Path, oracle_dir: Path, tmp_path: Path
+) -> None:
     src = models.build(kind, model_dir, target, "fp16")
     config = cto.OptimizationConfig(global_config=op_config)
     step = "quantize" if isinstance(op_config, Q) else "prune"
     theirs = models.compress_with_coremltools(src, step, config, oracle_dir)
     fn = optimize.linear_quantize_weights if step == "quantize" else optimize.prune_weights
-    result = fn(ct.models.MLModel(str(src), skip_model_load=True), config, output_path=tmp_path / "ours.mlpackage")
+    result = fn(
+        ct.models.MLModel(str(src), skip_model_load=True),
+        config,
+        output_path=tmp_path / "ours.mlpackage",
+    )
     assert isinstance(result, ct.models.MLModel)
     ours = Path(result.package_path)
     if not constexpr_types(theirs):
@@ -109,7 +119,9 @@ def test_matches_coremltools(target: str, kind: str, op_config: Any, model_dir: 
 
 def test_fp32_weights_match(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
     src = models.build("linear", model_dir, "iOS18", "fp32")
-    config = cto.OptimizationConfig(global_config=Q(dtype="int4", granularity="per_block", block_size=16))
+    config = cto.OptimizationConfig(
+        global_config=Q(dtype="int4", granularity="per_block", block_size=16)
+    )
     theirs = models.compress_with_coremltools(src, "quantize", config, oracle_dir)
     optimize.linear_quantize_weights(str(src), config, output_path=tmp_path / "o.mlpackage")
     assert_same_compression(tmp_path / "o.mlpackage", theirs)
@@ -120,7 +132,10 @@ def test_op_name_and_type_configs(model_dir: Path, oracle_dir: Path, tmp_path: P
     config = cto.OptimizationConfig(
         global_config=Q(),
         op_type_configs={"linear": Q(dtype="uint8", mode="linear")},
-        op_name_configs={"lin2_weight_to_fp16": None, "lin3_weight_to_fp16": Q(dtype="int4", granularity="per_block", block_size=8)},
+        op_name_configs={
+            "lin2_weight_to_fp16": None,
+            "lin3_weight_to_fp16": Q(dtype="int4", granularity="per_block", block_size=8),
+        },
     )
     theirs = models.compress_with_coremltools(src, "quantize", config, oracle_dir)
     optimize.linear_quantize_weights(str(src), config, output_path=tmp_path / "o.mlpackage")
@@ -133,7 +148,9 @@ def test_errors_match_coremltools(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="The 4-bit quantization is supported since iOS18"):
         optimize.linear_quantize_weights(str(src), config, output_path=tmp_path / "a.mlpackage")
     with pytest.raises(ValueError, match="only accept OpLinearQuantizerConfig type config"):
-        optimize.linear_quantize_weights(str(src), cto.OptimizationConfig(global_config=M(target_sparsity=0.5)))
+        optimize.linear_quantize_weights(
+            str(src), cto.OptimizationConfig(global_config=M(target_sparsity=0.5))
+        )
     conflict = cto.OptimizationConfig(
         op_name_configs={"shared_a_cast_fp16": Q(), "shared_b_cast_fp16": Q(dtype="uint8")}
     )
@@ -143,7 +160,9 @@ def test_errors_match_coremltools(model_dir: Path, tmp_path: Path) -> None:
         cto.linear_quantize_weights(ct.models.MLModel(str(src), skip_model_load=True), conflict)
     multi = models.build("multifunction", model_dir, "iOS18", "fp16")
     with pytest.raises(ValueError, match="is not supported for a multifunction model"):
-        optimize.prune_weights(str(multi), cto.OptimizationConfig(global_config=M(target_sparsity=0.5)))
+        optimize.prune_weights(
+            str(multi), cto.OptimizationConfig(global_config=M(target_sparsity=0.5))
+        )
     assert not (tmp_path / "a.mlpackage").exists()
 
 

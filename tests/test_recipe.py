@@ -29,7 +29,10 @@ _PASSES = {
 
 RECIPES: dict[str, list[tuple[str, Any]]] = {
     "prune-palettize": [("prune", P(target_sparsity=0.5)), ("palettize", L(nbits=4))],
-    "prune-quantize": [("prune", P(n_m_ratio=(2, 4))), ("quantize", Q(dtype="int4", granularity="per_block", block_size=32))],
+    "prune-quantize": [
+        ("prune", P(n_m_ratio=(2, 4))),
+        ("quantize", Q(dtype="int4", granularity="per_block", block_size=32)),
+    ],
     "palettize-quantize": [
         ("palettize", L(nbits=4, granularity="per_grouped_channel", group_size=16)),
         ("quantize", Q(dtype="int8", granularity="per_tensor")),
@@ -44,12 +47,18 @@ RECIPES: dict[str, list[tuple[str, Any]]] = {
 }
 
 
-def steps_one_by_one(src: Path, steps: list[tuple[str, Any]], tmp: Path) -> tuple[Path, list[list[dict]]]:
+def steps_one_by_one(
+    src: Path, steps: list[tuple[str, Any]], tmp: Path
+) -> tuple[Path, list[list[dict]]]:
     current, reports = src, []
     for i, (kind, op_config) in enumerate(steps):
         dest = tmp / f"step{i}.mlpackage"
         _, report = _PASSES[kind](
-            current, cto.OptimizationConfig(global_config=op_config), i > 0, output_path=dest, with_report=True
+            current,
+            cto.OptimizationConfig(global_config=op_config),
+            i > 0,
+            output_path=dest,
+            with_report=True,
         )
         reports.append(report)
         current = dest
@@ -97,20 +106,27 @@ def test_recipe_on_conv_and_an_unselected_weight(model_dir: Path, tmp_path: Path
 
 def test_recipe_matches_coremltools(model_dir: Path, oracle_dir: Path, tmp_path: Path) -> None:
     src = models.build("minilm", model_dir, "iOS18", "fp16")
-    prune, palettize = cto.OptimizationConfig(global_config=P(target_sparsity=0.5)), cto.OptimizationConfig(
-        global_config=L(nbits=4)
+    prune, palettize = (
+        cto.OptimizationConfig(global_config=P(target_sparsity=0.5)),
+        cto.OptimizationConfig(global_config=L(nbits=4)),
     )
     out = tmp_path / "recipe.mlpackage"
     optimize.apply_recipe(src, [("prune", prune), ("palettize", palettize)], output_path=out)
     pruned = models.compress_with_coremltools(src, "prune", prune, oracle_dir)
-    theirs = models.compress_with_coremltools(pruned, "palettize", palettize, oracle_dir, joint_compression=True)
+    theirs = models.compress_with_coremltools(
+        pruned, "palettize", palettize, oracle_dir, joint_compression=True
+    )
     assert_same_compression(out, theirs)
 
 
-def test_recipe_on_an_already_compressed_model_runs_step_by_step(model_dir: Path, tmp_path: Path) -> None:
+def test_recipe_on_an_already_compressed_model_runs_step_by_step(
+    model_dir: Path, tmp_path: Path
+) -> None:
     src = models.build("minilm", model_dir, "iOS18", "fp16")
     pruned = tmp_path / "pruned.mlpackage"
-    optimize.prune_weights(src, cto.OptimizationConfig(global_config=P(target_sparsity=0.5)), output_path=pruned)
+    optimize.prune_weights(
+        src, cto.OptimizationConfig(global_config=P(target_sparsity=0.5)), output_path=pruned
+    )
     steps = [
         ("quantize", cto.OptimizationConfig(global_config=Q(dtype="int8"))),
         ("palettize", cto.OptimizationConfig(global_config=L(nbits=4))),
@@ -121,7 +137,9 @@ def test_recipe_on_an_already_compressed_model_runs_step_by_step(model_dir: Path
     assert_same_compression(out, expected)
 
 
-def test_step_by_step_reports_name_weights_as_the_input_does(model_dir: Path, tmp_path: Path) -> None:
+def test_step_by_step_reports_name_weights_as_the_input_does(
+    model_dir: Path, tmp_path: Path
+) -> None:
     # One weight already pruned sends the recipe step by step; step 2 then meets the chains
     # step 1 wrote (``lin2_weight_to_fp16_quantized``) and reports them by their input names.
     src = tmp_path / "partly-pruned.mlpackage"
@@ -134,7 +152,9 @@ def test_step_by_step_reports_name_weights_as_the_input_does(model_dir: Path, tm
         ("quantize", cto.OptimizationConfig(global_config=Q(dtype="int8"))),
         ("palettize", cto.OptimizationConfig(global_config=L(nbits=4))),
     ]
-    _, reports = optimize.apply_recipe(src, steps, output_path=tmp_path / "r.mlpackage", with_report=True)
+    _, reports = optimize.apply_recipe(
+        src, steps, output_path=tmp_path / "r.mlpackage", with_report=True
+    )
     input_names = {w.name for w in cc_inspect(str(src))}
     first, second = ({w["name"] for w in report} for report in reports)
     assert first == {"lin2_weight_to_fp16", "shared_weight_to_fp16", "lin3_weight_to_fp16"}

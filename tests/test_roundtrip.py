@@ -39,7 +39,9 @@ def blobs(package: Path) -> list[bytes]:
 
 
 @pytest.mark.parametrize(("kind", "target", "precision"), CASES)
-def test_round_trip_is_identical(kind: str, target: str, precision: str, model_dir: Path, tmp_path: Path) -> None:
+def test_round_trip_is_identical(
+    kind: str, target: str, precision: str, model_dir: Path, tmp_path: Path
+) -> None:
     src = models.build(kind, model_dir, target, precision)
     out = Path(_native.save_unchanged(str(src), str(tmp_path / "out.mlpackage")))
     ours = (out / "Data/com.apple.CoreML/model.mlmodel").read_bytes()

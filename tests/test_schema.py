@@ -173,7 +173,9 @@ def test_walk_covers_the_ml_program_family() -> None:
     assert ".CoreML.Specification.NeuralNetwork" not in PATH_MESSAGES
 
 
-@pytest.mark.parametrize("message", PATH_MESSAGES, ids=lambda n: n.removeprefix(".CoreML.Specification."))
+@pytest.mark.parametrize(
+    "message", PATH_MESSAGES, ids=lambda n: n.removeprefix(".CoreML.Specification.")
+)
 def test_message_fields_match(ours: Schema, message: str) -> None:
     assert message in ours.messages, f"{message} is missing from proto/"
     theirs_msg = THEIRS.messages[message]
@@ -196,7 +198,9 @@ def test_message_fields_match(ours: Schema, message: str) -> None:
         if f.name not in theirs_names:
             problems.append(f"extra field {f.name} = {f.number} (coremltools has none)")
         elif theirs_numbers.get(f.number) != f.name:
-            problems.append(f"field number {f.number} is {theirs_numbers.get(f.number)} in coremltools")
+            problems.append(
+                f"field number {f.number} is {theirs_numbers.get(f.number)} in coremltools"
+            )
     assert not problems, f"{message}:\n  " + "\n  ".join(problems)
 
 
@@ -229,7 +233,9 @@ def _stub_functions() -> dict[str, ast.FunctionDef]:
 
 def _exported() -> list[str]:
     return sorted(
-        name for name in dir(_native) if not name.startswith("_") and callable(getattr(_native, name))
+        name
+        for name in dir(_native)
+        if not name.startswith("_") and callable(getattr(_native, name))
     )
 
 
@@ -261,7 +267,9 @@ def test_stub_signature_matches(name: str) -> None:
     positional = [*args.posonlyargs, *args.args]
     stub_defaults = {a.arg for a in positional[len(positional) - len(args.defaults) :]}
     stub_defaults |= {a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None}
-    real_defaults = {p for p, v in real.parameters.items() if v.default is not inspect.Parameter.empty}
+    real_defaults = {
+        p for p, v in real.parameters.items() if v.default is not inspect.Parameter.empty
+    }
     assert stub_defaults == real_defaults
     for a in [*positional, *args.kwonlyargs]:
         assert a.annotation is not None, f"{name}({a.arg}) has no type annotation"

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import models
+from coreml_compress.errors import DeploymentWarning
 from coreml_compress.torch import (
     Hessian,
     LayerwiseCompressor,
@@ -69,13 +70,18 @@ class MiniLM(nn.Module):
         names = {
             "word.weight": "embeddings.word_embeddings.weight",
             "pos.weight": "embeddings.position_embeddings.weight",
-            "ln.weight": "embeddings.LayerNorm.weight", "ln.bias": "embeddings.LayerNorm.bias",
+            "ln.weight": "embeddings.LayerNorm.weight",
+            "ln.bias": "embeddings.LayerNorm.bias",
         }
         parts = {
-            "query": "attention.self.query", "key": "attention.self.key",
-            "value": "attention.self.value", "out": "attention.output.dense",
-            "ln1": "attention.output.LayerNorm", "up": "intermediate.dense",
-            "down": "output.dense", "ln2": "output.LayerNorm",
+            "query": "attention.self.query",
+            "key": "attention.self.key",
+            "value": "attention.self.value",
+            "out": "attention.output.dense",
+            "ln1": "attention.output.LayerNorm",
+            "up": "intermediate.dense",
+            "down": "output.dense",
+            "ln2": "output.LayerNorm",
         }
         for i in range(layers):
             for ours, theirs in parts.items():
@@ -206,7 +212,14 @@ def test_layerwise_matches_coremltools_on_mlp(mlp, global_config):
     ref = ct_layerwise.LayerwiseCompressor(
         mlp, ct_layerwise.LayerwiseCompressorConfig.from_dict(cfg)
     ).compress(data, "cpu")
-    ours = LayerwiseCompressor(mlp, cfg).compress(data, "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = LayerwiseCompressor(mlp, cfg).compress(data, "cpu")
+    deployment = [w for w in caught if issubclass(w.category, DeploymentWarning)]
+    assert len(deployment) == (global_config.get("block_size") is not None)
+    if deployment:
+        assert "0.weight, 2.weight" in str(deployment[0].message)
+        assert deployment[0].filename == __file__
     e_ref = _layerwise_errors(mlp, ref, data, ["0", "2"])
     e_ours = _layerwise_errors(mlp, ours, data, ["0", "2"])
     for name in e_ref:
@@ -228,9 +241,10 @@ def test_layerwise_matches_coremltools_on_mlp(mlp, global_config):
             rep = w.shape[1] // s.shape[1]
             codes = w / s.repeat_interleave(rep, 1) + z.repeat_interleave(rep, 1)
             assert torch.allclose(codes, codes.round(), atol=2e-3)
-            assert codes.round().min() >= 0 and codes.round().max() <= 2 ** int(
-                meta["quantization_n_bits"]
-            ) - 1
+            assert (
+                codes.round().min() >= 0
+                and codes.round().max() <= 2 ** int(meta["quantization_n_bits"]) - 1
+            )
         if "lut" in meta:
             v = w / meta["palettization_scale"]
             lut = meta["lut"].flatten()
@@ -244,8 +258,12 @@ def test_layerwise_minilm_gpt_cacher(minilm1):
     g = torch.Generator().manual_seed(0)
     data = [torch.randint(1000, 20000, (2, 32), generator=g) for _ in range(4)]
     cfg = {
-        "global_config": {"algorithm": "gptq", "weight_dtype": "uint4", "block_size": 32,
-                          "granularity": "per_block"},
+        "global_config": {
+            "algorithm": "gptq",
+            "weight_dtype": "uint4",
+            "block_size": 32,
+            "granularity": "per_block",
+        },
         "module_name_configs": {r"encoder\.0\.down": {"algorithm": "sparse_gpt"}},
         "layers": [r"encoder\.\d+"],
         "input_cacher": "gpt",
@@ -322,8 +340,14 @@ def test_skm_weighted_error_not_worse_than_coremltools(minilm1, tmp_path):
 
 
 def test_post_training_palettizer_exact(mlp):
-    cfg = {"global_config": {"n_bits": 3, "granularity": "per_grouped_channel", "group_size": 32,
-                             "enable_per_channel_scale": True}}
+    cfg = {
+        "global_config": {
+            "n_bits": 3,
+            "granularity": "per_grouped_channel",
+            "group_size": 32,
+            "enable_per_channel_scale": True,
+        }
+    }
     ours = PostTrainingPalettizer(mlp, cfg).compress()
     ref = ct_pal.PostTrainingPalettizer(
         mlp, ct_pal.PostTrainingPalettizerConfig.from_dict(cfg)
@@ -354,8 +378,12 @@ def test_post_training_palettizer_exact(mlp):
 def test_export_decompresses_to_module_weights(mlp, tmp_path, kind, expected):
     data = _correlated(3, 4, 2, 16, 256)
     layerwise = {
-        "gptq4": {"algorithm": "gptq", "weight_dtype": "uint4", "block_size": 32,
-                  "granularity": "per_block"},
+        "gptq4": {
+            "algorithm": "gptq",
+            "weight_dtype": "uint4",
+            "block_size": 32,
+            "granularity": "per_block",
+        },
         "gptq_int8": {"algorithm": "gptq", "weight_dtype": "int8"},
         "nf4": {"algorithm": "gptq", "weight_dtype": "uint4", "enable_normal_float": True},
         "sparsegpt": {"algorithm": "sparse_gpt"},
@@ -363,8 +391,14 @@ def test_export_decompresses_to_module_weights(mlp, tmp_path, kind, expected):
     }
     if kind == "skm":
         model = SKMPalettizer(
-            mlp, {"global_config": {"n_bits": 4, "granularity": "per_grouped_channel",
-                                    "group_size": 16}}
+            mlp,
+            {
+                "global_config": {
+                    "n_bits": 4,
+                    "granularity": "per_grouped_channel",
+                    "group_size": 16,
+                }
+            },
         ).compress(dataloader=data, loss_fn=lambda m, x: m(x).pow(2).mean())
     else:
         model = LayerwiseCompressor(mlp, {"global_config": layerwise[kind]}).compress(data)
@@ -373,7 +407,9 @@ def test_export_decompresses_to_module_weights(mlp, tmp_path, kind, expected):
     ops = set(models.op_types(path))
     assert expected <= ops, ops
     dense = [v for v in models.dense_weights(path).values() if v.ndim == 2]
-    module_weights = {tuple(model[i].weight.shape): model[i].weight.detach().numpy() for i in (0, 2)}
+    module_weights = {
+        tuple(model[i].weight.shape): model[i].weight.detach().numpy() for i in (0, 2)
+    }
     assert len(dense) == 2
     for v in dense:
         np.testing.assert_array_equal(v.astype(np.float32), module_weights[v.shape])

@@ -528,9 +528,16 @@ def test_post_training_palettizer_int8_lut(patched, convnet, tmp_path, lut_dtype
         PostTrainingPalettizerConfig,
     )
 
-    config = PostTrainingPalettizerConfig.from_dict({"global_config": {
-        "n_bits": 4, "lut_dtype": lut_dtype, "granularity": "per_grouped_channel",
-        "group_size": 4}})
+    config = PostTrainingPalettizerConfig.from_dict(
+        {
+            "global_config": {
+                "n_bits": 4,
+                "lut_dtype": lut_dtype,
+                "granularity": "per_grouped_channel",
+                "group_size": 4,
+            }
+        }
+    )
     compressor = PostTrainingPalettizer(convnet, config)
     assert isinstance(compressor, engine.PostTrainingPalettizer)
     ours = compressor.compress()
@@ -547,7 +554,9 @@ def test_post_training_palettizer_int8_lut(patched, convnet, tmp_path, lut_dtype
     if lut_dtype == "uint8":
         return  # one export is enough for the CI time budget
     models.assert_torch_exports(
-        ours, torch.randn(1, 3, 8, 8), tmp_path / "lut8.mlpackage",
+        ours,
+        torch.randn(1, 3, 8, 8),
+        tmp_path / "lut8.mlpackage",
         {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
     )
 
@@ -571,14 +580,25 @@ def test_vector_palettization(patched, convnet, tmp_path, algorithm):
     def loss_fn(model, batch):
         return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
-    ptp = PostTrainingPalettizer(convnet, PostTrainingPalettizerConfig.from_dict(
-        {"global_config": module, "module_type_configs": {"Linear": None}}))
+    ptp = PostTrainingPalettizer(
+        convnet,
+        PostTrainingPalettizerConfig.from_dict(
+            {"global_config": module, "module_type_configs": {"Linear": None}}
+        ),
+    )
     assert isinstance(ptp, engine.PostTrainingPalettizer)
     start = ptp.compress()
     if algorithm == "skm":
-        skm = SKMPalettizer(convnet, SKMPalettizerConfig.from_dict(
-            {"global_config": module, "module_type_configs": {"Linear": None},
-             "calibration_nsamples": 4}))
+        skm = SKMPalettizer(
+            convnet,
+            SKMPalettizerConfig.from_dict(
+                {
+                    "global_config": module,
+                    "module_type_configs": {"Linear": None},
+                    "calibration_nsamples": 4,
+                }
+            ),
+        )
         assert isinstance(skm, engine.SKMPalettizer)
         sensitivity = skm.compute_sensitivity(data, loss_fn)
         ours = skm.compress(sensitivity=sensitivity)
@@ -589,8 +609,10 @@ def test_vector_palettization(patched, convnet, tmp_path, algorithm):
     else:
         ours = start
     reference = patched[(ct_pal, "PostTrainingPalettizer")](
-        convnet, PostTrainingPalettizerConfig.from_dict(
-            {"global_config": module, "module_type_configs": {"Linear": None}})
+        convnet,
+        PostTrainingPalettizerConfig.from_dict(
+            {"global_config": module, "module_type_configs": {"Linear": None}}
+        ),
     ).compress()
     for name in ("conv1", "conv2"):
         meta = engine.metadata_of(getattr(ours, name))
@@ -599,7 +621,9 @@ def test_vector_palettization(patched, convnet, tmp_path, algorithm):
         assert meta["lut"].shape == ref["lut"].shape
         assert int(meta["vector_axis"]) == int(ref["vector_axis"]) == 0
     models.assert_torch_exports(
-        ours, torch.randn(1, 3, 8, 8), tmp_path / f"{algorithm}.mlpackage",
+        ours,
+        torch.randn(1, 3, 8, 8),
+        tmp_path / f"{algorithm}.mlpackage",
         {"constexpr_lut_to_dense"},
     )
 
@@ -647,7 +671,9 @@ def test_dkm_lut_dtype_and_cluster_dim(patched, tmp_path, lut_dtype):
     if lut_dtype == "u8":
         return  # one export is enough for the CI time budget
     models.assert_torch_exports(
-        final, torch.randn(1, 32), tmp_path / "dkm8.mlpackage",
+        final,
+        torch.randn(1, 32),
+        tmp_path / "dkm8.mlpackage",
         {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
     )
 
@@ -675,9 +701,7 @@ def test_skm_sensitivity_workers_and_fsdp_policy_as_coremltools(patched, monkeyp
     one = skm.compress(data, loss_fn)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING):
-        two = skm.compress(
-            data, loss_fn, num_sensitivity_workers=2, fsdp_auto_wrap_policy=policy
-        )
+        two = skm.compress(data, loss_fn, num_sensitivity_workers=2, fsdp_auto_wrap_policy=policy)
     assert "only supported on GPUs with CUDA" in caplog.text
     for a, b in zip(one.parameters(), two.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -687,8 +711,11 @@ def test_skm_sensitivity_workers_and_fsdp_policy_as_coremltools(patched, monkeyp
 
     def sharded(self, dataloader, loss_fn, **kwargs):
         calls.append(kwargs)
-        return {f"{n}.weight": torch.ones_like(m.weight) for n, m in model.named_children()
-                if isinstance(m, nn.Linear)}
+        return {
+            f"{n}.weight": torch.ones_like(m.weight)
+            for n, m in model.named_children()
+            if isinstance(m, nn.Linear)
+        }
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(original, "compute_sensitivity", sharded)

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import models
+from coreml_compress.errors import DeploymentWarning
 from coreml_compress.torch import (
     MagnitudePruner,
     PostTrainingPalettizer,
@@ -79,14 +80,22 @@ def test_training_palettizer_beats_post_training_and_exports(toy, tmp_path):
         "global_config": {"n_bits": 2, "weight_threshold": 0},
         "module_name_configs": {
             # grouped LUTs with a per-channel scale, re-clustered by the native k-means
-            "2": {"n_bits": 2, "weight_threshold": 0, "granularity": "per_grouped_channel",
-                  "group_size": 16, "enable_per_channel_scale": True, "recluster_interval": 60},
+            "2": {
+                "n_bits": 2,
+                "weight_threshold": 0,
+                "granularity": "per_grouped_channel",
+                "group_size": 16,
+                "enable_per_channel_scale": True,
+                "recluster_interval": 60,
+            },
         },
     }
     pal = TrainingPalettizer(model, cfg)
     prepared = pal.prepare()
     # At preparation the model is the exact k-means palettization (= PTP on per-tensor layers).
-    np.testing.assert_array_equal(prepared[0].weight.detach().numpy(), ptp[0].weight.detach().numpy())
+    np.testing.assert_array_equal(
+        prepared[0].weight.detach().numpy(), ptp[0].weight.detach().numpy()
+    )
     lut0 = prepared[0].parametrizations.weight[0].lut.detach().clone()
     _fit(prepared, pal.step, x, y, 150, 3e-3, 1)
     assert pal.step_count == 150
@@ -112,7 +121,9 @@ def test_training_palettizer_beats_post_training_and_exports(toy, tmp_path):
         assert torch.equal(torch.gather(lut, 1, idx).reshape(w.shape) * scale, w)
     assert "_COREML_/metadata_version" in final.state_dict()
     models.assert_torch_exports(
-        final, xv[:1], tmp_path / "pal.mlpackage",
+        final,
+        xv[:1],
+        tmp_path / "pal.mlpackage",
         {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},
     )
 
@@ -120,8 +131,15 @@ def test_training_palettizer_beats_post_training_and_exports(toy, tmp_path):
 def test_training_palettizer_milestone_and_recluster():
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Conv1d(4, 8, 3))
-    cfg = {"global_config": {"n_bits": 3, "weight_threshold": 0, "milestone": 2,
-                             "recluster_interval": 3, "channel_axis": 0}}
+    cfg = {
+        "global_config": {
+            "n_bits": 3,
+            "weight_threshold": 0,
+            "milestone": 2,
+            "recluster_interval": 3,
+            "channel_axis": 0,
+        }
+    }
     pal = TrainingPalettizer(model, cfg)
     m = pal.prepare()
     original = m[0].parametrizations.weight.original
@@ -168,8 +186,7 @@ def _train_pruner(pruner, model, steps=10):
 
 
 PRUNE_CONFIGS = [
-    {"scheduler": {"update_steps": [2, 4, 6, 8]}, "target_sparsity": 0.75,
-     "initial_sparsity": 0.1},
+    {"scheduler": {"update_steps": [2, 4, 6, 8]}, "target_sparsity": 0.75, "initial_sparsity": 0.1},
     {"scheduler": {"update_steps": "range(1, 10, 3)"}, "n_m_ratio": [3, 4]},
     {"scheduler": {"begin_step": 3}, "target_sparsity": 0.6},
     {"scheduler": {"update_steps": [1, 5], "power": 1}, "target_sparsity": 0.5, "block_size": 2},
@@ -193,9 +210,7 @@ def test_pruner_matches_coremltools(global_config):
         for i in (0, 2):
             assert torch.equal(m1[i].parametrizations.weight.original, m2[i].weight_orig)
             assert torch.equal(m1[i].parametrizations.weight[0].mask, m2[i].weight_mask)
-    assert sparsities[-1] == pytest.approx(
-        global_config.get("target_sparsity", 0.75), abs=1e-12
-    )
+    assert sparsities[-1] == pytest.approx(global_config.get("target_sparsity", 0.75), abs=1e-12)
     f1, f2 = ours.finalize(), ref.finalize()
     sd1, sd2 = f1.state_dict(), f2.state_dict()
     assert sorted(sd1) == sorted(sd2)
@@ -225,8 +240,13 @@ def test_pruner_export(tmp_path):
     torch.manual_seed(1)
     base = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32))
     pruner = MagnitudePruner(
-        base, {"global_config": {"scheduler": {"update_steps": "range(0, 8, 2)"},
-                                 "target_sparsity": 0.8}},
+        base,
+        {
+            "global_config": {
+                "scheduler": {"update_steps": "range(0, 8, 2)"},
+                "target_sparsity": 0.8,
+            }
+        },
     )
     model = pruner.prepare()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -239,8 +259,9 @@ def test_pruner_export(tmp_path):
     for i in (0, 2):
         assert float((final[i].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
         assert metadata_of(final[i])["compression_type"].tolist() == [1]
-    models.assert_torch_exports(final, torch.randn(1, 64), tmp_path / "pruned.mlpackage",
-                    {"constexpr_sparse_to_dense"})
+    models.assert_torch_exports(
+        final, torch.randn(1, 64), tmp_path / "pruned.mlpackage", {"constexpr_sparse_to_dense"}
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,12 +284,21 @@ class _Net(nn.Module):
 PTQ_CONFIGS = [
     {},
     {"global_config": {"weight_dtype": "uint4", "granularity": "per_block", "block_size": 16}},
-    {"global_config": {"weight_dtype": "int4", "granularity": "per_block", "block_size": 16,
-                       "quantization_scheme": "affine"}},
+    {
+        "global_config": {
+            "weight_dtype": "int4",
+            "granularity": "per_block",
+            "block_size": 16,
+            "quantization_scheme": "affine",
+        }
+    },
     {"global_config": {"weight_dtype": "uint8", "granularity": "per_tensor"}},
     {"global_config": {"weight_dtype": "int8", "granularity": "per_block", "block_size": (4, 0)}},
-    {"global_config": {"weight_dtype": "int4"}, "module_type_configs": {"Conv2d": None},
-     "module_name_configs": {"fc2": {"weight_dtype": "uint8"}}},
+    {
+        "global_config": {"weight_dtype": "int4"},
+        "module_type_configs": {"Conv2d": None},
+        "module_name_configs": {"fc2": {"weight_dtype": "uint8"}},
+    },
 ]
 
 
@@ -279,8 +309,17 @@ def test_post_training_quantizer_matches_coremltools(cfg):
     ref = ct_quant.PostTrainingQuantizer(
         net, ct_quant.PostTrainingQuantizerConfig.from_dict(cfg)
     ).compress()
+    per_block = cfg.get("global_config", {}).get("granularity") == "per_block"
     for config in (cfg, ct_quant.PostTrainingQuantizerConfig.from_dict(cfg)):
-        ours = PostTrainingQuantizer(net, config).compress()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ours = PostTrainingQuantizer(net, config).compress()
+        # Per-block scales do not run on the Neural Engine: one warning names the weights.
+        deployment = [w for w in caught if issubclass(w.category, DeploymentWarning)]
+        assert len(deployment) == per_block, [str(w.message) for w in deployment]
+        if per_block:
+            assert "fc1.weight" in str(deployment[0].message)
+            assert deployment[0].filename == __file__
         sd, sd_ref = ours.state_dict(), ref.state_dict()
         # coremltools' PTQ does not register the (ignored) metadata version; we do, like its
         # other optimizers.
@@ -305,5 +344,6 @@ def test_post_training_quantizer_export(tmp_path, cfg):
     torch.manual_seed(2)
     net = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32))
     q = PostTrainingQuantizer(net, {"global_config": cfg}).compress()
-    models.assert_torch_exports(q, torch.randn(1, 64), tmp_path / "q.mlpackage",
-                    {"constexpr_blockwise_shift_scale"})
+    models.assert_torch_exports(
+        q, torch.randn(1, 64), tmp_path / "q.mlpackage", {"constexpr_blockwise_shift_scale"}
+    )

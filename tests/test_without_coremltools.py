@@ -11,7 +11,9 @@ import models
 # Makes `import coremltools` fail in the child process, as on a machine without it.
 BLOCK = "import sys; sys.modules['coremltools'] = None\n"
 
-SCRIPT = BLOCK + """
+SCRIPT = (
+    BLOCK
+    + """
 from pathlib import Path
 import coreml_compress
 from coreml_compress import optimize
@@ -30,11 +32,17 @@ assert {m.rule for m in lint_package(q, "cpu_and_ne")} == {"per-block-on-ane"}
 assert "coremltools" not in {m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}
 print("ok")
 """
+)
 
 
 def test_api_without_coremltools(model_dir: Path, tmp_path: Path) -> None:
     src = models.build("linear", model_dir, "iOS18", "fp16")
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(src), str(tmp_path)], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(src), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
     # The packages written without coremltools load in coremltools and compress the same weights.
@@ -46,7 +54,16 @@ def test_cli_without_coremltools(model_dir: Path, tmp_path: Path) -> None:
     src = models.build("linear", model_dir, "iOS18", "fp16")
     code = BLOCK + "from coreml_compress.cli import main; sys.exit(main(sys.argv[1:]))"
     run = subprocess.run(
-        [sys.executable, "-c", code, "palettize", str(src), str(tmp_path / "o.mlpackage"), "--nbits", "4"],
+        [
+            sys.executable,
+            "-c",
+            code,
+            "palettize",
+            str(src),
+            str(tmp_path / "o.mlpackage"),
+            "--nbits",
+            "4",
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -68,7 +68,9 @@ def _progress(label: str) -> Callable[[int, int], None]:
     def report(done: int, total: int) -> None:
         width = 30
         filled = width * done // total if total else width
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} weights")
+        sys.stderr.write(
+            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} weights"
+        )
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -95,14 +97,22 @@ def format_compression_report(report: list[dict[str, Any]]) -> str:
     left as they were."""
     if not report:
         skipped = _skipped_lines(report)
-        return "\n".join(["No weight was compressed.", *skipped] if skipped else [
-            "No weight was compressed: none matched the config."
-        ])
+        return "\n".join(
+            ["No weight was compressed.", *skipped]
+            if skipped
+            else ["No weight was compressed: none matched the config."]
+        )
     headers = ["name", "shape", "bits/w", "before", "after", "SNR dB"]
     rows = []
     for r in report:
         count = math.prod(r["shape"])
-        snr = "-" if math.isnan(r["snr_db"]) else "exact" if math.isinf(r["snr_db"]) else f"{r['snr_db']:.1f}"
+        snr = (
+            "-"
+            if math.isnan(r["snr_db"])
+            else "exact"
+            if math.isinf(r["snr_db"])
+            else f"{r['snr_db']:.1f}"
+        )
         rows.append(
             [
                 r["name"],
@@ -116,7 +126,9 @@ def format_compression_report(report: list[dict[str, Any]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
 
     before = sum(r["bytes_before"] for r in report)
     after = sum(r["bytes_after"] for r in report)
@@ -139,13 +151,17 @@ def _run(
     op_config: Callable[[argparse.Namespace], Any],
     api: Callable[..., Any],
 ) -> int:
-    config = cfg.OptimizationConfig.from_yaml(args.config) if args.config else _options_config(
-        args, op_config
+    config = (
+        cfg.OptimizationConfig.from_yaml(args.config)
+        if args.config
+        else _options_config(args, op_config)
     )
     with warnings.catch_warnings():
         # The report below lists the skipped weights; the warning would repeat it.
         warnings.simplefilter("ignore", SkippedWeightsWarning)
-        _, report = api(args.input, config, output_path=args.output, progress=_progress(label), with_report=True)
+        _, report = api(
+            args.input, config, output_path=args.output, progress=_progress(label), with_report=True
+        )
     if not report:
         print(format_compression_report(report), file=sys.stderr)
         print(f"\n{args.output} was written with every weight as it was.", file=sys.stderr)
@@ -236,10 +252,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", help="the .mlpackage to write")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument(
-        "--config", metavar="YAML", help="a coremltools OptimizationConfig YAML file (overrides the options)"
+        "--config",
+        metavar="YAML",
+        help="a coremltools OptimizationConfig YAML file (overrides the options)",
     )
     p.add_argument(
-        "--weight-threshold", type=_COUNT, default=2048, metavar="N", help="compress weights larger than N elements"
+        "--weight-threshold",
+        type=_COUNT,
+        default=2048,
+        metavar="N",
+        help="compress weights larger than N elements",
     )
 
 
@@ -269,7 +291,9 @@ def add_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("--nbits", type=int, default=4, choices=[1, 2, 3, 4, 6, 8])
     p.add_argument("--mode", default="kmeans", choices=["kmeans", "uniform", "unique"])
-    p.add_argument("--granularity", default="per-tensor", choices=["per-tensor", "per-grouped-channel"])
+    p.add_argument(
+        "--granularity", default="per-tensor", choices=["per-tensor", "per-grouped-channel"]
+    )
     p.add_argument("--group-size", type=_POSITIVE_INT, default=32, metavar="N")
     p.add_argument("--channel-axis", type=_AXIS, default=None, metavar="AXIS")
     p.add_argument("--cluster-dim", type=_POSITIVE_INT, default=1, metavar="N")
@@ -280,7 +304,9 @@ def add_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("--dtype", default="int8", choices=["int8", "uint8", "int4", "uint4"])
     p.add_argument("--mode", default="linear-symmetric", choices=["linear-symmetric", "linear"])
-    p.add_argument("--granularity", default="per-channel", choices=["per-tensor", "per-channel", "per-block"])
+    p.add_argument(
+        "--granularity", default="per-channel", choices=["per-tensor", "per-channel", "per-block"]
+    )
     p.add_argument("--block-size", type=_POSITIVE_INT, default=32, metavar="N")
     p.set_defaults(run=lambda a: _run(a, "quantize", _quantizer, optimize.linear_quantize_weights))
 
@@ -288,12 +314,23 @@ def add_commands(sub: Any) -> None:
     _common(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument(
-        "--sparsity", type=_FRACTION, metavar="FRACTION", help="fraction of weights to zero (magnitude pruning)"
+        "--sparsity",
+        type=_FRACTION,
+        metavar="FRACTION",
+        help="fraction of weights to zero (magnitude pruning)",
     )
     how.add_argument("--n-m", type=_N_M, metavar="N:M", help="n:m structured sparsity, e.g. 2:4")
     how.add_argument("--threshold", type=_MAGNITUDE, metavar="T", help="zero weights with |w| <= T")
-    p.add_argument("--block-size", type=_POSITIVE_INT, default=None, metavar="N", help="block sparsity with --sparsity")
-    p.add_argument("--dim", type=int, default=None, choices=[0, 1], help="axis of blocks or n:m groups")
+    p.add_argument(
+        "--block-size",
+        type=_POSITIVE_INT,
+        default=None,
+        metavar="N",
+        help="block sparsity with --sparsity",
+    )
+    p.add_argument(
+        "--dim", type=int, default=None, choices=[0, 1], help="axis of blocks or n:m groups"
+    )
     p.add_argument(
         "--min-sparsity",
         type=_FRACTION,
@@ -303,11 +340,16 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(run=lambda a: _run(a, "prune", _pruner, optimize.prune_weights))
 
-    p = sub.add_parser("compress", help="run a recipe of steps, e.g. prune 50%% then palettize 4 bits")
+    p = sub.add_parser(
+        "compress", help="run a recipe of steps, e.g. prune 50%% then palettize 4 bits"
+    )
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
     p.add_argument(
-        "--recipe", required=True, metavar="YAML", help="YAML: steps: [{prune: {...}}, {palettize: {...}}]"
+        "--recipe",
+        required=True,
+        metavar="YAML",
+        help="YAML: steps: [{prune: {...}}, {palettize: {...}}]",
     )
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_compress)

@@ -54,16 +54,26 @@ def add_command(sub: Any) -> None:
     )
     p.add_argument("input", help="the .mlpackage to read")
     p.add_argument("output", help="the .mlpackage to write")
-    p.add_argument("--max-size", type=_SIZE, required=True, metavar="SIZE", help="e.g. 2GB, 1.5GiB, 500MB")
+    p.add_argument(
+        "--max-size", type=_SIZE, required=True, metavar="SIZE", help="e.g. 2GB, 1.5GiB, 500MB"
+    )
     p.add_argument(
         "--compute-units",
         choices=fitting.COMPUTE_UNITS,
         default=None,
         help="with the Neural Engine (cpu_and_ne, all) per_block quantization is not a candidate",
     )
-    p.add_argument("--min-snr", type=float, default=None, metavar="DB", help="per-weight SNR floor in dB")
-    p.add_argument("--importance", metavar="FILE", help="safetensors of per-module input-channel importance")
-    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (needs matplotlib)")
-    p.add_argument("--save-recipe", metavar="YAML", help="save the choice as a recipe for compress --recipe")
+    p.add_argument(
+        "--min-snr", type=float, default=None, metavar="DB", help="per-weight SNR floor in dB"
+    )
+    p.add_argument(
+        "--importance", metavar="FILE", help="safetensors of per-module input-channel importance"
+    )
+    p.add_argument(
+        "--report", metavar="HTML", help="write a self-contained HTML report (needs matplotlib)"
+    )
+    p.add_argument(
+        "--save-recipe", metavar="YAML", help="save the choice as a recipe for compress --recipe"
+    )
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_fit)

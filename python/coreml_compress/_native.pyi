@@ -24,7 +24,6 @@ def build_info() -> dict[str, str | bool]:
     ``half_lanes``: the fp16 conversions the kernels run on this CPU (``f16c``, ``half`` or
     ``software``; ``COREML_COMPRESS_HALF_LANES`` picks one for measurement)."""
 
-
 def _panic_for_test(on_pool: bool) -> None:
     """Panics inside an engine call (on the pool's worker when ``on_pool``); tests use it to
     check that a panic is raised as ``InternalError``."""
@@ -93,12 +92,7 @@ def palettize_array(
     group_size: int,
     cluster_dim: int,
     per_channel_scale: bool,
-) -> (
-    tuple[
-        npt.NDArray[Any], npt.NDArray[np.uint8], npt.NDArray[Any] | None, int, int | None
-    ]
-    | str
-):
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], npt.NDArray[Any] | None, int, int | None] | str:
     """``(lut, indices, per_channel_scale, nbits, vector_axis)``, or the reason it is skipped."""
 
 def lut_to_dense_array(
@@ -129,7 +123,6 @@ def prune_array(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any], npt.NDArray[Any]] | str:
     """``(mask, nonzero_data, dense)``, or the reason the weight is skipped."""
 
-
 # --- multifunction packages (src/python/multifunction.rs) -------------------------------------
 
 def function_names(path: _Path) -> list[str]:
@@ -146,7 +139,6 @@ def merge(
 
 def extract_function(input: _Path, function: str, output: _Path) -> dict[str, Any]:
     """One function as a single-function package; returns the same keys as :func:`merge`."""
-
 
 # --- calibration kernels for coreml_compress.torch (src/python/torch_kernels.rs) ---------------
 

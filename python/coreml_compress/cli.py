@@ -1,7 +1,7 @@
 """The ``coreml-compress`` command line.
 
     coreml-compress info MODEL.mlpackage        the weights of a package, as a table
-    coreml-compress demo [--out DIR]            write the built-in example package and show it
+    coreml-compress demo [--out DIR] [--force]  write the built-in example package and show it
     coreml-compress decompress IN OUT           every constexpr_* chain back to a dense const
     coreml-compress palettize IN OUT --nbits 4 --granularity per-grouped-channel --group-size 16
     coreml-compress quantize IN OUT --dtype int4 --granularity per-block --block-size 32
@@ -80,15 +80,21 @@ DEMO_STEP: tuple[str, Callable[[Path, Path], object]] | None = (
 )
 
 
+def _demo_paths(out_dir: Path) -> tuple[Path, Path | None]:
+    """The example package `demo` writes in ``out_dir``, and the result of its step if any."""
+    step = None if DEMO_STEP is None else out_dir / f"example.{DEMO_STEP[0].split()[0]}.mlpackage"
+    return out_dir / "example.mlpackage", step
+
+
 def _demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="coreml_compress_demo_"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    example = Path(_native.write_example(str(out_dir / "example.mlpackage")))
+    example_path, result = _demo_paths(out_dir)
+    example = Path(_native.write_example(str(example_path)))
     print(f"Example package written to {example}\n")
     print(inspect(example))
-    if DEMO_STEP is not None:
+    if DEMO_STEP is not None and result is not None:
         label, step = DEMO_STEP
-        result = out_dir / f"example.{label.split()[0]}.mlpackage"
         step(example, result)
         print(f"\n{label.capitalize()}: {result}\n")
         print(inspect(result))
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_info)
     p = sub.add_parser("demo", help="write the built-in example package and show its weights")
     p.add_argument("--out", help="directory for the demo packages (default: a new temp dir)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(run=_demo)
     p = sub.add_parser("decompress", help="materialize every compressed weight into a dense const")
     p.add_argument("input", help="the .mlpackage to read")
@@ -241,18 +248,26 @@ def _show_warning(
     print(f"coreml-compress: warning: {message}", file=sys.stderr)
 
 
+def _written_paths(args: argparse.Namespace) -> list[Path]:
+    """The paths a command will write (replacing what is there)."""
+    if args.command == "demo":
+        return [p for p in _demo_paths(Path(args.out)) if p is not None] if args.out else []
+    output = getattr(args, "output", None)
+    return [] if output is None else [Path(output)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see ``EXIT_STATUS_HELP``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    output = getattr(args, "output", None)
-    if output is not None and not args.force and os.path.lexists(output):
-        # The API replaces an existing package as coremltools' save does; the CLI asks first.
-        print(
-            f"coreml-compress: error: {output} already exists; pass --force to replace it",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    for output in _written_paths(args):
+        if not args.force and os.path.lexists(output):
+            # The API replaces an existing package as coremltools' save does; the CLI asks first.
+            print(
+                f"coreml-compress: error: {output} already exists; pass --force to replace it",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

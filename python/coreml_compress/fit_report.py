@@ -92,7 +92,9 @@ def _summary(result: FitResult) -> list[str]:
         ),
     ]
     if result.predicted_bytes != result.weight_file_bytes:
-        lines.append(f"WARNING: predicted {result.predicted_bytes} bytes, wrote {result.weight_file_bytes}")
+        lines.append(
+            f"WARNING: predicted {result.predicted_bytes} bytes, wrote {result.weight_file_bytes}"
+        )
     if result.excluded_forms:
         lines.append(
             f"not candidates for compute_units={result.compute_units}: "
@@ -102,9 +104,13 @@ def _summary(result: FitResult) -> list[str]:
     if result.ios18_note:
         lines.append(result.ios18_note)
     if result.unmatched_weights:
-        lines.append("weights without importance (plain SSE): " + ", ".join(result.unmatched_weights))
+        lines.append(
+            "weights without importance (plain SSE): " + ", ".join(result.unmatched_weights)
+        )
     if result.unmatched_modules:
-        lines.append("importance modules matching no weight: " + ", ".join(result.unmatched_modules))
+        lines.append(
+            "importance modules matching no weight: " + ", ".join(result.unmatched_modules)
+        )
     return lines
 
 
@@ -115,7 +121,10 @@ def _lint_text(message: Any) -> str:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(len(head))]
+    widths = [
+        max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i])
+        for i in range(len(head))
+    ]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
@@ -155,12 +164,21 @@ def _plots(result: FitResult) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(7, 4))
     # A log scale shows where quality falls off; exact points (error 0) cannot be drawn on it.
     positive = [(s / 1e6, e) for s, e in result.curve if e > 0]
-    ax.plot([s for s, _ in positive], [e for _, e in positive], "o-", label="least total error at each size")
+    ax.plot(
+        [s for s, _ in positive],
+        [e for _, e in positive],
+        "o-",
+        label="least total error at each size",
+    )
     if result.error > 0:
-        ax.plot([result.weight_file_bytes / 1e6], [result.error], "r*", markersize=16, label="chosen")
+        ax.plot(
+            [result.weight_file_bytes / 1e6], [result.error], "r*", markersize=16, label="chosen"
+        )
     ax.axvline(result.max_size / 1e6, color="gray", linestyle="--", label="max_size")
     ax.set_xlabel("weight files (MB)")
-    ax.set_ylabel(("importance-weighted " if result.weighted else "") + "SSE (log scale; 0 not shown)")
+    ax.set_ylabel(
+        ("importance-weighted " if result.weighted else "") + "SSE (log scale; 0 not shown)"
+    )
     if positive:
         ax.set_yscale("log")
     ax.legend()
@@ -216,7 +234,10 @@ def write_html(result: FitResult, path: str | os.PathLike[str]) -> Path:
     parts.append(
         table(
             ["size (bytes)", "error", ""],
-            [[str(s), f"{e:.6g}", "chosen" if s == result.weight_file_bytes else ""] for s, e in result.curve],
+            [
+                [str(s), f"{e:.6g}", "chosen" if s == result.weight_file_bytes else ""]
+                for s, e in result.curve
+            ],
         )
     )
     parts.append("<h2>Lint</h2>")

@@ -149,7 +149,9 @@ def default_ladder(compute_units: str | None = None) -> list[Form]:
         forms.append(Form(f"kmeans {nbits}b", (("palettize", cfg),), ios18_only=nbits == 3))
     for group in (16, 32):
         for nbits in (8, 6, 4, 3, 2):
-            cfg = OpPalettizerConfig(nbits=nbits, granularity="per_grouped_channel", group_size=group)
+            cfg = OpPalettizerConfig(
+                nbits=nbits, granularity="per_grouped_channel", group_size=group
+            )
             forms.append(Form(f"kmeans {nbits}b g{group}", (("palettize", cfg),), ios18_only=True))
     forms.append(Form("int8 per channel", (("quantize", OpLinearQuantizerConfig(dtype="int8")),)))
     block = OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32)
@@ -183,7 +185,9 @@ def _native_steps(form: Form) -> list[tuple[str, str]]:
     out = []
     for name, cfg in form.steps:
         kind = _STEP_PASSES[name]
-        config_json, _ = _native_config(OptimizationConfig(global_config=cfg), kind, _ACCEPTED[kind])
+        config_json, _ = _native_config(
+            OptimizationConfig(global_config=cfg), kind, _ACCEPTED[kind]
+        )
         out.append((kind, config_json))
     return out
 
@@ -452,7 +456,9 @@ def _fixed_blobs(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     return [b for b in evaluation["blobs"] if b["other_readers"] or not b["weights"]]
 
 
-def _exact_file_bytes(evaluation: dict[str, Any], items: list[_Weight], picks: Sequence[int]) -> int:
+def _exact_file_bytes(
+    evaluation: dict[str, Any], items: list[_Weight], picks: Sequence[int]
+) -> int:
     """The size of the weight file the recipe of ``picks`` writes: new blobs in program order,
     then every input blob still read, in (file, offset) order."""
     new = [n for item, k in zip(items, picks) for n in item.blobs[k]]
@@ -503,7 +509,9 @@ def _groups(evaluation: dict[str, Any], items: list[_Weight]) -> _Groups:
             out.options.append(list(zip(items[m[0]].bytes, items[m[0]].errors)))
             out.picks.append([(k,) for k in range(len(items[m[0]].bytes))])
             continue
-        sums, picks = knapsack.combined([list(zip(items[i].bytes[1:], items[i].errors[1:])) for i in m])
+        sums, picks = knapsack.combined(
+            [list(zip(items[i].bytes[1:], items[i].errors[1:])) for i in m]
+        )
         out.options.append([(sum(items[i].bytes[0] for i in m), 0.0), *sums])
         out.picks.append([(0,) * len(m), *(tuple(k + 1 for k in p) for p in picks)])
     return out
@@ -547,11 +555,17 @@ def _curve(evaluation: dict[str, Any], items: list[_Weight]) -> list[tuple[int, 
     return sorted(points.items())
 
 
-def _recipe(forms: Sequence[Form], items: list[_Weight], picks: Sequence[int]) -> list[tuple[str, OptimizationConfig]]:
+def _recipe(
+    forms: Sequence[Form], items: list[_Weight], picks: Sequence[int]
+) -> list[tuple[str, OptimizationConfig]]:
     """The choice as recipe steps (prune, palettize, quantize; each with op_name configs). The
     second step of a joint form names the chain the first made (``<const>_sparsified``), as a
     joint pass resolves configs along the chain."""
-    by_step: dict[str, dict[str, OpCompressorConfig]] = {"prune": {}, "palettize": {}, "quantize": {}}
+    by_step: dict[str, dict[str, OpCompressorConfig]] = {
+        "prune": {},
+        "palettize": {},
+        "quantize": {},
+    }
     for item, k in zip(items, picks):
         f = item.forms[k]
         if f == -1:
@@ -726,7 +740,9 @@ def fit(
         weighted=bool(matched),
         compute_units=compute_units,
         ios18=ios18,
-        ios18_note=None if ios18 else _ios18_note(evaluation, ladder, matched, min_snr_db, limit, choice.error),
+        ios18_note=None
+        if ios18
+        else _ios18_note(evaluation, ladder, matched, min_snr_db, limit, choice.error),
         unmatched_weights=sorted(w.name for w in weights if imp and w.importance is None),
         unmatched_modules=unmatched_modules,
         excluded_forms=excluded,

@@ -53,7 +53,11 @@ def combined(items: Sequence[Sequence[Option]]) -> tuple[list[Option], list[tupl
     sums: list[Option] = [(0, 0.0)]
     picks: list[tuple[int, ...]] = [()]
     for options in items:
-        pairs = [((b + ob, e + oe), p + (k,)) for (b, e), p in zip(sums, picks) for k, (ob, oe) in enumerate(options)]
+        pairs = [
+            ((b + ob, e + oe), p + (k,))
+            for (b, e), p in zip(sums, picks)
+            for k, (ob, oe) in enumerate(options)
+        ]
         kept = _pareto([s for s, _ in pairs])
         sums, picks = [pairs[k][0] for k in kept], [pairs[k][1] for k in kept]
     return sums, picks
@@ -123,7 +127,11 @@ def _relaxations(items: Sequence[Sequence[Option]], hulls: list[list[int]]) -> l
             cum_saved.append(ts)
         first = options[hull[0]]
         prev = out[-1]
-        out.append(_Relaxation(prev.base_bytes + first[0], prev.base_error + first[1], cum_bytes, cum_saved))
+        out.append(
+            _Relaxation(
+                prev.base_bytes + first[0], prev.base_error + first[1], cum_bytes, cum_saved
+            )
+        )
     out.reverse()
     return out
 
@@ -134,7 +142,11 @@ def _sweep(items: Sequence[Sequence[Option]], hulls: list[list[int]], budget: in
     position = [0] * len(items)
     spare = budget - sum(o[h[0]][0] for o, h in zip(items, hulls))
     steps = sorted(
-        ((rate, i, j, db) for i, (o, h) in enumerate(zip(items, hulls)) for j, (rate, db, _) in enumerate(_segments(o, h))),
+        (
+            (rate, i, j, db)
+            for i, (o, h) in enumerate(zip(items, hulls))
+            for j, (rate, db, _) in enumerate(_segments(o, h))
+        ),
         key=lambda s: (-s[0], s[1], s[2]),
     )
     blocked = set()
@@ -149,7 +161,9 @@ def _sweep(items: Sequence[Sequence[Option]], hulls: list[list[int]], budget: in
     return [hulls[i][position[i]] for i in range(len(items))]
 
 
-def solve(items: Sequence[Sequence[Option]], budget: int, *, node_limit: int = 200_000) -> Choice | None:
+def solve(
+    items: Sequence[Sequence[Option]], budget: int, *, node_limit: int = 200_000
+) -> Choice | None:
     """The option per item with the least total error whose bytes total at most ``budget``;
     None when even the cheapest options do not fit. Every item needs one option at least.
 
@@ -169,7 +183,9 @@ def _byte_range(options: Sequence[Option]) -> int:
     return max(o[0] for o in options) - min(o[0] for o in options)
 
 
-def _solve_in_order(items: Sequence[Sequence[Option]], budget: int, node_limit: int) -> Choice | None:
+def _solve_in_order(
+    items: Sequence[Sequence[Option]], budget: int, node_limit: int
+) -> Choice | None:
     hulls = [lower_hull(o) for o in items]
     if sum(o[h[0]][0] for o, h in zip(items, hulls)) > budget:
         return None
@@ -213,4 +229,6 @@ def _solve_in_order(items: Sequence[Sequence[Option]], budget: int, node_limit: 
         sys.setrecursionlimit(limit)
     total = sum(items[i][k][0] for i, k in enumerate(best[1]))
     root = relax[0].bound(budget)
-    return Choice(tuple(best[1]), total, best[0], complete, best[0] if root is None else min(root, best[0]))
+    return Choice(
+        tuple(best[1]), total, best[0], complete, best[0] if root is None else min(root, best[0])
+    )

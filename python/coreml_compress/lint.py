@@ -40,6 +40,7 @@ from typing import Any
 
 from . import _native
 from ._interop import ModelLike, package_path
+from .errors import DeploymentWarning
 from .inspect import WeightInfo, inspect
 
 __all__ = [
@@ -97,6 +98,24 @@ PER_BLOCK_ON_ANE = Rule(
     "https://github.com/apple/coremltools/issues/2510, "
     "https://github.com/apple/coreai-models/issues/279",
 )
+
+
+def per_block_warning(weights: list[dict[str, str]]) -> DeploymentWarning:
+    """The one warning for weights written in per_block linear quantization (each a dict with at
+    least ``"name"``), naming the first ten: where the compute units are not known, a write
+    cannot refuse the form, but the Neural Engine does not run it."""
+    shown = 10
+    names = ", ".join(w["name"] for w in weights[:shown])
+    if len(weights) > shown:
+        names += f" and {len(weights) - shown} more, all in the warning's .weights"
+    message = (
+        f"{len(weights)} weight(s) were quantized per_block ({names}). {PER_BLOCK_ON_ANE.reason} "
+        f"(sources: {PER_BLOCK_ON_ANE.source}). `coreml-compress lint MODEL --compute-units "
+        "cpu_and_ne` checks a package."
+    )
+    return DeploymentWarning(message, weights)
+
+
 PER_CHANNEL_SCALE_ON_ANE = Rule(
     "per-channel-scale-on-ane",
     "a LUT with a per-channel scale (enable_per_channel_scale) fails MPSGraph verification when "
@@ -136,8 +155,10 @@ class LintMessage:
     source: str
 
     def __str__(self) -> str:
-        where = f"{self.weight} ({self.op}, function {self.function})" if self.weight else (
-            f"function {self.function} ({self.op})"
+        where = (
+            f"{self.weight} ({self.op}, function {self.function})"
+            if self.weight
+            else (f"function {self.function} ({self.op})")
         )
         return f"{self.severity.value}: {where}: {self.reason} [{self.rule}; {self.source}]"
 
@@ -186,7 +207,10 @@ def _quantized_per_block(w: WeightInfo) -> str | None:
     scale_shape = w.params.get("scale_shape")
     if scale_shape is None or not w.chain or len(scale_shape) != len(w.shape):
         return None
-    if w.chain[0] == "constexpr_blockwise_shift_scale" and "per_channel_scale_shape" not in w.params:
+    if (
+        w.chain[0] == "constexpr_blockwise_shift_scale"
+        and "per_channel_scale_shape" not in w.params
+    ):
         op = w.chain[0]
     elif "constexpr_sparse_blockwise_shift_scale" in w.chain:
         op = "constexpr_sparse_blockwise_shift_scale"
@@ -262,7 +286,9 @@ def lint_package(model: ModelLike, compute_units: Any = "all") -> list[LintMessa
             continue
         per_block_op = _quantized_per_block(w)
         if per_block_op:
-            messages.append(_message(Severity.ERROR, PER_BLOCK_ON_ANE, w.function, per_block_op, w.name))
+            messages.append(
+                _message(Severity.ERROR, PER_BLOCK_ON_ANE, w.function, per_block_op, w.name)
+            )
         if _has_per_channel_scale(w):
             messages.append(
                 _message(
@@ -282,4 +308,3 @@ def format_messages(messages: Sequence[LintMessage]) -> str:
     counts = {s: sum(m.severity is s for m in messages) for s in Severity}
     summary = ", ".join(f"{n} {s.value}{'s' if n != 1 else ''}" for s, n in counts.items())
     return "\n".join([*(str(m) for m in messages), summary if messages else "no findings"])
-

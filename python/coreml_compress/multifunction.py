@@ -267,9 +267,7 @@ def save_multifunction(
             "default_function_name must be set for the MultiFunctionDescriptor instance before "
             "calling save_multifunction."
         )
-    functions = [
-        (str(path), src, target) for target, (path, src) in desc._functions().items()
-    ]
+    functions = [(str(path), src, target) for target, (path, src) in desc._functions().items()]
     stats = _native.merge(functions, default, str(destination_path), progress)
     return MergeReport._from_native(stats)
 

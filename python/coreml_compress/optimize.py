@@ -37,9 +37,9 @@ from .config import (
     OpThresholdPrunerConfig,
     OptimizationConfig,
 )
-from .errors import ConfigError, ConfigTypeError, DeploymentWarning, SkippedWeightsWarning
+from .errors import ConfigError, ConfigTypeError, SkippedWeightsWarning
 from .fitting import BudgetError, FitResult, Form, fit
-from .lint import PER_BLOCK_ON_ANE
+from .lint import per_block_warning
 
 __all__ = [
     "BudgetError",
@@ -88,7 +88,9 @@ def describe_skip(skip: dict[str, Any]) -> str:
     return f"{step}{skip['name']} ({shape}, function {skip['function']}): {skip['message']}"
 
 
-def _warn_skipped(reports: list[CompressionReport], labels: list[str] | None, stacklevel: int) -> None:
+def _warn_skipped(
+    reports: list[CompressionReport], labels: list[str] | None, stacklevel: int
+) -> None:
     """One :class:`SkippedWeightsWarning` naming every weight the reports skipped against the
     config (``labels`` name the recipe's steps)."""
     skipped = []
@@ -105,27 +107,23 @@ def _warn_skipped(reports: list[CompressionReport], labels: list[str] | None, st
     warnings.warn(SkippedWeightsWarning("\n".join(lines), skipped), stacklevel=stacklevel + 1)
 
 
-def _warn_per_block(reports: list[CompressionReport], labels: list[str] | None, stacklevel: int) -> None:
+def _warn_per_block(
+    reports: list[CompressionReport], labels: list[str] | None, stacklevel: int
+) -> None:
     """One :class:`DeploymentWarning` naming every weight the reports quantized per block: these
     calls do not know the compute units, and the Neural Engine does not run that form."""
     weights = [
-        {"function": r["function"], "name": r["name"], **({"step": f"{i + 1} ({labels[i]})"} if labels else {})}
+        {
+            "function": r["function"],
+            "name": r["name"],
+            **({"step": f"{i + 1} ({labels[i]})"} if labels else {}),
+        }
         for i, report in enumerate(reports)
         for r in report
         if r["per_block"]
     ]
-    if not weights:
-        return
-    shown = 10
-    names = ", ".join(w["name"] for w in weights[:shown])
-    if len(weights) > shown:
-        names += f" and {len(weights) - shown} more, all in the warning's .weights"
-    message = (
-        f"{len(weights)} weight(s) were quantized per_block ({names}). {PER_BLOCK_ON_ANE.reason} "
-        f"(sources: {PER_BLOCK_ON_ANE.source}). `coreml-compress lint MODEL --compute-units "
-        "cpu_and_ne` checks a package."
-    )
-    warnings.warn(DeploymentWarning(message, weights), stacklevel=stacklevel + 1)
+    if weights:
+        warnings.warn(per_block_warning(weights), stacklevel=stacklevel + 1)
 
 
 @contextlib.contextmanager

@@ -103,7 +103,8 @@ class ModuleGPTQConfig(_ModuleConfig):
 
     weight_dtype: Any = "uint8"
     granularity: str = attrs.field(
-        default="per_channel", converter=_plain,
+        default="per_channel",
+        converter=_plain,
         validator=_check_in(("per_channel", "per_tensor", "per_block")),
     )
     quantization_scheme: str = attrs.field(
@@ -141,7 +142,8 @@ class ModuleSparseGPTConfig(_ModuleConfig):
     )
     weight_dtype: Any = "uint8"
     quantization_granularity: str = attrs.field(
-        default="per_channel", converter=_plain,
+        default="per_channel",
+        converter=_plain,
         validator=_check_in(("per_channel", "per_tensor", "per_block")),
     )
     quantization_scheme: str = attrs.field(
@@ -273,7 +275,8 @@ class LayerwiseCompressorConfig(_OptimizationConfig):
 
     layers: list | None = None
     input_cacher: str = attrs.field(
-        default="default", converter=lambda v: _cacher_name(v),
+        default="default",
+        converter=lambda v: _cacher_name(v),
         validator=_check_in(("default", "gpt")),
     )
     calibration_nsamples: int = 128
@@ -290,7 +293,8 @@ class ModuleSKMPalettizerConfig(_ModuleConfig):
     n_bits: int = 4
     lut_dtype: Any = None
     granularity: str = attrs.field(
-        default="per_tensor", converter=_plain,
+        default="per_tensor",
+        converter=_plain,
         validator=_check_in(("per_tensor", "per_grouped_channel")),
     )
     group_size: int | None = None
@@ -329,7 +333,11 @@ class SKMPalettizerConfig(_OptimizationConfig):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.global_config is None and not self.module_type_configs and not self.module_name_configs:
+        if (
+            self.global_config is None
+            and not self.module_type_configs
+            and not self.module_name_configs
+        ):
             self.global_config = ModuleSKMPalettizerConfig()
 
 
@@ -339,5 +347,9 @@ class PostTrainingPalettizerConfig(_OptimizationConfig):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.global_config is None and not self.module_type_configs and not self.module_name_configs:
+        if (
+            self.global_config is None
+            and not self.module_type_configs
+            and not self.module_name_configs
+        ):
             self.global_config = ModulePostTrainingPalettizerConfig()

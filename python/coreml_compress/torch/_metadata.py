@@ -11,6 +11,7 @@ joint compression).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,4 +90,35 @@ def register_metadata_version(model: torch.nn.Module) -> None:
 def metadata_of(module: torch.nn.Module, param: str = "weight") -> dict[str, torch.Tensor]:
     """``{field: tensor}`` of the metadata registered for ``module.<param>``."""
     prefix = f"{PREFIX}/{param}/"
-    return {n[len(prefix):]: b for n, b in module._buffers.items() if n.startswith(prefix)}
+    return {n[len(prefix) :]: b for n, b in module._buffers.items() if n.startswith(prefix)}
+
+
+def per_block_weights(model: torch.nn.Module) -> list[str]:
+    """The parameters of ``model`` whose ``quantization_scale`` is neither per tensor nor per
+    channel: ``ct.convert`` writes them in per_block form."""
+    out = []
+    for name, module in model.named_modules():
+        params = {n.split("/")[1] for n in module._buffers if n.startswith(f"{PREFIX}/")}
+        for param in sorted(params - {"metadata_version"}):
+            scale = metadata_of(module, param).get("quantization_scale")
+            weight = getattr(module, param, None)
+            if scale is None or weight is None or scale.dim() == 0:
+                continue
+            # Per tensor, or one scale per channel of a single axis (0, or 1 for a transposed
+            # convolution): any other shape has blocks.
+            varying = [a for a, d in enumerate(scale.shape) if d > 1]
+            if len(varying) > 1 or any(scale.shape[a] != weight.shape[a] for a in varying):
+                out.append(f"{name}.{param}" if name else param)
+    return out
+
+
+def warn_per_block(model: torch.nn.Module, stacklevel: int = 2) -> None:
+    """One ``DeploymentWarning`` naming the weights of ``model`` that convert to per_block
+    linear quantization, which the Neural Engine does not run (as the post-training passes
+    warn)."""
+    from ..lint import per_block_warning
+
+    names = per_block_weights(model)
+    if names:
+        weights = [{"name": n} for n in names]
+        warnings.warn(per_block_warning(weights), stacklevel=stacklevel + 1)

@@ -54,7 +54,11 @@ def _squares_per_channel(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tens
     # Each output position sums x² over its receptive field, per channel (a depthwise conv of
     # ones): the unfolded rows' squares, without materializing the unfold.
     window = conv(
-        squares, ones, stride=module.stride, padding=padding, dilation=module.dilation,
+        squares,
+        ones,
+        stride=module.stride,
+        padding=padding,
+        dilation=module.dilation,
         groups=channels,
     )
     kernel = math.prod(module.kernel_size)

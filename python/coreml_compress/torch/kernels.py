@@ -59,8 +59,15 @@ def gptq(
     h = hessian.h if isinstance(hessian, Hessian) else as_f32(hessian, "hessian")
     return _dict(
         _native.gptq(
-            w, h, int(n_bits), bool(symmetric), bool(per_channel), bool(normal_float),
-            None if block_size is None else int(block_size), bool(act_order), float(damp),
+            w,
+            h,
+            int(n_bits),
+            bool(symmetric),
+            bool(per_channel),
+            bool(normal_float),
+            None if block_size is None else int(block_size),
+            bool(act_order),
+            float(damp),
             int(group),
         )
     )
@@ -85,8 +92,16 @@ def sparsegpt(
     nm = None if n_m is None else (int(n_m[0]), int(n_m[1]))
     return _dict(
         _native.sparsegpt(
-            w, h, float(target_sparsity), nm, None if n_bits is None else int(n_bits),
-            bool(symmetric), bool(per_channel), bool(normal_float), float(damp), int(group),
+            w,
+            h,
+            float(target_sparsity),
+            nm,
+            None if n_bits is None else int(n_bits),
+            bool(symmetric),
+            bool(per_channel),
+            bool(normal_float),
+            float(damp),
+            int(group),
         )
     )
 

@@ -26,16 +26,30 @@ from torch import nn
 from . import kernels
 from ._arrays import to_device
 from ._config import LayerwiseCompressorConfig, ModuleGPTQConfig
-from ._metadata import register_metadata, register_metadata_version
+from ._metadata import register_metadata, register_metadata_version, warn_per_block
 from .kernels import Hessian
 
 _log = logging.getLogger(__name__)
 
 _NF = {
-    4: [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0],
+    4: [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ],
     3: [-1.0, -0.4786292, -0.21714179, 0.0, 0.1609302, 0.33791524, 0.562617, 1.0],
 }
 
@@ -73,7 +87,10 @@ def _activation_rows(module: nn.Module, x: torch.Tensor) -> tuple[list[torch.Ten
     out = []
     for part in x.chunk(module.groups, dim=1):
         cols = nn.functional.unfold(
-            part, module.kernel_size, dilation=module.dilation, padding=module.padding,
+            part,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,
             stride=module.stride,
         )  # [B, C_g·kh·kw, L]
         out.append(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
@@ -110,30 +127,50 @@ class _LayerState:
             if block is not None and isinstance(module, nn.Conv2d):
                 block *= module.kernel_size[0] * module.kernel_size[1]
             if block is not None and self.columns % block:
-                _log.warning("skipping %s: block_size %s does not divide %d columns",
-                             self.name, cfg.block_size, self.columns)
-                return
-            res = _stack([
-                kernels.gptq(
-                    w, h, bits, symmetric=symmetric,
-                    per_channel=cfg.granularity != "per_tensor", normal_float=nf,
-                    block_size=block, act_order=cfg.use_activation_order_heuristic,
-                    damp=cfg.hessian_dampening, group=cfg.processing_group_size,
+                _log.warning(
+                    "skipping %s: block_size %s does not divide %d columns",
+                    self.name,
+                    cfg.block_size,
+                    self.columns,
                 )
-                for w, h in slices
-            ])
+                return
+            res = _stack(
+                [
+                    kernels.gptq(
+                        w,
+                        h,
+                        bits,
+                        symmetric=symmetric,
+                        per_channel=cfg.granularity != "per_tensor",
+                        normal_float=nf,
+                        block_size=block,
+                        act_order=cfg.use_activation_order_heuristic,
+                        damp=cfg.hessian_dampening,
+                        group=cfg.processing_group_size,
+                    )
+                    for w, h in slices
+                ]
+            )
             types: list[str] = []
         else:
             bits, signed = _bits(cfg.weight_dtype)
-            res = _stack([
-                kernels.sparsegpt(
-                    w, h, cfg.target_sparsity, n_m=cfg.n_m_ratio, n_bits=bits,
-                    symmetric=symmetric,
-                    per_channel=cfg.quantization_granularity != "per_tensor", normal_float=nf,
-                    damp=cfg.hessian_dampening, group=cfg.processing_group_size,
-                )
-                for w, h in slices
-            ])
+            res = _stack(
+                [
+                    kernels.sparsegpt(
+                        w,
+                        h,
+                        cfg.target_sparsity,
+                        n_m=cfg.n_m_ratio,
+                        n_bits=bits,
+                        symmetric=symmetric,
+                        per_channel=cfg.quantization_granularity != "per_tensor",
+                        normal_float=nf,
+                        damp=cfg.hessian_dampening,
+                        group=cfg.processing_group_size,
+                    )
+                    for w, h in slices
+                ]
+            )
             types = ["pruning"]
         dense = res["weight"]
         if types == ["pruning"] or "pruning" in types:
@@ -211,7 +248,10 @@ class LayerwiseCompressor:
                 break
             items.append(item)
         if self._config.input_cacher == "default":
-            inputs = [to_device(x, device) if isinstance(x, tuple) else (to_device(x, device),) for x in items]
+            inputs = [
+                to_device(x, device) if isinstance(x, tuple) else (to_device(x, device),)
+                for x in items
+            ]
             return inputs, {}
         first = layers[0][1]
         inputs: list[tuple] = []
@@ -234,7 +274,9 @@ class LayerwiseCompressor:
         return inputs, kwargs
 
     @torch.no_grad()
-    def compress(self, dataloader: Iterable, device: Any = "cpu", inplace: bool = False) -> nn.Module:
+    def compress(
+        self, dataloader: Iterable, device: Any = "cpu", inplace: bool = False
+    ) -> nn.Module:
         model = self._model if inplace else copy.deepcopy(self._model)
         was_training = model.training
         model.eval()
@@ -283,6 +325,7 @@ class LayerwiseCompressor:
                         outs.append(out if isinstance(out, tuple) else (out,))
                     inputs = outs
             register_metadata_version(model)
+            warn_per_block(model, stacklevel=3)  # under the no_grad decorator
         finally:
             model.train(was_training)
         return model

@@ -127,7 +127,12 @@ def _palettize_vectors(
     if channels % cd or channels % group or group % cd:
         return None
     params = _kernels.palettize(
-        w.numpy(), cfg.n_bits, "kmeans", cfg.granularity, group or 0, channel_axis=axis,
+        w.numpy(),
+        cfg.n_bits,
+        "kmeans",
+        cfg.granularity,
+        group or 0,
+        channel_axis=axis,
         cluster_dim=cd,
     )
     if params is None:
@@ -136,25 +141,35 @@ def _palettize_vectors(
     luts = torch.from_numpy(np.ascontiguousarray(params.lut, dtype=np.float32)).reshape(-1, k, cd)
     # points [channels/cd, positions, cd], vector rows of a LUT group contiguous
     points = w.movedim(axis, 0).reshape(channels // cd, cd, -1).transpose(1, 2)
-    labels = torch.from_numpy(params.indices.astype(np.int64)).movedim(axis, 0).reshape(
-        channels // cd, -1
+    labels = (
+        torch.from_numpy(params.indices.astype(np.int64))
+        .movedim(axis, 0)
+        .reshape(channels // cd, -1)
     )
     per_group = group // cd
     if importance is not None:
         vector_importance = (
-            importance.detach().float().cpu().movedim(axis, 0).reshape(channels // cd, cd, -1).sum(1)
+            importance.detach()
+            .float()
+            .cpu()
+            .movedim(axis, 0)
+            .reshape(channels // cd, cd, -1)
+            .sum(1)
         )
         for g in range(luts.shape[0]):
             rows = slice(g * per_group, (g + 1) * per_group)
             labels[rows] = _weighted_lloyd(
-                points[rows].reshape(-1, cd), vector_importance[rows].reshape(-1), luts[g],
+                points[rows].reshape(-1, cd),
+                vector_importance[rows].reshape(-1),
+                luts[g],
                 labels[rows].reshape(-1),
             ).reshape(per_group, -1)
     dense_points = luts[torch.arange(luts.shape[0]).repeat_interleave(per_group)[:, None], labels]
     lut_q = None
     if cfg.lut_dtype is not None:
         flat, dense_flat, lut_q = _quantized_luts(
-            luts.reshape(luts.shape[0], -1).numpy(), dense_points.reshape(luts.shape[0], -1),
+            luts.reshape(luts.shape[0], -1).numpy(),
+            dense_points.reshape(luts.shape[0], -1),
             parse_weight_dtype(cfg.lut_dtype)[1],
         )
         luts = torch.from_numpy(flat).reshape(luts.shape)
@@ -162,8 +177,11 @@ def _palettize_vectors(
     rest = [s for i, s in enumerate(w.shape) if i != axis]
     dense = dense_points.transpose(1, 2).reshape([channels, *rest]).movedim(0, axis)
     lut = luts.reshape(params.lut.shape)
-    fields: dict[str, Any] = {"compression_type": ["palettization"], "lut": lut,
-                              "vector_axis": axis}
+    fields: dict[str, Any] = {
+        "compression_type": ["palettization"],
+        "lut": lut,
+        "vector_axis": axis,
+    }
     if lut_q is not None:
         fields.update(_lut_quantization_fields(lut_q, axis, lut.dim()))
     return dense.contiguous().to(weight.dtype), fields
@@ -192,8 +210,13 @@ def _quantized_luts(
     """``(dequantized LUTs [G, K], weights on them, QuantParams)``: each LUT row quantized to 8
     bits symmetrically by the native kernel, each weight moved to its centroid's dequantized
     value (its centroid is the LUT entry it equals)."""
-    q = _kernels.quantize(luts, dtype="int8" if signed else "uint8", mode="linear_symmetric",
-                          granularity="per_block", block_size=[1, 0])
+    q = _kernels.quantize(
+        luts,
+        dtype="int8" if signed else "uint8",
+        mode="linear_symmetric",
+        granularity="per_block",
+        block_size=[1, 0],
+    )
     deq = torch.from_numpy(np.ascontiguousarray(_kernels.dequantize(q), dtype=np.float32))
     lut = torch.from_numpy(luts)
     rows = dense.reshape(lut.shape[0], -1)
@@ -214,7 +237,8 @@ def _lut_quantization_fields(q: Any, axis: int, lut_rank: int) -> dict[str, Any]
         "compression_type": ["palettization", "quantization"],
         "quantization_n_bits": 8,
         "quantization_scale": torch.from_numpy(
-            np.ascontiguousarray(q.scale, dtype=np.float32)).reshape(shape),
+            np.ascontiguousarray(q.scale, dtype=np.float32)
+        ).reshape(shape),
     }
     if q.offset is not None:
         fields["zero_point"] = torch.from_numpy(np.ascontiguousarray(q.offset)).reshape(shape)
@@ -233,15 +257,17 @@ def normalized_sensitivity(fisher: torch.Tensor) -> torch.Tensor:
 
 
 def fisher_information(
-    model: nn.Module, dataloader: Iterable, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
-    nsamples: int, only: set[str] | None = None,
+    model: nn.Module,
+    dataloader: Iterable,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    nsamples: int,
+    only: set[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{param name: Σ_items (∂loss/∂θ)²}`` over the first ``nsamples`` items (the model's
     state is restored afterwards). With ``only``, gradients of other parameters are not
     computed at all."""
     params = {
-        n: p for n, p in model.named_parameters()
-        if p.requires_grad and (only is None or n in only)
+        n: p for n, p in model.named_parameters() if p.requires_grad and (only is None or n in only)
     }
     frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in params]
     acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
@@ -343,7 +369,8 @@ class SKMPalettizer(_Palettizer):
         needed = {
             f"{name}.weight" if name else "weight"
             for name, module in self._model.named_modules()
-            if isinstance(module, _SUPPORTED) and self._config.module_config(name, module) is not None
+            if isinstance(module, _SUPPORTED)
+            and self._config.module_config(name, module) is not None
         }
         fisher = fisher_information(
             self._model, dataloader, loss_fn, self._config.calibration_nsamples, needed

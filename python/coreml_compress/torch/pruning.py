@@ -159,7 +159,11 @@ class MagnitudePrunerConfig(_OptimizationConfig):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.global_config is None and not self.module_type_configs and not self.module_name_configs:
+        if (
+            self.global_config is None
+            and not self.module_type_configs
+            and not self.module_name_configs
+        ):
             self.global_config = ModuleMagnitudePrunerConfig()
 
 
@@ -362,8 +366,9 @@ class MagnitudePruner:
             w = getattr(module, pname)
             tiny = int(((w != 0) & (w.abs() <= _FP16_EPS)).sum())
             if tiny:
-                _log.info("%s: %d surviving weights are ≤ 2^-10 and ct.convert will zero them",
-                          name, tiny)
+                _log.info(
+                    "%s: %d surviving weights are ≤ 2^-10 and ct.convert will zero them", name, tiny
+                )
             fields: dict[str, Any] = dict(metadata_of(module, pname))
             earlier = [int(t) for t in fields.pop("compression_type", torch.tensor([])).tolist()]
             fields["compression_type"] = [1] + [t for t in earlier if t != 1]

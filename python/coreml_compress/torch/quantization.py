@@ -32,13 +32,19 @@ from torch import nn
 from .. import kernels as _kernels
 from ._arrays import as_f32
 from ._config import _check_in, _ModuleConfig, _OptimizationConfig, _plain
-from ._metadata import register_metadata, register_metadata_version
+from ._metadata import register_metadata, register_metadata_version, warn_per_block
 
 _log = logging.getLogger(__name__)
 
 _SUPPORTED = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    nn.Linear, nn.MultiheadAttention,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.MultiheadAttention,
 )
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _INT_DTYPES = {"int8": (8, True), "uint8": (8, False), "int4": (4, True), "uint4": (4, False)}
@@ -58,7 +64,9 @@ def _dtype_name(value: Any, n_bits: int | None = None) -> str:
         return name
     if name.startswith(("fp8", "float8")):
         raise ValueError(f"unsupported weight_dtype {value!r} (fp8 has no native kernel)")
-    raise ValueError(f"weight_dtype must be one of int8, uint8, int4, uint4, float32, not {value!r}")
+    raise ValueError(
+        f"weight_dtype must be one of int8, uint8, int4, uint4, float32, not {value!r}"
+    )
 
 
 def _block_size(value: Any) -> tuple[int, ...] | None:
@@ -78,7 +86,8 @@ class ModulePostTrainingQuantizerConfig(_ModuleConfig):
 
     weight_dtype: Any = "int8"
     granularity: str = attrs.field(
-        default="per_channel", converter=_plain,
+        default="per_channel",
+        converter=_plain,
         validator=_check_in(("per_channel", "per_tensor", "per_block")),
     )
     quantization_scheme: str = attrs.field(
@@ -113,12 +122,19 @@ class PostTrainingQuantizerConfig(_OptimizationConfig):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.global_config is None and not self.module_type_configs and not self.module_name_configs:
+        if (
+            self.global_config is None
+            and not self.module_type_configs
+            and not self.module_name_configs
+        ):
             self.global_config = ModulePostTrainingQuantizerConfig()
         schemes = {
             c.quantization_scheme
-            for c in [self.global_config, *self.module_type_configs.values(),
-                      *self.module_name_configs.values()]
+            for c in [
+                self.global_config,
+                *self.module_type_configs.values(),
+                *self.module_name_configs.values(),
+            ]
             if c is not None
         }
         if len(schemes) > 1:
@@ -201,9 +217,11 @@ def quantize_weight(
     """``(dequantized weight, metadata fields)`` of one weight by the native kernel."""
     w = as_f32(weight)
     q = _kernels.quantize(
-        w, dtype=cfg.weight_dtype,
+        w,
+        dtype=cfg.weight_dtype,
         mode="linear_symmetric" if cfg.quantization_scheme == "symmetric" else "linear",
-        granularity="per_block", block_size=blocks,
+        granularity="per_block",
+        block_size=blocks,
     )
     if q is None:
         return None
@@ -277,5 +295,6 @@ class PostTrainingQuantizer:
                 param.data.copy_(dense.reshape(param.shape).to(param.dtype))
                 register_metadata(owner, pname, fields)
         register_metadata_version(model)
+        warn_per_block(model, stacklevel=3)  # under the no_grad decorator
         self._model = model
         return model

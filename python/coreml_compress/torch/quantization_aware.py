@@ -267,10 +267,15 @@ class LinearQuantizer:
             dense = module.parametrizations.weight.original
             quantized, _, _ = fq.quantized(dense)
             out[name] = {
-                "type": "weight", "device": dense.device, "algorithm": "vanilla",
-                "qscheme": "symmetric" if fq.fake_quant.qscheme in (
-                    torch.per_channel_symmetric, torch.per_tensor_symmetric) else "affine",
-                "per_channel": fq.fake_quant.is_per_channel, "dtype": fq.fake_quant.dtype,
+                "type": "weight",
+                "device": dense.device,
+                "algorithm": "vanilla",
+                "qscheme": "symmetric"
+                if fq.fake_quant.qscheme
+                in (torch.per_channel_symmetric, torch.per_tensor_symmetric)
+                else "affine",
+                "per_channel": fq.fake_quant.is_per_channel,
+                "dtype": fq.fake_quant.dtype,
                 "error": float((quantized - dense.detach().float()).pow(2).mean().sqrt()),
                 "#params": dense.numel(),
             }
@@ -280,6 +285,7 @@ class LinearQuantizer:
     def finalize(self, model: nn.Module | None = None, inplace: bool = False) -> nn.Module:
         """Plain modules whose weights are the quantized values, with the ``_COREML_``
         buffers; a finalized copy unless ``inplace``, in eval mode."""
+
         def export(module: nn.Module) -> tuple[torch.Tensor, dict[str, Any]] | None:
             fq = _fake_quant_of(module)
             return None if fq is None else fq.export(module.parametrizations.weight.original)
@@ -288,6 +294,7 @@ class LinearQuantizer:
         if model is None:
             self._model = out
         return out
+
 
 __all__ = [
     "FakeQuantizedWeight",

@@ -76,7 +76,8 @@ class ModuleTrainingPalettizerConfig(_ModuleConfig):
 
     n_bits: int = 4
     granularity: str = attrs.field(
-        default="per_tensor", converter=_plain,
+        default="per_tensor",
+        converter=_plain,
         validator=_check_in(("per_tensor", "per_grouped_channel")),
     )
     group_size: int | None = None
@@ -118,7 +119,11 @@ class TrainingPalettizerConfig(_OptimizationConfig):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        if self.global_config is None and not self.module_type_configs and not self.module_name_configs:
+        if (
+            self.global_config is None
+            and not self.module_type_configs
+            and not self.module_name_configs
+        ):
             self.global_config = ModuleTrainingPalettizerConfig()
 
 
@@ -152,8 +157,8 @@ class LutParametrization(nn.Module):
             torch.zeros(rows // self.cd, cols, dtype=torch.uint8, device=weight.device),
         )
         self.register_buffer(
-            "scale", torch.ones((self.shape[0],) + (1,) * (len(self.shape) - 1),
-                                device=weight.device)
+            "scale",
+            torch.ones((self.shape[0],) + (1,) * (len(self.shape) - 1), device=weight.device),
         )
         self.register_buffer("enabled", torch.tensor(False))
 
@@ -201,8 +206,8 @@ class LutParametrization(nn.Module):
         lut = self._lut_rows(self.stored_lut().detach())
         step = max(1, _CHUNK // max(1, x.shape[1] * self.k * self.cd))
         for r in range(0, x.shape[0], step):
-            d = (x[r:r + step, :, None, :] - lut[r:r + step, None, :, :]).square().sum(-1)
-            self.indices[r:r + step] = d.argmin(dim=-1).to(torch.uint8)
+            d = (x[r : r + step, :, None, :] - lut[r : r + step, None, :, :]).square().sum(-1)
+            self.indices[r : r + step] = d.argmin(dim=-1).to(torch.uint8)
 
     @torch.no_grad()
     def cluster(self, w: torch.Tensor) -> None:
@@ -224,9 +229,13 @@ class LutParametrization(nn.Module):
         else:
             grouped = self.lut.shape[0] > 1
             params = _kernels.palettize(
-                x.numpy(), int(self.k).bit_length() - 1, "kmeans",
+                x.numpy(),
+                int(self.k).bit_length() - 1,
+                "kmeans",
                 "per_grouped_channel" if grouped else "per_tensor",
-                self.group_rows if grouped else 0, channel_axis=0, cluster_dim=self.cd,
+                self.group_rows if grouped else 0,
+                channel_axis=0,
+                cluster_dim=self.cd,
             )
             found = torch.from_numpy(np.ascontiguousarray(params.lut, dtype=np.float32))
             found = found.reshape(self.lut.shape[0], -1, self.cd)
@@ -411,6 +420,7 @@ class TrainingPalettizer:
         registers the ``_COREML_`` buffers. A module whose milestone was not reached is
         clustered now. Returns a finalized copy unless ``inplace``; the result is in eval
         mode."""
+
         def export(module: nn.Module) -> tuple[torch.Tensor, dict[str, Any]] | None:
             lut = _lut_of(module)
             if lut is None:
@@ -423,6 +433,7 @@ class TrainingPalettizer:
         if model is None:
             self._model = out
         return out
+
 
 __all__ = [
     "LutParametrization",
