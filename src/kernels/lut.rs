@@ -603,9 +603,6 @@ pub fn stack_groups<L: Copy + Send + Sync>(
     for gl in &groups {
         lut.extend_from_slice(&gl.lut);
     }
-    let mut swapped = shape.to_vec();
-    swapped.swap(0, channel_axis);
-    swapped[0] /= cd;
     let indices = if channel_axis == 0 && num == 1 {
         groups.into_iter().next().expect("one group").indices
     } else if channel_axis == 0 && per_group % 8 == 0 {
@@ -622,6 +619,9 @@ pub fn stack_groups<L: Copy + Send + Sync>(
             .zip(&groups)
             .for_each(|(d, gl)| d.copy_from_slice(&gl.indices.unpack::<u8>()));
         if channel_axis != 0 {
+            let mut swapped = shape.to_vec();
+            swapped.swap(0, channel_axis);
+            swapped[0] /= cd;
             idx = swap_axes_0(&idx, &swapped, channel_axis);
         }
         Packed::pack(&idx, nbits as u32)?
