@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for label, code in ROWS:
             # --force: every run after the first replaces the previous output.
-            times = wall_times(code, ["palettize", example, out, "--nbits", "4", "--force"], repeats)
+            times = wall_times(
+                code, ["palettize", example, out, "--nbits", "4", "--force"], repeats
+            )
             lines.append(
                 f"| {label} | {statistics.median(times):.2f} s | {min(times):.2f} s "
                 f"| {max(times):.2f} s |"

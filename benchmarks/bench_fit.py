@@ -47,8 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_fit_") as tmp:
         out, report = Path(tmp) / "fit.mlpackage", Path(tmp) / "report.html"
         command = [
-            "/usr/bin/time", "-v", sys.executable, "-m", "coreml_compress.cli", "fit",
-            str(package), str(out), "--max-size", str(max_size), "--report", str(report),
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "coreml_compress.cli",
+            "fit",
+            str(package),
+            str(out),
+            "--max-size",
+            str(max_size),
+            "--report",
+            str(report),
         ]
         if args.compute_units:
             command += ["--compute-units", args.compute_units]
@@ -58,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         if run.returncode != 0:
             print(run.stdout, run.stderr, file=sys.stderr)
             return 1
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1)) * 1024
+        rss = (
+            int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
+            * 1024
+        )
         written = (out / WEIGHTS).stat().st_size
         summary = run.stdout.split("\n\n")[0]
     machine = harness.machine_markdown(harness.machine_info())

@@ -70,9 +70,7 @@ def form_mix(package: Path) -> str:
         # An iOS18 LUT has one entry per group along each axis, then (entries, cluster_dim).
         lut_shape = w.params.get("lut_shape", ())
         parts.extend(
-            f"g{dim // groups}"
-            for dim, groups in zip(w.shape, lut_shape[:-2])
-            if groups > 1
+            f"g{dim // groups}" for dim, groups in zip(w.shape, lut_shape[:-2]) if groups > 1
         )
         return " ".join(parts)
 

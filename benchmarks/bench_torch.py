@@ -65,8 +65,12 @@ def bench_layerwise(args, rows: list) -> None:
     data = _data(n, tokens, dim, 1)
     held = _data(1, 256, dim, 2)[0]
     configs = {
-        "GPTQ uint4 per-block 32": {"algorithm": "gptq", "weight_dtype": "uint4",
-                                    "granularity": "per_block", "block_size": 32},
+        "GPTQ uint4 per-block 32": {
+            "algorithm": "gptq",
+            "weight_dtype": "uint4",
+            "granularity": "per_block",
+            "block_size": 32,
+        },
         "SparseGPT 50% + uint8": {"algorithm": "sparse_gpt", "target_sparsity": 0.5},
     }
     for label, gc in configs.items():
@@ -80,8 +84,14 @@ def bench_layerwise(args, rows: list) -> None:
         t_ours, m_ours = _timed(
             lambda cfg=cfg: LayerwiseCompressor(model, cfg).compress(data, "cpu"), args.repeat
         )
-        rows.append((f"{label}, {dim}x{dim}, {n}x{tokens} tokens", t_ref, t_ours,
-                     f"{_rel_err(model, m_ref, held):.3e} / {_rel_err(model, m_ours, held):.3e}"))
+        rows.append(
+            (
+                f"{label}, {dim}x{dim}, {n}x{tokens} tokens",
+                t_ref,
+                t_ours,
+                f"{_rel_err(model, m_ref, held):.3e} / {_rel_err(model, m_ours, held):.3e}",
+            )
+        )
 
 
 def bench_skm(args, rows: list) -> None:
@@ -96,8 +106,11 @@ def bench_skm(args, rows: list) -> None:
     def loss_fn(m, ids):
         return m(ids).pow(2).mean()
 
-    cfg = {"global_config": {"n_bits": 4, "granularity": "per_grouped_channel", "group_size": 16},
-           "module_type_configs": {"Embedding": None}, "calibration_nsamples": 8}
+    cfg = {
+        "global_config": {"n_bits": 4, "granularity": "per_grouped_channel", "group_size": 16},
+        "module_type_configs": {"Embedding": None},
+        "calibration_nsamples": 8,
+    }
     t_ref, m_ref = _timed(
         lambda: ctp.SKMPalettizer(model, ctp.SKMPalettizerConfig.from_dict(cfg)).compress(
             dataloader=data, loss_fn=loss_fn
@@ -108,8 +121,14 @@ def bench_skm(args, rows: list) -> None:
         lambda: SKMPalettizer(model, cfg).compress(dataloader=data, loss_fn=loss_fn), args.repeat
     )
     ids = torch.randint(1000, 20000, (2, 64), generator=g)
-    rows.append((f"SKM 4-bit g16, MiniLM ({len(model.encoder)} layers)", t_ref, t_ours,
-                 f"{_rel_err(model, m_ref, ids):.3e} / {_rel_err(model, m_ours, ids):.3e}"))
+    rows.append(
+        (
+            f"SKM 4-bit g16, MiniLM ({len(model.encoder)} layers)",
+            t_ref,
+            t_ours,
+            f"{_rel_err(model, m_ref, ids):.3e} / {_rel_err(model, m_ours, ids):.3e}",
+        )
+    )
 
 
 def main() -> None:
@@ -122,9 +141,13 @@ def main() -> None:
     rows: list = []
     bench_layerwise(args, rows)
     bench_skm(args, rows)
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeat} run(s)\n")
-    print("| workload | coremltools (s) | coreml-compress (s) | speed-up | rel. output error (ct / ours) |")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeat} run(s)\n"
+    )
+    print(
+        "| workload | coremltools (s) | coreml-compress (s) | speed-up | rel. output error (ct / ours) |"
+    )
     print("|---|---:|---:|---:|---|")
     for label, a, b, err in rows:
         print(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.1f}x | {err} |")

@@ -123,8 +123,10 @@ def train(out_dir: str, impl: str, model_name: str, steps: int, width: int, dept
     prepared = palettizer.prepare()
     prepare_s = time.perf_counter() - t
     with open(progress, "a") as f:
-        print(f"prepare: {prepare_s:.2f} s, RSS {_current_rss_mb():.0f} MB (before {base:.0f})",
-              file=f)
+        print(
+            f"prepare: {prepare_s:.2f} s, RSS {_current_rss_mb():.0f} MB (before {base:.0f})",
+            file=f,
+        )
     prepared.train()
     opt = torch.optim.Adam(prepared.parameters(), 1e-4)
     times, losses = [], []
@@ -138,8 +140,11 @@ def train(out_dir: str, impl: str, model_name: str, steps: int, width: int, dept
         times.append(time.perf_counter() - t)
         losses.append(float(loss.detach()))
         with open(progress, "a") as f:  # kept when the memory guard kills the run
-            print(f"step {len(times)}: {times[-1]:.2f} s, loss {losses[-1]:.4g}, "
-                  f"RSS {_current_rss_mb():.0f} MB, peak {_peak_rss_mb():.0f} MB", file=f)
+            print(
+                f"step {len(times)}: {times[-1]:.2f} s, loss {losses[-1]:.4g}, "
+                f"RSS {_current_rss_mb():.0f} MB, peak {_peak_rss_mb():.0f} MB",
+                file=f,
+            )
     final = palettizer.finalize()
     final.eval()
     with torch.no_grad():
@@ -164,26 +169,41 @@ def main() -> None:
     p.add_argument("--model", choices=("minilm", "ffn", "large"), default="minilm")
     p.add_argument("--width", type=int, default=2048, help="--model large: Linear width")
     p.add_argument("--depth", type=int, default=3, help="--model large: number of Linears")
-    p.add_argument("--mem-limit-gb", type=float, default=14.0,
-                   help="the memory guard: a run above this RSS is killed and reported")
+    p.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=14.0,
+        help="the memory guard: a run above this RSS is killed and reported",
+    )
     p.add_argument("--only", choices=("coremltools", "ours"), help="run one side only")
     args = p.parse_args()
-    print("| implementation | palettized weights | prepare (s) | s/step | peak RSS (MB) | "
-          "over model+data (MB) | loss step 1 → last | finalized loss (train / held out) | load |")
+    print(
+        "| implementation | palettized weights | prepare (s) | s/step | peak RSS (MB) | "
+        "over model+data (MB) | loss step 1 → last | finalized loss (train / held out) | load |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|---|---:|")
     for impl in ("coremltools", "ours"):
         if args.only and impl != args.only:
             continue
         job = harness.Job(
-            "bench_torch_training", "train",
-            {"impl": impl, "model_name": args.model, "steps": args.steps, "width": args.width,
-             "depth": args.depth},
+            "bench_torch_training",
+            "train",
+            {
+                "impl": impl,
+                "model_name": args.model,
+                "steps": args.steps,
+                "width": args.width,
+                "depth": args.depth,
+            },
             timeout_s=3 * 3600,
         )
         run = harness.run_once(job, mem_limit_gb=args.mem_limit_gb)
         if not run.ok:
-            print(f"| {impl} | | | failed: {run.error} | "
-                  f"{(run.rss_bytes or 0) / 2**20:.0f} | | | | {run.load_1min} |", flush=True)
+            print(
+                f"| {impl} | | | failed: {run.error} | "
+                f"{(run.rss_bytes or 0) / 2**20:.0f} | | | | {run.load_1min} |",
+                flush=True,
+            )
             continue
         r = run.extra
         peak = (run.rss_bytes or 0) / 2**20

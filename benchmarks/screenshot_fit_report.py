@@ -49,9 +49,15 @@ def screenshot(report: Path, png: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="fit_shot_") as profile:
         subprocess.run(
             [
-                browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-                f"--screenshot={png}", report.resolve().as_uri(),
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                f"--screenshot={png}",
+                report.resolve().as_uri(),
             ],
             check=True,
             capture_output=True,
@@ -74,7 +80,9 @@ def main() -> int:
         if report is None:
             import minilm_torch
 
-            package = args.package or minilm_torch.build_package(BENCH_DIR / ".cache" / "fit_quality")
+            package = args.package or minilm_torch.build_package(
+                BENCH_DIR / ".cache" / "fit_quality"
+            )
             report = fit_report(package, args.bits, Path(tmp))
         screenshot(report, args.out)
     print(args.out)
