@@ -135,6 +135,22 @@ def test_unique_bit_identical(
     assert_same_lut(ours, theirs)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "axis", "group", "cd"), LAYOUTS)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_unique_with_both_zeros_bit_identical(
+    dtype: Any, shape: Any, axis: int, group: int, cd: int, seed: int
+) -> None:
+    # 0.0 and -0.0 are one value to np.unique, which keeps whichever its argsort puts first.
+    rng = np.random.default_rng(seed)
+    w = rng.choice(np.array([0.0, -0.0, 0.5, -1.25, 3.0], dtype=dtype), size=shape)
+    theirs = ct_pal.grouped_channelwise_compress(w, "UNIQUE", None, axis, group, None, cd)
+    ours = kernels.palettize(
+        w, mode="unique", channel_axis=axis, cluster_dim=cd, **_granularity(group)
+    )
+    assert_same_lut(ours, theirs)
+
+
 @pytest.mark.parametrize(
     ("shape", "axis", "group", "nbits"),
     [

@@ -390,11 +390,11 @@ pub fn palettize<T: WeightElement>(
                                 .into(),
                         )
                     }
-                    Some(s) => nbits = nbits.max(nbits_for_count(s.len(cd))),
+                    Some(s) => nbits = nbits.max(nbits_for_count(s.len())),
                 }
             }
-            sets.into_iter()
-                .map(|s| s.expect("checked").into_group_lut(nbits, cd))
+            sets.into_par_iter()
+                .map(|s| s.expect("checked").into_group_lut(nbits))
                 .collect::<Result<_>>()?
         }
         mode => {
@@ -674,7 +674,7 @@ pub fn palettize_group<T: WeightElement>(
             "Vector palettization (cluster_dim > 1) doesn't support UNIFORM mode."
         )),
         PaletteMode::Unique => match unique_set(group, rest, cd) {
-            Some(s) => s.into_group_lut(nbits, cd),
+            Some(s) => s.into_group_lut(nbits),
             None => Err(config_err!(
                 "Unique values in weight cannot be represented by 8 bits palettization."
             )),
@@ -868,26 +868,81 @@ fn uniform_wide<T: WeightElement>(g: &[T], lo: f64, hi: f64, nbits: u8) -> Resul
 // UNIQUE
 
 /// Distinct values (or vectors) of a group in ascending (lexicographic) order, each represented
-/// by its first occurrence, and the inverse map.
-struct UniqueSet<T> {
+/// by its first occurrence (or numpy's choice among values equal as floats), with the group they
+/// come from: an element's index is found again when the indices are packed, once the index
+/// width is known (for a weight, the largest any of its groups needs).
+struct UniqueSet<'a, T> {
+    group: VectorKeys<'a, T>,
+    /// The distinct vectors' order keys, `cd` per vector, ascending.
+    keys: Vec<u32>,
     reps: Vec<T>,
-    inverse: Vec<u8>,
 }
 
-impl<T: WeightElement> UniqueSet<T> {
-    fn len(&self, cd: usize) -> usize {
-        self.reps.len() / cd
+/// A group's vectors as order keys: vector `i` is channels `r·cd .. r·cd + cd` at position `p`
+/// of a `[G, rest]` group, for `(r, p) = (i / rest, i % rest)`.
+#[derive(Clone, Copy)]
+struct VectorKeys<'a, T> {
+    g: &'a [T],
+    rest: usize,
+    cd: usize,
+}
+
+impl<T: WeightElement> VectorKeys<'_, T> {
+    fn len(&self) -> usize {
+        self.g.len() / self.cd
     }
-    fn into_group_lut(self, nbits: u8, cd: usize) -> Result<GroupLut<T>> {
-        if self.len(cd) > 1 << nbits {
+    /// The `v`-th element of vector `i`.
+    fn element(&self, i: usize, v: usize) -> T {
+        let (r, p) = (i / self.rest, i % self.rest);
+        self.g[(r * self.cd + v) * self.rest + p]
+    }
+    fn key(&self, i: usize, out: &mut [u32]) {
+        for (v, o) in out.iter_mut().enumerate() {
+            *o = f32_order_key(self.element(i, v).to_f32());
+        }
+    }
+}
+
+/// Where `cur` is (or would be inserted) among the ascending vectors of `keys`.
+fn find_key(keys: &[u32], cur: &[u32]) -> std::result::Result<usize, usize> {
+    let cd = cur.len();
+    let (mut lo, mut hi) = (0usize, keys.len() / cd);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match keys[mid * cd..(mid + 1) * cd].cmp(cur) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Ok(mid),
+        }
+    }
+    Err(lo)
+}
+
+impl<T: WeightElement> UniqueSet<'_, T> {
+    fn len(&self) -> usize {
+        self.reps.len() / self.group.cd
+    }
+    /// The group's LUT (the distinct vectors, zero padded to `2^nbits`) and its indices, packed
+    /// as they are found.
+    fn into_group_lut(self, nbits: u8) -> Result<GroupLut<T>> {
+        let cd = self.group.cd;
+        if self.len() > 1 << nbits {
             return Err(config_err!(
                 "{} unique values do not fit in a {nbits}-bit LUT",
-                self.len(cd)
+                self.len()
             ));
         }
+        let (group, keys) = (self.group, &self.keys);
+        let indices = Packed::from_fn(group.len(), nbits as u32, |first, out: &mut [u8]| {
+            let mut cur = vec![0u32; cd];
+            for (j, o) in out.iter_mut().enumerate() {
+                group.key(first + j, &mut cur);
+                *o = find_key(keys, &cur).expect("present") as u8;
+            }
+        })?;
         Ok(GroupLut {
             lut: pad_lut(self.reps, (1 << nbits) * cd),
-            indices: Packed::pack(&self.inverse, nbits as u32)?,
+            indices,
             energy: None,
         })
     }
@@ -900,89 +955,53 @@ fn nbits_for_count(count: usize) -> u8 {
         .unwrap_or(8)
 }
 
-/// `np.unique(axis=0, return_inverse=True)` of the group's vectors (float comparison: -0.0
-/// equals 0.0). `None` as soon as there are more than 256.
-fn unique_set<T: WeightElement>(g: &[T], rest: usize, cd: usize) -> Option<UniqueSet<T>> {
-    let m = g.len() / cd;
-    let rows = g.len() / rest / cd;
-    let vector = |i: usize, out: &mut [u32]| {
-        // Vector i = (row r, position p): channels r·cd .. r·cd+cd at position p.
-        let (r, p) = (i / rest, i % rest);
-        for (v, o) in out.iter_mut().enumerate() {
-            *o = f32_order_key(g[(r * cd + v) * rest + p].to_f32());
-        }
-    };
-    debug_assert_eq!(rows * rest, m);
+/// `np.unique(axis=0)` of the group's vectors (float comparison: -0.0 equals 0.0). `None` as
+/// soon as there are more than 256.
+fn unique_set<T: WeightElement>(g: &[T], rest: usize, cd: usize) -> Option<UniqueSet<'_, T>> {
+    let group = VectorKeys { g, rest, cd };
+    let m = group.len();
     let mut keys: Vec<u32> = Vec::with_capacity(256 * cd);
     let mut reps: Vec<T> = Vec::with_capacity(256 * cd);
     let mut cur = vec![0u32; cd];
-    let find = |keys: &[u32], cur: &[u32]| -> std::result::Result<usize, usize> {
-        let n = keys.len() / cd;
-        let (mut lo, mut hi) = (0usize, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match keys[mid * cd..(mid + 1) * cd].cmp(cur) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(mid),
-            }
-        }
-        Err(lo)
-    };
     let mut ambiguous = false;
     for i in 0..m {
-        vector(i, &mut cur);
-        match find(&keys, &cur) {
+        group.key(i, &mut cur);
+        match find_key(&keys, &cur) {
             Ok(at) => {
                 // Equal as floats but not bit for bit (a -0.0 against a 0.0).
-                let (r, p) = (i / rest, i % rest);
-                ambiguous |= (0..cd).any(|v| {
-                    g[(r * cd + v) * rest + p].to_bits_u32() != reps[at * cd + v].to_bits_u32()
-                });
+                ambiguous |= (0..cd)
+                    .any(|v| group.element(i, v).to_bits_u32() != reps[at * cd + v].to_bits_u32());
             }
             Err(at) => {
                 if keys.len() / cd == 256 {
                     return None;
                 }
                 keys.splice(at * cd..at * cd, cur.iter().copied());
-                let (r, p) = (i / rest, i % rest);
-                let rep: Vec<T> = (0..cd).map(|v| g[(r * cd + v) * rest + p]).collect();
-                reps.splice(at * cd..at * cd, rep);
+                reps.splice(at * cd..at * cd, (0..cd).map(|v| group.element(i, v)));
             }
         }
     }
-    let inverse: Vec<u8> = (0..m)
-        .map(|i| {
-            let mut c = vec![0u32; cd];
-            vector(i, &mut c);
-            find(&keys, &c).expect("present") as u8
-        })
-        .collect();
     if ambiguous {
         // numpy keeps whichever of the equal values its (unstable) argsort puts first.
-        let all: Vec<u32> = (0..m)
-            .flat_map(|i| {
-                let mut c = vec![0u32; cd];
-                vector(i, &mut c);
-                c
-            })
-            .collect();
+        let mut all = vec![0u32; m * cd];
+        for (i, c) in all.chunks_exact_mut(cd).enumerate() {
+            group.key(i, c);
+        }
         let perm = numpy_argsort(m, |a, b| {
             all[a * cd..(a + 1) * cd].cmp(&all[b * cd..(b + 1) * cd])
         });
         let mut last = usize::MAX;
         for &i in &perm {
-            let u = inverse[i] as usize;
+            let u = find_key(&keys, &all[i * cd..(i + 1) * cd]).expect("present");
             if u != last {
-                let (r, p) = (i / rest, i % rest);
                 for v in 0..cd {
-                    reps[u * cd + v] = g[(r * cd + v) * rest + p];
+                    reps[u * cd + v] = group.element(i, v);
                 }
                 last = u;
             }
         }
     }
-    Some(UniqueSet { reps, inverse })
+    Some(UniqueSet { group, keys, reps })
 }
 
 /// numpy's generic argsort (`npy_aquicksort`, what `np.unique(axis=0)` runs on its structured
