@@ -23,7 +23,7 @@ use crate::format::dtype::DType;
 use crate::format::spec::proto::mil_spec::Operation;
 use crate::kernels::fp16::WeightElement;
 use crate::kernels::lut::{self, Palettized};
-use crate::kernels::pack::{self, Packed};
+use crate::kernels::pack;
 use crate::kernels::quantize::Codes;
 use crate::mil::ops::{build_op, op_name, param, NewParam, Param, ParamStyle};
 use crate::mil::tensor::TensorInfo;
@@ -127,24 +127,26 @@ enum PalettizedAny {
 }
 
 impl PalettizedAny {
-    fn indices(&self) -> (&Packed, &[usize], u8, Option<usize>) {
+    /// One index per element, unpacked, and their width.
+    fn labels(&self) -> (Vec<u8>, u8) {
         match self {
-            PalettizedAny::F16(x) => (&x.indices, &x.indices_shape, x.nbits, x.vector_axis),
-            PalettizedAny::F32(x) => (&x.indices, &x.indices_shape, x.nbits, x.vector_axis),
+            PalettizedAny::F16(x) => (x.indices.unpack(), x.nbits),
+            PalettizedAny::F32(x) => (x.indices.unpack(), x.nbits),
         }
     }
 
     /// Signal and noise energy of the weight `w` (zeros where `mask` is 0) against this
-    /// palettization restored at the kept positions only: the pruned zeros stay exact.
-    fn kept_energy(&self, w: &Weights, mask: &[u8]) -> Result<(f64, f64)> {
-        fn typed<T: WeightElement>(x: &Palettized<T>, w: &[T], mask: &[u8]) -> Result<(f64, f64)> {
-            let (mut restored, _) = lut::lut_to_dense(
-                &x.indices.unpack::<u8>(),
-                &x.indices_shape,
-                &x.lut,
-                &x.lut_shape,
-                None,
-            )?;
+    /// palettization (its indices `labels`, unpacked) restored at the kept positions only: the
+    /// pruned zeros stay exact.
+    fn kept_energy(&self, labels: &[u8], w: &Weights, mask: &[u8]) -> Result<(f64, f64)> {
+        fn typed<T: WeightElement>(
+            x: &Palettized<T>,
+            labels: &[u8],
+            w: &[T],
+            mask: &[u8],
+        ) -> Result<(f64, f64)> {
+            let (mut restored, _) =
+                lut::lut_to_dense(labels, &x.indices_shape, &x.lut, &x.lut_shape, None)?;
             for ((r, &v), &m) in restored.iter_mut().zip(w).zip(mask) {
                 if m == 0 {
                     *r = v;
@@ -153,8 +155,8 @@ impl PalettizedAny {
             Ok(error_energy(w, &restored))
         }
         match (self, w) {
-            (PalettizedAny::F16(x), Weights::F16(w)) => typed(x, w, mask),
-            (PalettizedAny::F32(x), Weights::F32(w)) => typed(x, w, mask),
+            (PalettizedAny::F16(x), Weights::F16(w)) => typed(x, labels, w, mask),
+            (PalettizedAny::F32(x), Weights::F32(w)) => typed(x, labels, w, mask),
             _ => Err(config_err!("internal: palettization of another float type")),
         }
     }
@@ -234,9 +236,9 @@ fn sparse_then_palettize(
         Ok(x) => x,
         Err(reason) => return Ok(Err(reason)),
     };
-    r.error = Some(x.kept_energy(&w, &mask_bits)?);
-    let (indices, _, nbits, _) = x.indices();
-    let kept = select(&indices.unpack::<u8>(), &mask_bits);
+    let (labels, nbits) = x.labels();
+    r.error = Some(x.kept_energy(&labels, &w, &mask_bits)?);
+    let kept = select(&labels, &mask_bits);
     let name = format!("{}_palettized", c.name);
     let (mask_out, data_out) = (format!("{name}_0"), format!("{name}_1"));
     let float = c.info.dtype;

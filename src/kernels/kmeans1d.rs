@@ -763,18 +763,8 @@ mod tests {
         pub(super) static SOLVES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
-    /// Sorted distinct f16 values of `n` values with their counts: bell-shaped, or (heavy) each
-    /// value times 2^u for a u uniform in [-2, 2).
-    fn f16_group(seed: u64, n: usize, heavy: bool) -> (Vec<f64>, Vec<f64>) {
-        let mut r = crate::kernels::fp16::testgen::SplitMix(seed ^ 0x5EED);
-        let mut v: Vec<f64> = crate::kernels::fp16::testgen::normalish(seed, n, 20)
-            .into_iter()
-            .map(|x| {
-                let u = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0;
-                let x = if heavy { x * u.exp2() } else { x };
-                crate::kernels::fp16::f16_from_f64(x).to_f64() + 0.0
-            })
-            .collect();
+    /// The sorted distinct values of `v` with their counts (as `np.unique`).
+    fn with_counts(mut v: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
         v.sort_by(f64::total_cmp);
         let (mut xs, mut ws) = (Vec::new(), Vec::<f64>::new());
         for x in v {
@@ -786,6 +776,21 @@ mod tests {
             }
         }
         (xs, ws)
+    }
+
+    /// Sorted distinct f16 values of `n` values with their counts: bell-shaped, or (heavy) each
+    /// value times 2^u for a u uniform in [-2, 2).
+    fn f16_group(seed: u64, n: usize, heavy: bool) -> (Vec<f64>, Vec<f64>) {
+        let mut r = crate::kernels::fp16::testgen::SplitMix(seed ^ 0x5EED);
+        let v: Vec<f64> = crate::kernels::fp16::testgen::normalish(seed, n, 20)
+            .into_iter()
+            .map(|x| {
+                let u = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0;
+                let x = if heavy { x * u.exp2() } else { x };
+                crate::kernels::fp16::f16_from_f64(x).to_f64() + 0.0
+            })
+            .collect();
+        with_counts(v)
     }
 
     /// Penalties tried per group (`cargo test --release --lib kmeans1d::tests::penalties_tried
@@ -985,21 +990,11 @@ mod tests {
 
     /// Sorted distinct f16 values of a generated tensor with their counts (as `np.unique`).
     fn distinct_f16(seed: u64, n: usize, e: i32) -> (Vec<f64>, Vec<f64>) {
-        let mut v: Vec<f64> = crate::kernels::fp16::testgen::normalish(seed, n, e)
+        let v: Vec<f64> = crate::kernels::fp16::testgen::normalish(seed, n, e)
             .into_iter()
             .map(|x| crate::kernels::fp16::f16_from_f64(x).to_f64())
             .collect();
-        v.sort_by(f64::total_cmp);
-        let (mut xs, mut ws) = (Vec::new(), Vec::<f64>::new());
-        for x in v {
-            if xs.last() == Some(&x) {
-                *ws.last_mut().unwrap() += 1.0;
-            } else {
-                xs.push(x);
-                ws.push(1.0);
-            }
-        }
-        (xs, ws)
+        with_counts(v)
     }
 
     fn check_golden_generated(

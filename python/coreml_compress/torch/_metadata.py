@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ..lint import per_block_warning
+
 PREFIX = "_COREML_"
 VERSION_BUFFER = f"{PREFIX}/metadata_version"
 COMPRESSION_TYPES = {"pruning": 1, "palettization": 2, "quantization": 3}
@@ -116,8 +118,6 @@ def warn_per_block(model: torch.nn.Module, stacklevel: int = 2) -> None:
     """One ``DeploymentWarning`` naming the weights of ``model`` that convert to per_block
     linear quantization, which the Neural Engine does not run (as the post-training passes
     warn)."""
-    from ..lint import per_block_warning
-
     names = per_block_weights(model)
     if names:
         weights = [{"name": n} for n in names]
